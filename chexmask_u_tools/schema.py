@@ -1,0 +1,85 @@
+"""The canonical CheXmask-U table: one typed layout for every released file variant.
+
+Every reader in the package (``read_table``, ``scan_table``, the Hub loaders, the
+parquet cache, ``predict``) produces exactly these columns, in this order, with
+these dtypes.  Coordinates are pixels in the row's ``frame``: x = column,
+y = row, origin at the top-left pixel's centre.
+
+================  =============================  ==========================================
+column            dtype                          meaning
+================  =============================  ==========================================
+source            String                         ``MIMIC-CXR-JPG``, ``CheXpert``, ``ChestX-ray8``,
+                                                 ``Padchest``, ``VinDr-CXR`` (or a user label)
+image_id          String                         the source's image id, as released
+frame             String                         ``preprocessed`` (1024x1024) or ``original``
+height, width     Int32 (nullable)               mask size in pixels
+dice_rca_mean     Float64 (nullable)             ``Dice RCA (Mean)`` quality estimate
+dice_rca_max      Float64 (nullable)             ``Dice RCA (Max)`` quality estimate
+landmarks         Array(Float32, (120, 2))       mean landmarks, x then y
+landmarks_std     Array(Float32, (120, 2))       per-node std of x and y (null: no std)
+latent_sigma      Array(Float32, 64)             posterior sigmas (null: not released)
+rle_right_lung    String (nullable)              released RLE mask, 1-based row-major runs
+rle_left_lung     String (nullable)
+rle_heart         String (nullable)
+node_sigma_mean   Float32 (nullable)             mean over nodes of (std_x + std_y) / 2
+node_sigma_max    Float32 (nullable)             max over nodes of the same
+sigma_right_lung  Float32 (nullable)             mean node sigma over the organ's nodes
+sigma_left_lung   Float32 (nullable)
+sigma_heart       Float32 (nullable)
+latent_sigma_mean Float32 (nullable)             mean of the 64 latent sigmas
+================  =============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from .layout import N_LATENT, N_NODES, ORGANS
+
+SOURCES: tuple[str, ...] = ("MIMIC-CXR-JPG", "CheXpert", "ChestX-ray8", "Padchest", "VinDr-CXR")
+"""Canonical names of the five parent databases."""
+
+FRAMES: tuple[str, ...] = ("preprocessed", "original")
+"""``preprocessed``: the 1024x1024 padded square the model saw; ``original``: the image's own pixels."""
+
+PREPROCESSED_SIZE: int = 1024
+
+LANDMARKS_DTYPE = pl.Array(pl.Float32, (N_NODES, 2))
+LATENT_DTYPE = pl.Array(pl.Float32, N_LATENT)
+
+RLE_COLUMNS: dict[str, str] = {organ: f"rle_{organ}" for organ in ORGANS}
+"""Organ name -> canonical RLE column."""
+
+ORGAN_SIGMA_COLUMNS: dict[str, str] = {organ: f"sigma_{organ}" for organ in ORGANS}
+"""Organ name -> canonical per-organ mean node sigma column."""
+
+BASE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String(),
+    "image_id": pl.String(),
+    "frame": pl.String(),
+    "height": pl.Int32(),
+    "width": pl.Int32(),
+    "dice_rca_mean": pl.Float64(),
+    "dice_rca_max": pl.Float64(),
+    "landmarks": LANDMARKS_DTYPE,
+    "landmarks_std": LANDMARKS_DTYPE,
+    "latent_sigma": LATENT_DTYPE,
+    **{column: pl.String() for column in RLE_COLUMNS.values()},
+}
+"""The stored columns, before the derived uncertainty summaries."""
+
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "node_sigma_mean": pl.Float32(),
+    "node_sigma_max": pl.Float32(),
+    **{column: pl.Float32() for column in ORGAN_SIGMA_COLUMNS.values()},
+    "latent_sigma_mean": pl.Float32(),
+}
+"""Derived uncertainty summaries (see :mod:`chexmask_u_tools.uncertainty`)."""
+
+CANONICAL_SCHEMA: pl.Schema = pl.Schema({**BASE_SCHEMA, **SUMMARY_SCHEMA})
+"""Column name -> dtype of the canonical table, in column order."""
+
+
+def empty_table() -> pl.DataFrame:
+    """A zero-row canonical table."""
+    return pl.DataFrame(schema=CANONICAL_SCHEMA)

@@ -1,0 +1,92 @@
+"""Uncertainty summaries of the canonical table, as composable polars expressions.
+
+Definitions (SPEC section 5): a node's scalar uncertainty is
+``sigma_node = (std_x + std_y) / 2`` in pixels of the row's frame; an image's is
+the mean of ``sigma_node`` over its 120 nodes.  The latent uncertainty of an
+image is the mean of its 64 posterior sigmas.
+
+Every function here returns a ``polars.Expr``, so the summaries work the same
+on an eager ``DataFrame`` and on a ``LazyFrame`` (where filters on them are
+pushed into the scan), e.g.::
+
+    lf.filter(cxu.node_sigma_mean() < 8.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from .layout import ORGAN_SLICES, ORGANS
+from .schema import ORGAN_SIGMA_COLUMNS
+
+
+def node_sigma(std_column: str = "landmarks_std") -> pl.Expr:
+    """Per-node sigma ``(std_x + std_y) / 2``: ``Array(Float32, 120)``, null without std."""
+    return pl.col(std_column).arr.eval(pl.element().arr.mean()).cast(pl.Array(pl.Float32, 120))
+
+
+def node_sigma_mean(std_column: str = "landmarks_std") -> pl.Expr:
+    """Image-level sigma: mean node sigma over the 120 nodes (Float32, pixels)."""
+    return node_sigma(std_column).arr.mean().cast(pl.Float32)
+
+
+def node_sigma_max(std_column: str = "landmarks_std") -> pl.Expr:
+    """Largest node sigma of the image (Float32, pixels)."""
+    return node_sigma(std_column).arr.max().cast(pl.Float32)
+
+
+def node_sigma_quantile(q: float, std_column: str = "landmarks_std") -> pl.Expr:
+    """The ``q`` quantile (linear interpolation) of the image's 120 node sigmas."""
+    if not 0.0 <= q <= 1.0:
+        from .errors import InputError
+
+        raise InputError(f"quantile must lie in [0, 1], got {q}")
+    return (
+        node_sigma(std_column)
+        .arr.to_list()
+        .list.eval(pl.element().quantile(q, interpolation="linear"))
+        .list.first()
+        .cast(pl.Float32)
+    )
+
+
+def organ_sigma_mean(organ: str, std_column: str = "landmarks_std") -> pl.Expr:
+    """Mean node sigma over one organ's nodes (Float32, pixels)."""
+    if organ not in ORGAN_SLICES:
+        from .errors import InputError
+
+        raise InputError(f"unknown organ {organ!r}; expected one of {ORGANS}")
+    part = ORGAN_SLICES[organ]
+    return (
+        node_sigma(std_column)
+        .arr.to_list()
+        .list.slice(part.start, part.stop - part.start)
+        .list.mean()
+        .cast(pl.Float32)
+    )
+
+
+def latent_sigma_mean(latent_column: str = "latent_sigma") -> pl.Expr:
+    """Mean of the 64 latent posterior sigmas (Float32), null when not released."""
+    return pl.col(latent_column).arr.mean().cast(pl.Float32)
+
+
+def summary_expressions() -> list[pl.Expr]:
+    """The derived summary columns of the canonical schema, named as there."""
+    return [
+        node_sigma_mean().alias("node_sigma_mean"),
+        node_sigma_max().alias("node_sigma_max"),
+        *(organ_sigma_mean(organ).alias(ORGAN_SIGMA_COLUMNS[organ]) for organ in ORGANS),
+        latent_sigma_mean().alias("latent_sigma_mean"),
+    ]
+
+
+def add_summaries(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+    """(Re)compute the summary columns from ``landmarks_std`` and ``latent_sigma``."""
+    return frame.with_columns(summary_expressions())
+
+
+def node_sigma_array(std: np.ndarray) -> np.ndarray:
+    """NumPy form of :func:`node_sigma`: ``(..., 120, 2) -> (..., 120)`` float32."""
+    return np.asarray(std, dtype=np.float32).mean(axis=-1)
