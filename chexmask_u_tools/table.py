@@ -246,10 +246,12 @@ def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> tuple[pl
         text = text[len("file://") :]
     lower = text.lower()
     is_parquet = lower.endswith((".parquet", ".pq"))
-    if not is_parquet and not re.search(r"\.csv(\.(gz|zst|zstd))?$", lower):
-        raise FileReadError(f"unsupported file type {text!r}: expected .csv, .csv.gz or .parquet")
+    if not is_parquet and not re.search(r"\.csv(\.(gz|zst|zstd|xz))?$", lower):
+        raise FileReadError(f"unsupported file type {text!r}: expected .csv, .csv.gz, .csv.xz or .parquet")
     try:
-        if _is_url(text) and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES:
+        is_remote = _is_url(text) and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES
+        if is_remote or lower.endswith(".xz"):
+            # polars scans neither fsspec-only URLs nor xz; read those whole.
             lf = _read_with_fsspec(text, is_parquet, storage_options)
         elif is_parquet:
             lf = pl.scan_parquet(text, storage_options=storage_options)
@@ -476,8 +478,8 @@ def scan_table(
     ----------
     path:
         A local path or an fsspec/polars URL (``hf://datasets/...``,
-        ``s3://...``, ``memory://...``) of a ``.csv``, ``.csv.gz`` or
-        ``.parquet`` file, in any released column variant or in the canonical
+        ``s3://...``, ``memory://...``) of a ``.csv``, ``.csv.gz``,
+        ``.csv.xz`` or ``.parquet`` file, in any released column variant or in the canonical
         layout.
     source:
         The parent database; inferred from the file name, the id column or a
@@ -575,10 +577,12 @@ def read_tables(paths: list[str | os.PathLike], **kwargs) -> pl.DataFrame:
 
 
 def data_files(directory: str | os.PathLike) -> list[Path]:
-    """The CheXmask(-U) tables (csv, csv.gz, parquet) under a directory, sorted."""
+    """The CheXmask(-U) tables (csv, csv.gz, csv.xz, parquet) under a directory, sorted."""
     root = Path(directory)
     if not root.is_dir():
         raise FileReadError(f"not a directory: {str(root)!r}")
     return sorted(
-        p for p in root.rglob("*") if p.is_file() and re.search(r"\.(csv|csv\.gz|parquet)$", p.name.lower())
+        p
+        for p in root.rglob("*")
+        if p.is_file() and re.search(r"\.(csv|csv\.gz|csv\.xz|parquet)$", p.name.lower())
     )
