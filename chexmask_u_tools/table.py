@@ -13,14 +13,15 @@ Bad records
 Each row is checked for: a missing image id; missing, non-numeric, non-finite
 or wrongly sized landmarks; a negative or malformed std or latent list;
 non-positive or non-integer Height/Width; non-numeric Dice RCA; run-length
-strings that are not integer pairs or whose last run ends past
-``height * width``.  With ``on_error="raise"`` (default) the first bad row
+strings that do not end in an integer pair or whose last run ends past
+``height * width`` (``check_masks=True`` checks every token too; decoding
+always validates every run).  With ``on_error="raise"`` (default) the first bad row
 raises :class:`~chexmask_u_tools.errors.RecordError` naming the file, the
 0-based row and the image id.  With ``on_error="skip"`` bad rows are dropped
 and :class:`~chexmask_u_tools.errors.SkippedRowsWarning` reports how many were
 dropped for each reason (eager :func:`read_table` only; a lazy scan cannot know
 the count before it is collected, so ``scan_table`` drops them silently and
-documents it here).  Run ordering inside a mask is checked when it is decoded.
+documents it here).
 
 Fix-ups (documented, deterministic)
 -----------------------------------
@@ -246,21 +247,26 @@ def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> tuple[pl
         text = text[len("file://") :]
     lower = text.lower()
     is_parquet = lower.endswith((".parquet", ".pq"))
-    if not is_parquet and not re.search(r"\.csv(\.(gz|zst|zstd|xz))?$", lower):
+    if not is_parquet and not re.search(r"\.csv(\.(gz|xz))?$", lower):
         raise FileReadError(f"unsupported file type {text!r}: expected .csv, .csv.gz, .csv.xz or .parquet")
     try:
         is_remote = _is_url(text) and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES
-        if is_remote or lower.endswith(".xz"):
-            # polars scans neither fsspec-only URLs nor xz; read those whole.
+        is_compressed_local = not _is_url(text) and re.search(r"\.(gz|xz)$", lower) is not None
+        if is_remote or is_compressed_local:
+            # polars scans neither fsspec-only URLs nor xz, and decompresses a
+            # compressed CSV whole anyway: reading it here surfaces a truncated
+            # or corrupt stream as a FileReadError now, not inside collect().
             lf = _read_with_fsspec(text, is_parquet, storage_options)
         elif is_parquet:
             lf = pl.scan_parquet(text, storage_options=storage_options)
         else:
+            if not _is_url(text) and lower.endswith(".csv"):
+                _check_not_truncated(text)
             lf = pl.scan_csv(text, infer_schema=False, storage_options=storage_options)
         columns = lf.collect_schema().names()
     except FileNotFoundError as error:
         raise FileReadError(f"file not found: {text!r}") from error
-    except (pl.exceptions.PolarsError, OSError, ValueError) as error:
+    except (pl.exceptions.PolarsError, OSError, ValueError, EOFError) as error:
         raise FileReadError(f"cannot read {text!r}: {error}") from error
     renames = _pandas_style_duplicates(columns)
     drop = [c for c in columns if c == "" or re.fullmatch(r"Unnamed: \d+|__index_level_\d+__", c)]
@@ -271,11 +277,29 @@ def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> tuple[pl
     return lf, text
 
 
+def _check_not_truncated(path: str) -> None:
+    """A CSV whose last byte is not a line break was cut off mid-record.
+
+    Without this check the cut record would parse with its last fields null and
+    a run-length string shortened to a valid prefix: a silently wrong mask.
+    Compressed files need no check: their decompressors fail on truncation.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            raise FileReadError(f"empty file: {path!r}")
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) not in (b"\n", b"\r"):
+            raise FileReadError(f"{path!r} does not end with a line break: the file looks truncated")
+
+
 def _read_with_fsspec(url: str, is_parquet: bool, storage_options: dict | None) -> pl.LazyFrame:
     import fsspec
 
     with fsspec.open(url, "rb", compression="infer", **(storage_options or {})) as handle:
         data = handle.read()
+    if not is_parquet and data and not data.endswith((b"\n", b"\r")):
+        raise FileReadError(f"{url!r} does not end with a line break: the file looks truncated")
     frame = pl.read_parquet(data) if is_parquet else pl.read_csv(data, infer_schema=False)
     return frame.lazy()
 
@@ -316,36 +340,53 @@ def _size(column: str | None, schema: pl.Schema, what: str, default: int | None)
     return size, problem
 
 
-def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(cleaned RLE string, problem): syntax, even token count, last run inside the mask."""
+def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -> tuple[pl.Expr, pl.Expr]:
+    """(cleaned RLE string, problem) for one mask column.
+
+    Always checked: the string ends in an integer pair and its last run ends
+    inside ``height * width`` (runs increase, so the last run is the farthest).
+    That reads only the tail of each string.  ``full`` also checks every
+    character and the token count, which costs a pass over all mask text (most
+    of a CheXmask file); decoding validates every run in any case.
+    """
     raw = _as_text(column, schema)
     text = pl.when(raw.str.strip_chars().str.len_bytes() > 0).then(raw)
-    syntax_ok = text.str.contains(r"^\s*[0-9]+(?:\s+[0-9]+)*\s*$")
-    n_tokens = text.str.count_matches(r"[0-9]+")
     last_start = text.str.extract(r"([0-9]+)\s+[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
     last_length = text.str.extract(r"([0-9]+)\s*$", 1).cast(pl.Int64, strict=False)
     last_end = last_start + last_length - 1
-    problem = (
-        pl.when(text.is_null())
-        .then(None)
-        .when(~syntax_ok)
-        .then(pl.lit(f"mask {column!r} is not a run-length string of non-negative integers"))
-        .when(n_tokens % 2 == 1)
-        .then(pl.format("mask {} has an odd number of values ({})", pl.lit(repr(column)), n_tokens))
-        .when(n_pixels.is_not_null() & (last_end > n_pixels))
-        .then(
-            pl.format(
-                "mask {} runs to pixel {}, past the mask's {} pixels", pl.lit(repr(column)), last_end, n_pixels
-            )
+    not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
+    problem = pl.when(text.is_null()).then(None).when(last_end.is_null()).then(not_rle)
+    if full:
+        n_tokens = text.str.count_matches(r"[0-9]+")
+        problem = (
+            problem.when(~text.str.contains(r"^\s*[0-9]+(?:\s+[0-9]+)*\s*$"))
+            .then(not_rle)
+            .when(n_tokens % 2 == 1)
+            .then(pl.format("mask {} has an odd number of values ({})", pl.lit(repr(column)), n_tokens))
         )
-        .otherwise(None)
+    problem = problem.when(n_pixels.is_not_null() & (last_end > n_pixels)).then(
+        pl.format("mask {} runs to pixel {}, past the mask's {} pixels", pl.lit(repr(column)), last_end, n_pixels)
     )
-    return text, problem
+    return text, problem.otherwise(None)
 
 
-def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str) -> pl.LazyFrame:
+def _numpy_printed_columns(lf: pl.LazyFrame, columns: list[str], schema: pl.Schema) -> set[str]:
+    """Columns whose first non-null values are numpy-printed arrays (sniffed from 64 rows)."""
+    if not columns:
+        return set()
+    head = lf.head(64).select(_as_text(c, schema) for c in columns).collect()
+    return {c for c in columns if head[c].str.contains("[", literal=True).any()}
+
+
+def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool = False) -> pl.LazyFrame:
     """Raw columns -> parsed intermediate columns plus one ``problem`` column per row."""
     schema = lf.collect_schema()
+    point_columns = [c for c in (layout.landmarks_column, layout.std_column, layout.latents_column) if c]
+    numpy_printed = _numpy_printed_columns(lf, point_columns, schema)
+
+    def numbers(column: str) -> pl.Expr:
+        return number_list_expr(_as_text(column, schema), numpy_printed=column in numpy_printed)
+
     row = f"{_TEMP}row"
     lf = lf.with_row_index(row)
     image_id = _as_text(layout.id_column, schema).str.strip_chars()
@@ -358,10 +399,14 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str) -> pl.LazyFrame:
     else:
         source = pl.lit(layout.source, dtype=pl.String)
 
-    landmarks = number_list_expr(_as_text(layout.landmarks_column, schema))
+    landmarks = numbers(layout.landmarks_column)
     problems = [
-        pl.when(image_id.is_null() | (image_id.str.len_bytes() == 0)).then(pl.lit("missing image id")),
-        pl.when(landmarks.is_null()).then(pl.lit(f"missing landmarks ({layout.landmarks_column!r})")),
+        pl.when(pl.col("image_id").is_null() | (pl.col("image_id").str.len_bytes() == 0)).then(
+            pl.lit("missing image id")
+        ),
+        pl.when(pl.col(f"{_TEMP}landmarks").is_null()).then(
+            pl.lit(f"missing landmarks ({layout.landmarks_column!r})")
+        ),
         number_list_problem_expr(
             pl.col(f"{_TEMP}landmarks"), expected_len=2 * N_NODES, allow_negative=True, what="landmarks"
         ),
@@ -372,14 +417,14 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str) -> pl.LazyFrame:
         f"{_TEMP}landmarks": landmarks,
     }
     if layout.std_column is not None:
-        columns[f"{_TEMP}std"] = number_list_expr(_as_text(layout.std_column, schema))
+        columns[f"{_TEMP}std"] = numbers(layout.std_column)
         problems.append(
             number_list_problem_expr(
                 pl.col(f"{_TEMP}std"), expected_len=2 * N_NODES, allow_negative=False, what="landmark std"
             )
         )
     if layout.latents_column is not None:
-        columns[f"{_TEMP}latent"] = number_list_expr(_as_text(layout.latents_column, schema))
+        columns[f"{_TEMP}latent"] = numbers(layout.latents_column)
         problems.append(
             number_list_problem_expr(
                 pl.col(f"{_TEMP}latent"), expected_len=N_LATENT, allow_negative=False, what="latent sigmas"
@@ -395,13 +440,13 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str) -> pl.LazyFrame:
     columns["dice_rca_mean"] = pl.min_horizontal(dice_a, dice_b)
     columns["dice_rca_max"] = pl.max_horizontal(dice_a, dice_b)
     problems += [dice_a_problem, dice_b_problem]
-    n_pixels = height.cast(pl.Int64) * width.cast(pl.Int64)
+    n_pixels = pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64)
     for organ in ORGANS:
         column = layout.mask_columns.get(organ)
         if column is None:
             columns[RLE_COLUMNS[organ]] = pl.lit(None, dtype=pl.String)
             continue
-        text, problem = _rle_checks(column, schema, n_pixels)
+        text, problem = _rle_checks(column, schema, n_pixels, check_masks)
         columns[RLE_COLUMNS[organ]] = text
         problems.append(problem)
 
@@ -470,6 +515,7 @@ def scan_table(
     frame: Literal["preprocessed", "original"] | None = None,
     masks: Literal["released", "mean"] = "released",
     on_error: OnError = "raise",
+    check_masks: bool = False,
     storage_options: dict | None = None,
 ) -> pl.LazyFrame:
     """Lazily read a CheXmask(-U) file as the canonical table.
@@ -489,6 +535,11 @@ def scan_table(
     on_error:
         ``raise``: collecting raises :class:`RecordError` for the first bad row;
         ``skip``: bad rows are dropped (use :func:`read_table` to get counts).
+    check_masks:
+        Also check every character and the token count of each run-length
+        string (a pass over all mask text, most of a file).  By default only
+        each mask's last run is checked against ``height * width``; decoding
+        always validates every run.
     storage_options:
         Passed to polars / fsspec for remote paths.
 
@@ -503,7 +554,7 @@ def scan_table(
     layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
     if layout.canonical:
         return _canonical_passthrough(lf)
-    parsed = _parsed_frame(lf, layout, file)
+    parsed = _parsed_frame(lf, layout, file, check_masks)
     problem = f"{_TEMP}problem"
     if on_error == "skip":
         checked = parsed.filter(pl.col(problem).is_null())
@@ -524,6 +575,7 @@ def read_table(
     frame: Literal["preprocessed", "original"] | None = None,
     masks: Literal["released", "mean"] = "released",
     on_error: OnError = "raise",
+    check_masks: bool = False,
     storage_options: dict | None = None,
 ) -> pl.DataFrame:
     """Read a CheXmask(-U) file into the canonical table (see :func:`scan_table`).
@@ -547,7 +599,7 @@ def read_table(
     layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
     if layout.canonical:
         return _collect(_canonical_passthrough(lf), file)
-    parsed = _collect(_parsed_frame(lf, layout, file), file)
+    parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
     problem = parsed[f"{_TEMP}problem"]
     bad = problem.is_not_null()
     if bad.any():

@@ -1,0 +1,113 @@
+"""Benchmark: CheXmask-U CSV -> canonical table, and RLE decoding, against the reference approach.
+
+Reference approach (what users copy from notebooks today): ``pandas.read_csv``,
+then a per-row Python parse of each landmark / std / latent string into numpy
+arrays, and the per-run Python loop RLE decoder.  Both sides run in the same
+process on the same file, and the ratios are printed.  Timing is best-of-N
+wall clock; nothing here is a test.
+
+Usage:  python scripts/bench_io.py [--rows 20000] [--masks 600] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+import chexmask_u_tools as cxu
+
+
+def best_time(function, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_read(path: Path) -> list[dict]:
+    frame = pd.read_csv(path)
+    rows = []
+    for record in frame.to_dict("records"):
+        rows.append(
+            {
+                "image_id": record["image_id"],
+                "landmarks": np.array([float(v) for v in record["Landmarks (Mean)"].split(",")]).reshape(-1, 2),
+                "landmarks_std": np.array([float(v) for v in record["Landmarks (Std)"].split(",")]).reshape(-1, 2),
+                "latent_sigma": np.array([float(v) for v in record["latents"].split(",")]),
+                "rle": (record["Right Lung"], record["Left Lung"], record["Heart"]),
+            }
+        )
+    return rows
+
+
+def reference_rle_decode(rle: str, height: int, width: int) -> np.ndarray:
+    runs = np.array([int(v) for v in rle.split()])
+    mask = np.zeros(height * width, dtype=np.uint8)
+    for start, length in zip(runs[::2], runs[1::2]):
+        start -= 1
+        mask[start : start + length] = 1
+    return mask.reshape(height, width)
+
+
+def make_csv(rows: int, directory: Path) -> Path:
+    sample = cxu.load_sample().filter(pl.col("source") == "VinDr-CXR")
+    repeats = -(-rows // len(sample))
+    table = pl.concat([sample] * repeats).head(rows)
+    table = table.with_columns(pl.format("{}-{}", "image_id", pl.int_range(pl.len())).alias("image_id"))
+    path = directory / "VinDr-CXR.csv"
+    cxu.write_released(table, path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--masks", type=int, default=600)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = make_csv(args.rows, Path(directory))
+        size_mb = path.stat().st_size / 1e6
+        t_reference = best_time(lambda: reference_read(path), args.repeat)
+        t_ours = best_time(lambda: cxu.read_table(path), args.repeat)
+
+    masks = cxu.load_sample()
+    rles = (masks["rle_right_lung"].to_list() + masks["rle_left_lung"].to_list() + masks["rle_heart"].to_list())
+    rles = (rles * (-(-args.masks // len(rles))))[: args.masks]
+    t_rle_reference = best_time(lambda: [reference_rle_decode(r, 1024, 1024) for r in rles], args.repeat)
+    t_rle_single = best_time(lambda: [cxu.rle_decode(r, 1024, 1024) for r in rles], args.repeat)
+    batch = 64
+    t_rle_batch = best_time(
+        lambda: [cxu.rle_decode_many(rles[i : i + batch], 1024, 1024) for i in range(0, len(rles), batch)],
+        args.repeat,
+    )
+    runs = np.mean([len(r.split()) // 2 for r in rles])
+
+    print(f"CSV -> canonical table ({args.rows} rows, {size_mb:.0f} MB, CheXmask-U layout with std and latents)")
+    print("| path | rows/s | ratio |")
+    print("|---|---|---|")
+    print(f"| reference: pandas.read_csv + per-row Python parse | {args.rows / t_reference:,.0f} | 1.0x |")
+    print(f"| cxu.read_table | {args.rows / t_ours:,.0f} | {t_reference / t_ours:.1f}x |")
+    print()
+    print(f"RLE decode ({len(rles)} real-shaped 1024x1024 masks, {runs:.0f} runs per mask on average)")
+    print("| path | masks/s | ratio |")
+    print("|---|---|---|")
+    print(f"| reference: per-run Python loop | {len(rles) / t_rle_reference:,.0f} | 1.0x |")
+    print(f"| cxu.rle_decode (one mask at a time) | {len(rles) / t_rle_single:,.0f} | {t_rle_reference / t_rle_single:.1f}x |")
+    print(
+        f"| cxu.rle_decode_many (batches of {batch}) | {len(rles) / t_rle_batch:,.0f} | "
+        f"{t_rle_reference / t_rle_batch:.1f}x |"
+    )
+
+
+if __name__ == "__main__":
+    main()
