@@ -44,7 +44,7 @@ from typing import Literal
 
 import polars as pl
 
-from .errors import FileReadError, RecordError, SchemaError, SkippedRowsWarning
+from .errors import FileReadError, InputError, RecordError, SchemaError, SkippedRowsWarning
 from .layout import N_LATENT, N_NODES, ORGANS
 from .parsing import number_list_expr, number_list_problem_expr
 from .schema import BASE_SCHEMA, CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS, SOURCES
@@ -508,6 +508,14 @@ def _raise_first_problem(file: str):
     return check
 
 
+def _open(path, source, frame, masks, on_error, storage_options) -> tuple[pl.LazyFrame, str, Layout]:
+    if on_error not in ("raise", "skip"):
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    lf, file = _open_raw(path, storage_options)
+    layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
+    return lf, file, layout
+
+
 def scan_table(
     path: str | os.PathLike,
     source: str | None = None,
@@ -548,10 +556,7 @@ def scan_table(
     A ``LazyFrame`` with exactly :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
     Filters and column selections on it are pushed into the scan.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    lf, file = _open_raw(path, storage_options)
-    layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
+    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
     if layout.canonical:
         return _canonical_passthrough(lf)
     parsed = _parsed_frame(lf, layout, file, check_masks)
@@ -593,10 +598,7 @@ def read_table(
     RecordError
         A bad row (``on_error="raise"``), naming file, row and image id.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    lf, file = _open_raw(path, storage_options)
-    layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
+    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
     if layout.canonical:
         return _collect(_canonical_passthrough(lf), file)
     parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
