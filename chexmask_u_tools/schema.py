@@ -5,6 +5,12 @@ parquet cache, ``predict``) produces exactly these columns, in this order, with
 these dtypes.  Coordinates are pixels in the row's ``frame``: x = column,
 y = row, origin at the top-left pixel's centre.
 
+Landmarks and masks of a ``preprocessed`` row always live on the 1024 x 1024
+grid; its ``height``/``width`` hold the original image size when the file
+carries one (anything but 1024 x 1024), which is what mapping the row to the
+original frame needs.  Use :func:`mask_shape` (or :func:`mask_shape_exprs`)
+to size a row's masks rather than reading ``height``/``width`` directly.
+
 ================  =============================  ==========================================
 column            dtype                          meaning
 ================  =============================  ==========================================
@@ -12,7 +18,9 @@ source            String                         ``MIMIC-CXR-JPG``, ``CheXpert``
                                                  ``Padchest``, ``VinDr-CXR`` (or a user label)
 image_id          String                         the source's image id, as released
 frame             String                         ``preprocessed`` (1024x1024) or ``original``
-height, width     Int32 (nullable)               mask size in pixels
+height, width     Int32 (nullable)               original frame: the image size (= mask grid);
+                                                 preprocessed frame: the original image size when
+                                                 the file carries it, else 1024 (see mask_shape)
 dice_rca_mean     Float64 (nullable)             ``Dice RCA (Mean)`` quality estimate
 dice_rca_max      Float64 (nullable)             ``Dice RCA (Max)`` quality estimate
 landmarks         Array(Float32, (120, 2))       mean landmarks, x then y
@@ -83,3 +91,31 @@ CANONICAL_SCHEMA: pl.Schema = pl.Schema({**BASE_SCHEMA, **SUMMARY_SCHEMA})
 def empty_table() -> pl.DataFrame:
     """A zero-row canonical table."""
     return pl.DataFrame(schema=CANONICAL_SCHEMA)
+
+
+def mask_shape(frame: str, height: int | None, width: int | None) -> tuple[int, int]:
+    """``(rows, cols)`` of the pixel grid a row's landmarks and masks live on.
+
+    In the ``preprocessed`` frame that is always 1024 x 1024, whatever
+    ``height``/``width`` say (they may carry the original image size); in the
+    ``original`` frame it is ``(height, width)``.
+    """
+    if frame == "preprocessed":
+        return PREPROCESSED_SIZE, PREPROCESSED_SIZE
+    if frame != "original":
+        from .errors import InputError
+
+        raise InputError(f"frame must be one of {FRAMES}, got {frame!r}")
+    if height is None or width is None:
+        from .errors import InputError
+
+        raise InputError("an original-frame row needs its height and width to size its masks")
+    return int(height), int(width)
+
+
+def mask_shape_exprs() -> tuple[pl.Expr, pl.Expr]:
+    """Polars form of :func:`mask_shape`: ``(rows, cols)`` Int32 expressions per row."""
+    preprocessed = pl.col("frame") == "preprocessed"
+    rows = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("height")).cast(pl.Int32)
+    cols = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("width")).cast(pl.Int32)
+    return rows, cols

@@ -440,7 +440,10 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool
     columns["dice_rca_mean"] = pl.min_horizontal(dice_a, dice_b)
     columns["dice_rca_max"] = pl.max_horizontal(dice_a, dice_b)
     problems += [dice_a_problem, dice_b_problem]
-    n_pixels = pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64)
+    if layout.frame == "preprocessed":
+        n_pixels = pl.lit(PREPROCESSED_SIZE * PREPROCESSED_SIZE, dtype=pl.Int64)
+    else:
+        n_pixels = pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64)
     for organ in ORGANS:
         column = layout.mask_columns.get(organ)
         if column is None:

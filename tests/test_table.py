@@ -360,3 +360,28 @@ def test_layout_helpers():
     assert layout.source == "ChestX-ray8" and layout.std_column is None
     with pytest.raises(cxu.SchemaError):
         detect_layout(["Image Index", "Landmarks"], frame="sideways")
+
+
+def test_preprocessed_rows_keep_original_size_and_1024_masks(tmp_path, small):
+    path = tmp_path / "Preprocessed" / "CheXpert.csv"
+    path.parent.mkdir()
+    cxu.write_released(small.with_columns(pl.lit(2500, pl.Int32).alias("height"), pl.lit(2000, pl.Int32).alias("width")), path)
+    table = cxu.read_table(path)
+    assert table["height"].unique().to_list() == [2500] and table["width"].unique().to_list() == [2000]
+    assert table["rle_heart"].to_list() == small["rle_heart"].to_list()
+    row = table.row(0, named=True)
+    assert cxu.mask_shape(row["frame"], row["height"], row["width"]) == (1024, 1024)
+    rows, cols = cxu.mask_shape_exprs()
+    assert table.select(rows.unique(), cols.unique()).row(0) == (1024, 1024)
+    past = corrupt(small, "Heart", 0, f"{1024 * 1024 - 2} 5")
+    past.write_csv(path)
+    with pytest.raises(cxu.RecordError, match="past the mask's 1048576 pixels"):
+        cxu.read_table(path)
+
+
+def test_mask_shape_rules():
+    assert cxu.mask_shape("original", 300, 200) == (300, 200)
+    with pytest.raises(cxu.InputError):
+        cxu.mask_shape("original", None, 200)
+    with pytest.raises(cxu.InputError):
+        cxu.mask_shape("sideways", 1, 1)
