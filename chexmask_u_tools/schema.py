@@ -114,8 +114,8 @@ def mask_shape(frame: str, height: int | None, width: int | None) -> tuple[int, 
 
 
 def mask_shape_exprs() -> tuple[pl.Expr, pl.Expr]:
-    """Polars form of :func:`mask_shape`: ``(rows, cols)`` Int32 expressions per row."""
+    """Polars form of :func:`mask_shape`: Int32 expressions named ``mask_rows``, ``mask_cols``."""
     preprocessed = pl.col("frame") == "preprocessed"
-    rows = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("height")).cast(pl.Int32)
-    cols = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("width")).cast(pl.Int32)
+    rows = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("height")).cast(pl.Int32).alias("mask_rows")
+    cols = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("width")).cast(pl.Int32).alias("mask_cols")
     return rows, cols
