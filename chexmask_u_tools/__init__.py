@@ -33,4 +33,28 @@ from .uncertainty import (
     summary_by_source,
 )
 
+from .images import crop_black_border, list_images, pad_to_square, read_image
+
 __version__ = "0.1.0"
+
+# Names that need torch (the ``[torch]`` extra) resolve on first use, so that
+# ``import chexmask_u_tools`` works, and stays fast, without torch installed.
+_TORCH_NAMES = {
+    "HybridGNet": "model",
+    "load_pretrained": "model",
+    "predict": "model",
+    "roi_sample": "model",
+}
+
+
+def __getattr__(name: str):
+    module = _TORCH_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_TORCH_NAMES))

@@ -1,0 +1,263 @@
+"""Reading chest X-ray images as 8-bit grayscale arrays and the geometric preprocessing of CheXmask.
+
+NumPy and Pillow only (no torch, no OpenCV), so it serves the predictor, datasets
+and plotting alike.  Conventions: arrays are ``(H, W)`` uint8, row = y, column = x.
+
+Conversions done by :func:`read_image`:
+
+* ``L`` (8-bit gray): as is.  ``1`` (bilevel): 0 / 255.
+* RGB / palette / CMYK / YCbCr: ITU-R 601 luma (Pillow's ``convert("L")``,
+  ``L = 0.299 R + 0.587 G + 0.114 B``, the formula OpenCV's grayscale read uses).
+* Alpha (``LA``, ``RGBA``, ``PA``): the alpha channel is discarded, as OpenCV's
+  grayscale read does (X-ray PNGs with alpha carry an opaque one).
+* More than 8 bits (16-bit PNG/TIFF ``I;16``, 32-bit ``I``, float ``F``, DICOM):
+  ``high_bit="minmax"`` (default) stretches the image's own min..max to 0..255
+  (rounded), which keeps 12-bit data stored in 16-bit containers visible;
+  ``high_bit="shift"`` keeps the top 8 of 16 bits (``v >> 8``, OpenCV's
+  ``IMREAD_GRAYSCALE`` behaviour).  A constant image becomes all zeros.
+* DICOM (``.dcm``/``.dicom`` or the ``DICM`` magic): read with pydicom when it is
+  installed (``pip install chexmask-u-tools[dicom]``), rescale slope/intercept
+  applied, ``MONOCHROME1`` inverted, then scaled as above.
+* EXIF orientation is applied (as OpenCV does by default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .errors import ImageError, InputError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+"""File suffixes (case-insensitive) taken as images when listing a directory."""
+
+MIN_SIDE = 8
+"""Smallest accepted image side, pixels."""
+MAX_SIDE = 32768
+"""Largest accepted image side, pixels."""
+MAX_PIXELS = 2**28
+"""Largest accepted pixel count (268 M; the biggest public chest X-rays are ~20 M)."""
+
+HighBit = Literal["minmax", "shift"]
+
+
+def _check_size(height: int, width: int, path: object) -> None:
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise ImageError(
+            f"{path}: image size {width}x{height} (WxH) is outside the accepted range "
+            f"[{MIN_SIDE}, {MAX_SIDE}] per side, at most {MAX_PIXELS} pixels"
+        )
+
+
+def to_uint8(values: np.ndarray, high_bit: HighBit = "minmax", bits: int = 16) -> np.ndarray:
+    """Scale a 2-D integer or float image with more than 8 bits to uint8.
+
+    Parameters
+    ----------
+    values:
+        (H, W) array of any real dtype.
+    high_bit:
+        ``"minmax"``: ``round((v - min) / (max - min) * 255)`` (zeros if constant);
+        ``"shift"``: ``v >> (bits - 8)`` clipped to 0..255 (integers only).
+    bits:
+        Container depth for ``"shift"`` (16 for 16-bit PNG).
+    """
+    values = np.asarray(values)
+    if high_bit == "shift":
+        if not np.issubdtype(values.dtype, np.integer):
+            raise InputError("high_bit='shift' needs an integer image; use 'minmax' for float images")
+        return np.clip(values.astype(np.int64) >> (bits - 8), 0, 255).astype(np.uint8)
+    if high_bit != "minmax":
+        raise InputError(f"high_bit must be 'minmax' or 'shift', got {high_bit!r}")
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, dtype=np.uint8)
+    low, high = values[finite].min(), values[finite].max()
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = np.where(finite, (values - low) * (255.0 / (high - low)), 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _read_dicom(path: Path, high_bit: HighBit) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError as error:
+        raise ImageError(f"{path}: reading DICOM needs pydicom (pip install 'chexmask-u-tools[dicom]')") from error
+    try:
+        dataset = pydicom.dcmread(str(path))
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for corrupt files
+        raise ImageError(f"{path}: unreadable DICOM: {error}") from error
+    if pixels.ndim != 2:
+        raise ImageError(f"{path}: DICOM pixel data of shape {pixels.shape} is not a single grayscale frame")
+    _check_size(*pixels.shape, path)
+    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    values = pixels.astype(np.float64) * slope + intercept
+    if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        values = values.max() - values
+    if high_bit == "shift":
+        bits = int(getattr(dataset, "BitsStored", 16) or 16)
+        return to_uint8(np.rint(values - values.min()).astype(np.int64), "shift", bits=max(bits, 8))
+    return to_uint8(values, "minmax")
+
+
+def read_image(path: str | os.PathLike, *, high_bit: HighBit = "minmax") -> np.ndarray:
+    """Read an image file as an (H, W) uint8 grayscale array (conversions: module docstring).
+
+    Raises
+    ------
+    ImageError
+        Missing or unreadable file, not an image, truncated data, multi-channel data
+        that cannot be converted, a size outside [MIN_SIDE, MAX_SIDE] per side or above
+        MAX_PIXELS, or a DICOM without pydicom installed.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    if _is_dicom(path):
+        return _read_dicom(path, high_bit)
+    try:
+        with Image.open(path) as image:
+            _check_size(image.height, image.width, path)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            mode = image.mode
+            if mode in ("L", "1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+                if mode in ("P", "PA"):
+                    image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
+                return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+            if mode.startswith("I;16"):
+                values = np.asarray(image, dtype=np.uint16)
+                return to_uint8(values, high_bit, bits=16)
+            if mode in ("I", "F"):
+                values = np.asarray(image)
+                return to_uint8(values, high_bit, bits=32 if mode == "I" else 16)
+            raise ImageError(f"{path}: unsupported image mode {mode!r}")
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: not a readable image: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+        raise ImageError(f"{path}: corrupt or truncated image: {error}") from error
+
+
+def crop_black_border(image: np.ndarray, threshold: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Remove uniform dark margins: keep the bounding box of pixels brighter than ``threshold``.
+
+    Parameters
+    ----------
+    image:
+        (H, W) array.
+    threshold:
+        Pixels ``<= threshold`` count as border (0: only pure black).
+
+    Returns
+    -------
+    The cropped view and its box ``(top, left, height, width)`` in the input's
+    pixels.  An image with no pixel above the threshold is returned whole.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise InputError(f"crop_black_border expects a 2-D image, got shape {image.shape}")
+    bright = image > threshold
+    rows, cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    if rows.size == 0:
+        return image, (0, 0, image.shape[0], image.shape[1])
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return image[top:bottom, left:right], (top, left, bottom - top, right - left)
+
+
+def pad_offsets(height: int, width: int) -> tuple[int, int, int]:
+    """Side ``L = max(h, w)`` of the centred square and the top / left pad ``((L-h)//2, (L-w)//2)``."""
+    side = max(int(height), int(width))
+    return side, (side - int(height)) // 2, (side - int(width)) // 2
+
+
+def pad_to_square(image: np.ndarray, value: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pad an (H, W) image to a centred (L, L) square, ``L = max(H, W)`` (SPEC section 4).
+
+    Returns
+    -------
+    The padded array (same dtype) and the ``(top, left)`` offset of the input inside it.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise InputError(f"pad_to_square expects a 2-D image, got shape {image.shape}")
+    side, top, left = pad_offsets(*image.shape)
+    out = np.full((side, side), value, dtype=image.dtype)
+    out[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return out, (top, left)
+
+
+def list_images(source: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = True) -> list[tuple[str, Path]]:
+    """Image files to process, each with its image id.
+
+    Parameters
+    ----------
+    source:
+        A directory (files with an :data:`IMAGE_SUFFIXES` suffix, sorted; ids are the
+        POSIX paths relative to it, like CheXpert's ``Path`` column), a text file
+        listing one path per line (blank lines and ``#`` comments skipped; relative
+        paths are relative to the list file; the id is the line as written), a single
+        image file (id: its name), or an iterable of paths (id: the path as given).
+    recursive:
+        Descend into sub-directories of a directory source.
+
+    Returns
+    -------
+    List of ``(image_id, path)``; ids are unique.
+
+    Raises
+    ------
+    InputError
+        Missing source, a directory without images, or duplicate ids.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if root.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            items = [(p.relative_to(root).as_posix(), p) for p in files]
+            if not items:
+                raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {root}")
+        elif root.is_file() and root.suffix.lower() in IMAGE_SUFFIXES:
+            items = [(root.name, root)]
+        elif root.is_file():
+            items = []
+            for line in root.read_text().splitlines():
+                entry = line.strip()
+                if entry and not entry.startswith("#"):
+                    path = Path(entry)
+                    items.append((entry, path if path.is_absolute() else root.parent / path))
+            if not items:
+                raise InputError(f"image list {root} names no files")
+        else:
+            raise InputError(f"image source {root} does not exist")
+    else:
+        items = [(os.fspath(p), Path(p)) for p in source]
+    counts = Counter(image_id for image_id, _ in items)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    if duplicates:
+        raise InputError(f"duplicate image ids ({len(duplicates)}): {duplicates[:5]}")
+    return items

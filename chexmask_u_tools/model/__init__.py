@@ -1,0 +1,33 @@
+"""The CheXmask-U reference model (HybridGNet) in plain PyTorch: architecture, weights, prediction.
+
+Importing this subpackage requires torch (the ``[torch]`` extra).
+"""
+
+from __future__ import annotations
+
+from .hybridgnet import DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
+from .predict import DTYPES, PredictReport, draw_eps, image_seed, predict, predict_batch, predict_to_parquet
+from .pretrained import DEFAULT_REPO_ID, DEFAULT_SUBFOLDER, load_pretrained, load_weights, read_state_dict
+from .roi import ROI_RULES, roi_sample
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_REPO_ID",
+    "DEFAULT_SUBFOLDER",
+    "DTYPES",
+    "Encoding",
+    "HybridGNet",
+    "PredictReport",
+    "ROI_RULES",
+    "chebyshev_basis",
+    "draw_eps",
+    "image_seed",
+    "load_pretrained",
+    "load_weights",
+    "predict",
+    "predict_batch",
+    "predict_to_parquet",
+    "read_state_dict",
+    "ring_upsample_matrix",
+    "roi_sample",
+]

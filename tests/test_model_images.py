@@ -1,0 +1,132 @@
+"""Image reading and the geometric preprocessing (chexmask_u_tools.images): no torch needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from chexmask_u_tools import images
+from chexmask_u_tools.errors import ImageError, InputError
+from chexmask_u_tools.images import crop_black_border, list_images, pad_to_square, read_image, to_uint8
+
+
+def test_module_imports_without_torch():
+    code = "import sys, chexmask_u_tools.images; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture()
+def gray() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(20, 30), dtype=np.uint8)
+
+
+def test_gray_rgb_rgba_palette_and_bilevel(tmp_path, gray):
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), gray)
+    rgb = np.stack([gray, 255 - gray, gray // 2], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    luma = (rgb.astype(float)[..., 0] * 299 + rgb[..., 1] * 587.0 + rgb[..., 2] * 114.0) / 1000
+    assert np.abs(read_image(tmp_path / "c.png").astype(float) - luma).max() <= 1.0
+    rgba = np.concatenate([rgb, np.zeros_like(gray)[..., None]], axis=-1)  # fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "c.png"))
+    Image.fromarray(gray).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == gray.shape
+    Image.fromarray(gray > 128).save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png"), np.where(gray > 128, 255, 0))
+    Image.fromarray(gray).save(tmp_path / "j.jpg", quality=95)
+    assert np.abs(read_image(tmp_path / "j.jpg").astype(int) - gray).mean() < 8
+
+
+def test_sixteen_bit_scaling(tmp_path):
+    values = np.linspace(100, 4095, 20 * 30).reshape(20, 30).astype(np.uint16)  # 12-bit data in 16 bits
+    Image.fromarray(values).save(tmp_path / "w.png")
+    minmax = read_image(tmp_path / "w.png")
+    assert minmax.dtype == np.uint8 and minmax.min() == 0 and minmax.max() == 255
+    shifted = read_image(tmp_path / "w.png", high_bit="shift")
+    np.testing.assert_array_equal(shifted, (values >> 8).astype(np.uint8))
+    assert to_uint8(np.full((3, 3), 7.0)).max() == 0
+    with pytest.raises(InputError):
+        to_uint8(np.zeros((2, 2)), high_bit="shift")
+
+
+def test_bad_files(tmp_path, gray, monkeypatch):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageError, match="not a readable image"):
+        read_image(tmp_path / "notes.png")
+    Image.fromarray(gray).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(ImageError, match="no such"):
+        read_image(tmp_path / "missing.png")
+    Image.fromarray(gray[:4, :4]).save(tmp_path / "tiny.png")
+    with pytest.raises(ImageError, match="outside the accepted range"):
+        read_image(tmp_path / "tiny.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    with pytest.raises(ImageError, match="outside the accepted range"):
+        read_image(tmp_path / "full.png")
+
+
+def test_dicom_without_pydicom_is_a_clear_error(tmp_path):
+    if importlib.util.find_spec("pydicom") is not None:
+        pytest.skip("pydicom is installed")
+    (tmp_path / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    with pytest.raises(ImageError, match="pydicom"):
+        read_image(tmp_path / "x.dcm")
+
+
+def test_pad_and_crop():
+    image = np.ones((3, 6), dtype=np.uint8)
+    padded, (top, left) = pad_to_square(image)
+    assert padded.shape == (6, 6) and (top, left) == (1, 0)
+    assert padded[1:4].all() and not padded[0].any() and not padded[4:].any()
+    tall, offset = pad_to_square(np.ones((7, 2), dtype=np.uint8))
+    assert tall.shape == (7, 7) and offset == (0, 2)
+    framed = np.zeros((10, 12), dtype=np.uint8)
+    framed[2:7, 3:11] = 5
+    cropped, box = crop_black_border(framed)
+    assert box == (2, 3, 5, 8) and (cropped == 5).all()
+    black = np.zeros((4, 4), dtype=np.uint8)
+    assert crop_black_border(black)[1] == (0, 0, 4, 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(1, 255)))
+def test_crop_undoes_pad(image):
+    padded, (top, left) = pad_to_square(image)
+    np.testing.assert_array_equal(padded[top : top + image.shape[0], left : left + image.shape[1]], image)
+    cropped, box = crop_black_border(padded)
+    np.testing.assert_array_equal(cropped, image)
+    assert box == (top, left, *image.shape)
+
+
+def test_list_images(tmp_path, gray):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "a.JPG", "sub/c.png"):
+        Image.fromarray(gray).convert("RGB").save(tmp_path / name, format="PNG")
+    (tmp_path / "readme.txt").write_text("x")
+    assert [i for i, _ in list_images(tmp_path)] == ["a.JPG", "b.png", "sub/c.png"]
+    assert [i for i, _ in list_images(tmp_path, recursive=False)] == ["a.JPG", "b.png"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my images\nsub/c.png\n\nb.png\n")
+    items = list_images(listing)
+    assert [i for i, _ in items] == ["sub/c.png", "b.png"] and items[0][1] == tmp_path / "sub" / "c.png"
+    listing.write_text("b.png\nb.png\n")
+    with pytest.raises(InputError, match="duplicate"):
+        list_images(listing)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(InputError, match="does not exist"):
+        list_images(tmp_path / "nope")
