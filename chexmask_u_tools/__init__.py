@@ -33,6 +33,10 @@ from .uncertainty import (
     summary_by_source,
 )
 
+from . import hub
+from .cache import build_cache, find_cache, open_cache
+from .filtering import apply_filters, filter_criteria, filter_report
+from .hub import HubRepo, LocalMirror, discover
 from .images import crop_black_border, list_images, pad_to_square, read_image
 
 __version__ = "0.1.0"
