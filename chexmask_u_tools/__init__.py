@@ -33,8 +33,10 @@ from .uncertainty import (
     summary_by_source,
 )
 
-from . import hub
+from . import hub, plots
+from .analysis import node_error_vs_sigma, ood_scores, roc_auc, uncertainty_vs_corruption
 from .cache import build_cache, find_cache, open_cache
+from .corruptions import gaussian_blur, gaussian_noise, occlude
 from .filtering import apply_filters, filter_criteria, filter_report
 from .hub import HubRepo, LocalMirror, discover
 from .images import crop_black_border, list_images, pad_to_square, read_image

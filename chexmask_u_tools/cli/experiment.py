@@ -1,0 +1,158 @@
+"""``chexmask-u experiment ood|corruption|node-error``: the paper's uncertainty experiments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "experiment",
+        help="reproduce the paper's uncertainty experiments (OOD ROC-AUC, corruption, node error)",
+        description="Reproduce the CheXmask-U uncertainty experiments on your own data.",
+    )
+    kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+
+    ood = kinds.add_parser(
+        "ood",
+        help="ROC-AUC of mean/max node sigma and mean latent sigma for flagging low-quality rows",
+        description="OOD label: DICE_COLUMN < THRESHOLD (the paper: Dice RCA (Max) < 0.7).",
+    )
+    ood.add_argument("table", metavar="TABLE", help="a CheXmask-U file, a directory of them, or 'sample'")
+    ood.add_argument("--dice-column", default="dice_rca_max", help="canonical Dice column of the label (default dice_rca_max)")
+    ood.add_argument("--threshold", type=float, default=0.7, help="rows below it are OOD (default 0.7)")
+    ood.add_argument("--roc", type=Path, default=None, help="also draw the ROC curves to this figure")
+    ood.set_defaults(func=run_ood)
+
+    corruption = kinds.add_parser(
+        "corruption",
+        help="both uncertainty measures versus corruption severity for a set of images (needs torch)",
+        description=(
+            "Corrupt each image (in the model's 1024 input frame) at each severity and record mean node sigma "
+            "and mean latent sigma. Severities: noise std on 0..255, occlusion square side (px), blur sigma (px)."
+        ),
+    )
+    corruption.add_argument("images", metavar="IMAGES_DIR_OR_LIST", help="image directory, text file of paths, or one image")
+    corruption.add_argument("--kind", choices=["noise", "occlusion", "blur"], default="noise")
+    corruption.add_argument("--severities", default=None, help="comma list (default noise 0,25,50,100,150,190; occlusion 0,50,100,150; blur 0,2,4,8)")
+    corruption.add_argument(
+        "--weights", default=None,
+        help="local weights or Hub id (default: the published mcosarinsky/CheXmask-U v1_skip); 'random' for random weights",
+    )
+    corruption.add_argument("--samples", type=int, default=50, help="latent samples per image (default 50)")
+    corruption.add_argument("--nodes", type=int, default=10, help="occlusion: landmarks occluded per image (default 10)")
+    corruption.add_argument("--seed", type=int, default=0)
+    corruption.add_argument("--out", type=Path, required=True, help="results table (.csv or .parquet)")
+    corruption.add_argument("--plot", type=Path, default=None, help="also draw the box plot to this figure")
+    corruption.set_defaults(func=run_corruption)
+
+    node = kinds.add_parser(
+        "node-error",
+        help="correlation of node error (vs ground-truth landmarks) with node sigma",
+        description="Join predictions and ground truth on image_id and frame; Pearson and Spearman over all nodes.",
+    )
+    node.add_argument("predictions", metavar="PRED_TABLE", help="table with landmarks and landmark std (e.g. from predict)")
+    node.add_argument("--truth", required=True, help="table with ground-truth landmarks for the same image ids")
+    node.set_defaults(func=run_node_error)
+
+
+_DEFAULT_SEVERITIES = {"noise": "0,25,50,100,150,190", "occlusion": "0,50,100,150", "blur": "0,2,4,8"}
+
+
+def run_ood(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from ..analysis import DEFAULT_OOD_SCORES, ood_scores
+    from ._format import print_table
+    from .plot import load_table
+
+    table = load_table(args.table)
+    result = ood_scores(table, dice_column=args.dice_column, threshold=args.threshold)
+    print(f"OOD = {args.dice_column} < {args.threshold:g}; higher score = more OOD")
+    print_table(result)
+    if args.roc is not None:
+        from ..plots import plot_roc
+
+        usable = [r["score"] for r in result.iter_rows(named=True) if r["auc"] is not None]
+        values = table.select(
+            (pl.col(args.dice_column) < args.threshold).alias("__label"),
+            *(DEFAULT_OOD_SCORES[name].cast(pl.Float64).alias(name) for name in usable),
+        ).drop_nulls().drop_nans()
+        plot_roc(values["__label"].to_numpy(), {name: values[name].to_numpy() for name in usable}, path=args.roc)
+        print(f"wrote {args.roc}")
+    return 0
+
+
+def _parse_severities(text: str) -> list[float]:
+    from ..errors import InputError
+
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--severities must be a comma list of numbers, got {text!r}") from None
+    if not values:
+        raise InputError("--severities is empty")
+    return values
+
+
+def run_corruption(args: argparse.Namespace) -> int:
+    import polars as pl
+    import torch
+
+    from ..analysis import uncertainty_vs_corruption
+    from ..images import list_images
+    from ..model import HybridGNet
+    from ..model.pretrained import load_weights
+    from ._format import print_table
+
+    severities = _parse_severities(args.severities or _DEFAULT_SEVERITIES[args.kind])
+    items = list_images(args.images)
+    if args.weights == "random":
+        torch.manual_seed(args.seed)
+        model = HybridGNet().eval()
+        print("random weights: the numbers show the machinery, not the paper's results")
+    else:
+        model = load_weights(args.weights)
+    result = uncertainty_vs_corruption(
+        model, [path for _, path in items], severities, args.kind, n_samples=args.samples, seed=args.seed,
+        occluded_nodes=args.nodes, image_ids=[image_id for image_id, _ in items],
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    if args.out.suffix.lower() == ".parquet":
+        result.write_parquet(tmp)
+    else:
+        result.write_csv(tmp)
+    tmp.replace(args.out)
+    print(f"median over {len(items)} image(s) per {args.kind} severity:")
+    print_table(result.group_by("severity", maintain_order=True).agg(pl.col("node_sigma_mean", "latent_sigma_mean").median()))
+    print(f"wrote {args.out}")
+    if args.plot is not None:
+        from ..plots import plot_uncertainty_vs_corruption
+
+        plot_uncertainty_vs_corruption(result, path=args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def run_node_error(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..analysis import node_error_vs_sigma
+    from ..errors import InputError
+    from .plot import load_table
+
+    pred = load_table(args.predictions)
+    truth = load_table(args.truth)
+    joined = pred.select("image_id", "frame", "landmarks", "landmarks_std").join(
+        truth.select("image_id", "frame", truth_landmarks="landmarks"), on=["image_id", "frame"], how="inner"
+    ).drop_nulls()
+    if joined.height == 0:
+        raise InputError("no image id (and frame) with predicted std has ground-truth landmarks")
+    result = node_error_vs_sigma(
+        np.stack(joined["landmarks"].to_numpy()), np.stack(joined["landmarks_std"].to_numpy()),
+        np.stack(joined["truth_landmarks"].to_numpy()),
+    )
+    print(f"{joined.height} images, {result.n} nodes: Pearson r = {result.pearson:.3f}, Spearman rho = {result.spearman:.3f}")
+    return 0

@@ -1,0 +1,52 @@
+"""``chexmask-u plot-stats TABLE --out DIR``: the dataset's uncertainty statistics as figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plot-stats",
+        help="figures of image-level uncertainty per source and against Dice RCA",
+        description=(
+            "Write PNG figures of a CheXmask(-U) table to DIR: mean node sigma per source (violin and "
+            "histogram), mean latent sigma per source, node sigma vs Dice RCA (Max) (hexbin for large "
+            "tables), and a grid of example rows."
+        ),
+    )
+    parser.add_argument("table", metavar="TABLE", help="a CheXmask(-U) file, a directory of them, or 'sample'")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from ..errors import InputError
+    from ..plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
+    from .plot import load_table
+
+    table = load_table(args.table)
+    if table.height == 0:
+        raise InputError(f"{args.table}: the table is empty")
+    args.out.mkdir(parents=True, exist_ok=True)
+    has = {name: table[name].drop_nulls().drop_nans().len() > 0 for name in ("node_sigma_mean", "latent_sigma_mean", "dice_rca_max")}
+    jobs = []
+    if has["node_sigma_mean"]:
+        jobs += [
+            ("node_sigma_by_source.png", lambda p: plot_sigma_by_source(table, "node_sigma_mean", kind="violin", path=p)),
+            ("node_sigma_hist.png", lambda p: plot_sigma_by_source(table, "node_sigma_mean", kind="hist", path=p)),
+            ("sample_grid.png", lambda p: plot_sample_grid(table.filter(pl.col("landmarks_std").is_not_null()), n=4, path=p)),
+        ]
+        if has["dice_rca_max"]:
+            jobs.append(("node_sigma_vs_dice.png", lambda p: plot_sigma_vs_dice(table, path=p)))
+    if has["latent_sigma_mean"]:
+        jobs.append(("latent_sigma_by_source.png", lambda p: plot_sigma_by_source(table, "latent_sigma_mean", unit="", path=p)))
+    if not jobs:
+        raise InputError(f"{args.table}: no uncertainty columns (landmark std or latents) to plot")
+    for name, draw in jobs:
+        draw(args.out / name)
+        print(f"wrote {args.out / name}")
+    return 0
