@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from chexmask_u_tools.errors import InputError  # noqa: E402
+from chexmask_u_tools.raster import rasterize, rasterize_organs  # noqa: E402
+from chexmask_u_tools.raster_torch import rasterize_organs_torch, rasterize_torch  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_torch_equals_numpy_on_random_polygons(device, backend):
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        h, w = int(rng.integers(1, 50)), int(rng.integers(1, 50))
+        b, n = int(rng.integers(1, 6)), int(rng.integers(1, 9))
+        scale = (max(h, w) + 6, 300, 5e4)[trial % 3]
+        pts = rng.uniform(-scale / 3, scale, (b, n, 2))
+        expected = rasterize(pts, h, w)
+        got = rasterize_torch(torch.from_numpy(pts).to(device), h, w, backend=backend)
+        assert got.dtype == torch.bool and got.device.type == device
+        np.testing.assert_array_equal(got.cpu().numpy(), expected, err_msg=f"trial {trial}")
+
+
+def test_ragged_list_and_single_polygon():
+    rng = np.random.default_rng(5)
+    polys = [rng.uniform(-10, 70, (int(rng.integers(1, 12)), 2)) for _ in range(9)]
+    expected = rasterize(polys, 50, 60)
+    got = rasterize_torch([torch.from_numpy(p) for p in polys], 50, 60, backend="torch")
+    np.testing.assert_array_equal(got.numpy(), expected)
+    np.testing.assert_array_equal(rasterize_torch(polys, 50, 60).numpy(), expected)
+    single = rasterize_torch(torch.from_numpy(polys[0]), 50, 60, backend="torch")
+    assert single.shape == (50, 60)
+    np.testing.assert_array_equal(single.numpy(), expected[0])
+
+
+def test_small_chunks_give_the_same_masks(monkeypatch):
+    import chexmask_u_tools.raster_torch as rt
+
+    rng = np.random.default_rng(8)
+    pts = rng.uniform(-5, 40, (7, 6, 2))
+    monkeypatch.setattr(rt, "_CHUNK_CELLS", 2 * 30 * 41)
+    got = rasterize_torch(torch.from_numpy(pts), 30, 40, backend="torch")
+    np.testing.assert_array_equal(got.numpy(), rasterize(pts, 30, 40))
+
+
+def test_organs_torch(real_subset_dir):
+    import pandas as pd
+
+    from chexmask_u_tools.parsing import parse_points
+
+    df = pd.read_csv(sorted(real_subset_dir.glob("*.csv"))[0])
+    lm = np.stack([parse_points(s) for s in df["Landmarks"][:3]])
+    expected = rasterize_organs(lm, 256, 256, from_size=(1024, 1024))
+    for backend in ("torch", "numpy"):
+        got = rasterize_organs_torch(torch.from_numpy(lm), 256, 256, from_size=(1024, 1024), backend=backend)
+        assert got.shape == (3, 3, 256, 256)
+        np.testing.assert_array_equal(got.numpy(), expected)
+    one = rasterize_organs_torch(lm[0], 1024, 1024, backend="torch")
+    np.testing.assert_array_equal(one.numpy(), rasterize_organs(lm[0], 1024, 1024))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: rasterize_torch(torch.zeros(2, 3, 3), 10, 10),
+        lambda: rasterize_torch(torch.tensor([[1.0, float("nan")], [2.0, 2.0]]), 10, 10),
+        lambda: rasterize_torch(torch.zeros(2, 3, 2), 0, 10),
+        lambda: rasterize_torch(torch.zeros(2, 3, 2, dtype=torch.bool), 10, 10),
+        lambda: rasterize_torch(torch.zeros(2, 3, 2), 10, 10, backend="opencv"),
+        lambda: rasterize_organs_torch(torch.zeros(2, 100, 2), 10, 10),
+    ],
+)
+def test_bad_input(call):
+    with pytest.raises(InputError):
+        call()

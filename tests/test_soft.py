@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.layout import ORGAN_SLICES
+from chexmask_u_tools.parsing import parse_points
+from chexmask_u_tools.raster import rasterize
+from chexmask_u_tools.soft import (
+    _norm_cdf,
+    _norm_ppf_clip,
+    band_mask,
+    pixel_weight_map,
+    sample_masks,
+    sample_probability,
+    soft_mask,
+    soft_mask_organs,
+    uncertainty_band,
+)
+
+
+def _circle(cx, cy, r, n=40):
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.c_[cx + r * np.cos(a), cy + r * np.sin(a)]
+
+
+def test_std_zero_is_exactly_the_hard_mask():
+    pts = _circle(30.3, 25.8, 17.2, 23)
+    for std in (np.zeros(23), np.zeros((23, 2))):
+        soft = soft_mask(pts, std, 60, 64)
+        assert soft.dtype == np.float32
+        np.testing.assert_array_equal(soft, rasterize(pts, 60, 64).astype(np.float32))
+    np.testing.assert_array_equal(sample_masks(pts, np.zeros(23), 60, 64, 3, seed=0)[2], rasterize(pts, 60, 64))
+
+
+def _contours(real_subset_dir):
+    df = pd.read_csv(sorted(real_subset_dir.glob("*.csv"))[0])
+    lm = parse_points(df["Landmarks"][0])
+    return [lm[ORGAN_SLICES[o]] for o in ("right_lung", "left_lung", "heart")]
+
+
+def test_closed_form_matches_monte_carlo_on_real_contours(real_subset_dir):
+    rng = np.random.default_rng(2024)
+    contours = _contours(real_subset_dir)
+    stds = [
+        rng.uniform(2, 8, len(contours[0])),  # per-node sigma
+        rng.uniform(2, 8, (len(contours[1]), 2)),  # per-axis std
+        np.full(len(contours[2]), 6.5),
+    ]
+    for pts, std in zip(contours, stds):
+        # same truncation on a tight canvas: shift by whole pixels, keep coordinates positive
+        margin = 52
+        shifted = pts - np.floor(pts.min(axis=0)) + margin
+        h = int(shifted[:, 1].max()) + margin
+        w = int(shifted[:, 0].max()) + margin
+        soft = soft_mask(shifted, std, h, w)
+        mc = sample_probability(shifted, std, h, w, 2000, seed=7)
+        band = (mc >= 0.02) & (mc <= 0.98)
+        err = np.abs(soft - mc)[band]
+        assert band.sum() > 5000
+        assert err.mean() <= 0.02, err.mean()
+        assert np.percentile(err, 99) <= 0.10, np.percentile(err, 99)
+        # far from the contour the probability is exactly certain
+        assert soft[0, 0] == 0.0
+
+
+def test_soft_mask_properties():
+    pts = _circle(50, 50, 30)
+    soft = soft_mask(pts, np.full(40, 3.0), 100, 100)
+    assert soft.min() >= 0 and soft.max() <= 1
+    assert soft[50, 50] == 1.0 and soft[2, 2] == 0.0
+    # probability falls along a ray from the centre through the contour
+    ray = soft[50, 50:100]
+    assert np.all(np.diff(ray) <= 1e-6)
+    # the 0.5 level sits near the contour, shifted by the mask convention (< 1 px)
+    crossing = 50 + np.argmin(np.abs(ray - 0.5))
+    assert abs(crossing - 80) <= 1
+    wider = soft_mask(pts, np.full(40, 6.0), 100, 100)
+    assert ((wider > 0.01) & (wider < 0.99)).sum() > ((soft > 0.01) & (soft < 0.99)).sum()
+
+
+def test_soft_mask_organs_shape():
+    lm = np.concatenate([_circle(30, 40, 15, 44), _circle(70, 40, 15, 50), _circle(50, 60, 10, 26)])
+    out = soft_mask_organs(lm, np.full((120, 2), 2.0), 100, 100)
+    assert out.shape == (3, 100, 100) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[2], soft_mask(lm[94:], np.full((26, 2), 2.0), 100, 100))
+
+
+def test_sampling_is_reproducible_and_consistent():
+    pts = _circle(20, 20, 10, 12)
+    a = sample_masks(pts, np.full(12, 2.0), 40, 40, 16, seed=3)
+    b = sample_masks(pts, np.full(12, 2.0), 40, 40, 16, seed=3)
+    assert a.shape == (16, 40, 40) and a.dtype == bool
+    np.testing.assert_array_equal(a, b)
+    p = sample_probability(pts, np.full(12, 2.0), 40, 40, 16, seed=3, chunk=5)
+    np.testing.assert_allclose(p, a.mean(axis=0), atol=1e-6)
+
+
+def test_band_mask_and_weights():
+    pts = _circle(50, 50, 30)
+    std = np.full(40, 3.0)
+    soft = soft_mask(pts, std, 100, 100)
+    band = band_mask(pts, std, 100, 100, k=2.0)
+    lo, hi = _norm_cdf(np.array(-2.0)), _norm_cdf(np.array(2.0))
+    np.testing.assert_array_equal(band, (soft > lo + 1e-6) & (soft < hi - 1e-6))
+    assert band_mask(pts, std, 100, 100, k=3.0).sum() > band.sum()
+    assert not band_mask(pts, np.zeros(40), 100, 100).any()
+    weights = pixel_weight_map(pts, std, 100, 100, floor=0.2)
+    np.testing.assert_allclose(weights, 0.2 + 0.8 * np.abs(2 * soft - 1), atol=1e-6)
+    assert weights[50, 50] == pytest.approx(1.0) and weights.min() >= 0.2
+
+
+def test_uncertainty_band_geometry():
+    pts = _circle(100, 100, 50, 60)
+    inner, outer = uncertainty_band(pts, np.full(60, 4.0), k=2.0)
+    mean = shapely.Polygon(pts)
+    assert inner.within(mean.buffer(1e-6)) and mean.within(outer.buffer(1e-6))
+    # band area ~ perimeter * 2 k sigma
+    band_area = outer.area - inner.area
+    assert band_area == pytest.approx(mean.length * 2 * 2.0 * 4.0, rel=0.05)
+    # per-axis std: only x uncertainty -> band wide at left/right, thin at top/bottom
+    inner_x, outer_x = uncertainty_band(pts, np.c_[np.full(60, 4.0), np.zeros(60)], k=1.0)
+    assert outer_x.bounds[2] == pytest.approx(154, abs=0.1) and outer_x.bounds[3] == pytest.approx(150, abs=0.5)
+
+
+def test_normal_helpers():
+    z = np.linspace(-7, 7, 57)
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+    np.testing.assert_allclose(_norm_cdf(z), exact, atol=2e-7)
+    p = np.array([1e-9, 0.01, 0.3, 0.5, 0.8, 0.999])
+    np.testing.assert_allclose(_norm_cdf(_norm_ppf_clip(p)), p, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: soft_mask(np.zeros((5, 2)), np.ones(4), 10, 10),
+        lambda: soft_mask(np.zeros((5, 2)), np.ones((5, 3)), 10, 10),
+        lambda: soft_mask(np.zeros((5, 2)), -np.ones(5), 10, 10),
+        lambda: soft_mask(np.zeros((5, 2)), np.full(5, np.nan), 10, 10),
+        lambda: soft_mask(np.full((5, 2), np.nan), np.ones(5), 10, 10),
+        lambda: soft_mask(np.zeros((2, 5, 2)), np.ones(5), 10, 10),
+        lambda: soft_mask(np.zeros((5, 2)), np.ones(5), 0, 10),
+        lambda: sample_masks(np.zeros((5, 2)), np.ones(5), 10, 10, 0),
+        lambda: uncertainty_band(np.zeros((5, 2)), np.ones(5), k=-1),
+        lambda: pixel_weight_map(np.zeros((5, 2)), np.ones(5), 10, 10, floor=2),
+        lambda: soft_mask_organs(np.zeros((120, 2)), np.ones(119), 10, 10),
+    ],
+)
+def test_bad_input(call):
+    with pytest.raises(InputError):
+        call()
