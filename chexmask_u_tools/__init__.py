@@ -18,10 +18,12 @@ from .errors import (
 from .layout import N_LATENT, N_NODES, ORGAN_SIZES, ORGAN_SLICES, ORGANS, ring_adjacency, ring_edges, split_organs
 from .parsing import format_points, parse_numbers, parse_points
 from .released import to_released, write_released
+from .rules import Rule, apply_rules, dice_rule, image_rule, latent_rule, node_rule, organ_rule, parse_rule, rule_report
 from .rle import rle_decode, rle_decode_many, rle_encode, rle_encode_many
 from .sample import load_sample, sample_dir, sample_files
 from .schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
 from .table import detect_layout, read_table, read_tables, scan_table
+from .weights import SampleWeighting, node_weights, sample_weights, soft_pixel_weights
 from .uncertainty import (
     add_summaries,
     latent_sigma_mean,
@@ -40,6 +42,7 @@ from .corruptions import gaussian_blur, gaussian_noise, occlude
 from .filtering import apply_filters, filter_criteria, filter_report
 from .hub import HubRepo, LocalMirror, discover
 from .images import crop_black_border, list_images, pad_to_square, read_image
+from .paths import ImageResolver, MissingImageError, check_images
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,268 @@
+"""``chexmask-u export``: a filtered, weighted subset as parquet, optional PNG masks, and a manifest.
+
+Output directory layout (written to a temporary sibling directory and moved
+into place in one rename, so a failed run leaves nothing half-written)::
+
+    OUT/subset.parquet        canonical rows passing the rules, plus mask_valid_<organ>,
+                              rule_weight, sample_weight (``--weights`` clipped to [0.05, 1],
+                              times rule_weight; null where the row lacks the sigma)
+                              and (with --png) mask_png
+    OUT/masks/<source>/<name>.png   one RGB PNG per row: R right lung, G left lung, B heart
+                              (hard: 0 / 255; soft: round(255 * probability))
+    OUT/manifest.json         input, rules and their counts, frame, size, files, row counts
+
+PNG names are the image id with every character outside ``[A-Za-z0-9._-]``
+replaced by ``_``, cut to 80 characters, plus a 10-hex-digit hash of source and
+id (so distinct ids never collide); they never contain a path separator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+SUBSET = "subset.parquet"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a filtered subset (parquet), optional PNG masks and a manifest",
+        description=(
+            "Apply uncertainty / quality rules to SOURCE and write the kept rows to OUT/subset.parquet, "
+            "optionally one RGB PNG of masks per row (R right lung, G left lung, B heart) in the chosen frame "
+            "and size, and OUT/manifest.json.  SOURCE: a data file (.csv/.csv.gz/.csv.xz/.parquet), a cache "
+            "directory (manifest.json), a local mirror directory, a Hub dataset repo id, or 'sample' (the "
+            "embedded synthetic sample).  Rules: level[.organ][.stat]OP threshold[:action[=w]][;missing=m], "
+            "e.g. 'image.mean<=8', 'organ.heart.mean<=10:drop_organ', 'dice.mean>=0.7', 'image.q0.9<=12:weight=0.5'."
+        ),
+    )
+    parser.add_argument("source", metavar="SOURCE")
+    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable)")
+    parser.add_argument("--min-dice", type=float, default=None, help="shortcut for the rule dice.mean>=X")
+    parser.add_argument("--max-node-sigma", type=float, default=None, help="shortcut for the rule image.mean<=X (px)")
+    parser.add_argument("--weights", choices=["none", "exp", "inverse", "rank"], default="none", help="sample weighting")
+    parser.add_argument("--tau", type=float, default=8.0, help="tau (px) of the exp / inverse weighting")
+    parser.add_argument("--png", action="store_true", help="write one RGB PNG of masks per row")
+    parser.add_argument("--masks", choices=["hard", "soft"], default="hard", help="PNG mask kind")
+    parser.add_argument("--frame", choices=["preprocessed", "original"], default="preprocessed", help="PNG frame")
+    parser.add_argument("--size", type=int, default=None, help="PNG side S (default 1024 / native size)")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="SOURCE=ROOT",
+        help="image roots, to read original sizes for --frame original (or ROOT for every source)",
+    )
+    parser.add_argument("--sources", nargs="+", default=None)
+    parser.add_argument("--frames", nargs="+", default=None, choices=["preprocessed", "original"])
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT directory")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def mask_file_name(source: str, image_id: str) -> str:
+    """``masks/<source>/<sanitized id>-<hash>.png``: a relative path that cannot leave the output directory."""
+    digest = hashlib.sha256(f"{source}\x00{image_id}".encode()).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._-")[:80] or "image"
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", source).strip("._-") or "source"
+    return f"masks/{folder}/{stem}-{digest}.png"
+
+
+def _open_input(args: argparse.Namespace):
+    import polars as pl
+
+    from ..cache import MANIFEST as CACHE_MANIFEST
+    from ..cache import shard_files
+    from ..hub import scan_parts
+    from ..sample import load_sample
+    from ..schema import CANONICAL_SCHEMA
+    from ..table import canonical_source, scan_table
+
+    if args.source == "sample" and not os.path.exists(args.source):
+        lf = load_sample().lazy()
+    elif os.path.isfile(args.source):
+        lf = scan_table(args.source)
+    elif os.path.isfile(os.path.join(args.source, CACHE_MANIFEST)):
+        lf = pl.concat([pl.scan_parquet(s, schema=CANONICAL_SCHEMA) for s in shard_files(args.source)], how="vertical")
+    else:
+        parts = scan_parts(
+            args.source,
+            sources=args.sources,
+            frames=args.frames,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+        )
+        return pl.concat([part for _, part in parts], how="vertical")
+    if args.sources:
+        lf = lf.filter(pl.col("source").is_in([canonical_source(s) or s for s in args.sources]))
+    if args.frames:
+        lf = lf.filter(pl.col("frame").is_in(args.frames))
+    return lf
+
+
+def _roots(values: list[str] | None):
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    from ..errors import InputError
+
+    roots = {}
+    for value in values:
+        source, sep, root = value.partition("=")
+        if not sep or not root:
+            raise InputError(f"--images: expected SOURCE=ROOT, got {value!r}")
+        roots.setdefault(source, []).append(root)
+    return roots
+
+
+def _original_size(row: dict, resolver) -> tuple[int, int] | None:
+    from ..schema import PREPROCESSED_SIZE
+
+    height, width = row["height"], row["width"]
+    if height and width and (row["frame"] == "original" or (height, width) != (PREPROCESSED_SIZE, PREPROCESSED_SIZE)):
+        return int(height), int(width)
+    if resolver is None:
+        return None
+    path = resolver.resolve(row["source"], row["image_id"])
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (UnidentifiedImageError, OSError):
+        from ..images import read_image
+
+        return read_image(path).shape
+
+
+def _write_pngs(subset, args, directory: Path) -> list[str]:
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..errors import InputError
+    from ..paths import as_resolver, landmarks_on_image
+    from ..raster import rasterize_organs
+
+    resolver = as_resolver(_roots(args.images))
+    names: list[str] = []
+    columns = ["source", "image_id", "frame", "height", "width", "landmarks", "landmarks_std"]
+    for row in tqdm(subset.select(columns).iter_rows(named=True), total=subset.height, desc="masks", unit="row", disable=args.no_progress):
+        original = _original_size(row, resolver)
+        if original is None and "original" in (args.frame, row["frame"]):
+            raise InputError(
+                f"row {row['source']} {row['image_id']!r} does not state its original image size; "
+                "pass --images SOURCE=ROOT so it can be read from the image"
+            )
+        std = row["landmarks_std"]
+        landmarks, std, (height, width) = landmarks_on_image(
+            np.asarray(row["landmarks"]),
+            None if std is None else np.asarray(std),
+            row_frame=row["frame"],
+            original_size=original,
+            frame=args.frame,
+            size=args.size,
+        )
+        if args.masks == "soft" and std is not None:
+            from ..soft import soft_mask_organs
+
+            masks = np.rint(soft_mask_organs(landmarks, std, height, width) * 255.0).astype(np.uint8)
+        else:
+            masks = rasterize_organs(landmarks, height, width).astype(np.uint8) * 255
+        name = mask_file_name(row["source"], row["image_id"])
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(masks.transpose(1, 2, 0)), mode="RGB").save(target)
+        names.append(name)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from ..errors import InputError
+    from ..rules import apply_rules, parse_rules, rule_report
+    from ..weights import SampleWeighting
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if args.size is not None and not 8 <= args.size <= 8192:
+        raise InputError(f"--size must lie in 8..8192, got {args.size}")
+    texts = list(args.rule)
+    if args.min_dice is not None:
+        texts.append(f"dice.mean>={args.min_dice!r}")
+    if args.max_node_sigma is not None:
+        texts.append(f"image.mean<={args.max_node_sigma!r}")
+    rules = parse_rules(texts)
+    lf = _open_input(args)
+    report = rule_report(lf, rules) if rules else None
+    weighting = SampleWeighting(args.weights, tau=args.tau)
+    weight = weighting.expr() if args.weights != "none" else pl.lit(1.0, pl.Float64)
+    kept = apply_rules(lf, rules).with_columns((weight * pl.col("rule_weight")).cast(pl.Float32).alias("sample_weight"))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        if args.png:
+            subset = kept.collect()
+            subset = subset.with_columns(pl.Series("mask_png", _write_pngs(subset, args, staging), dtype=pl.String))
+            subset.write_parquet(staging / SUBSET, compression="zstd")
+            rows_out = subset.height
+        else:
+            kept.sink_parquet(staging / SUBSET, compression="zstd")
+            rows_out = pl.scan_parquet(staging / SUBSET).select(pl.len()).collect().item()
+        manifest = {
+            "format": "chexmask-u-tools export 1",
+            "created_unix": int(time.time()),
+            "arguments": {key: value for key, value in vars(args).items() if key != "func"},
+            "input": str(args.source),
+            "rules": [rule.name for rule in rules],
+            "rule_report": report.to_dicts() if report is not None else [],
+            "rows_in": int(report["rows"][0]) if report is not None else None,
+            "rows_out": int(rows_out),
+            "sample_weighting": {"method": args.weights, "tau": args.tau},
+            "files": {"subset": SUBSET, "masks": "masks/" if args.png else None},
+            "masks": {
+                "kind": args.masks,
+                "frame": args.frame,
+                "size": args.size,
+                "channels": ["right_lung", "left_lung", "heart"],
+                "encoding": "0/255" if args.masks == "hard" else "round(255 * probability)",
+            }
+            if args.png
+            else None,
+        }
+        with open(staging / MANIFEST, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if report is not None:
+        from ._format import print_table
+
+        print_table(report)
+    print(f"kept {rows_out} rows -> {out / SUBSET}" + (f" (+ {rows_out} mask PNGs)" if args.png else ""))
+    return 0

@@ -1,0 +1,344 @@
+"""PyTorch datasets on a synthetic image tree of all five sources: frames, sizes, masks, weights,
+missing images, workers, sharding and geometric transforms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import chexmask_u_tools as cxu  # noqa: E402
+from chexmask_u_tools.errors import ImageError, InputError  # noqa: E402
+from chexmask_u_tools.frames import convert_table_frame, to_original_frame  # noqa: E402
+from chexmask_u_tools.images import pad_to_square, read_image  # noqa: E402
+from chexmask_u_tools.paths import ImageResolver, MissingImageError, demo_image_path, write_demo_images  # noqa: E402
+from chexmask_u_tools.raster import rasterize_organs  # noqa: E402
+from chexmask_u_tools.rules import organ_rule  # noqa: E402
+from chexmask_u_tools.soft import soft_mask_organs  # noqa: E402
+from chexmask_u_tools.torch_data import (  # noqa: E402
+    CheXmaskUDataset,
+    CheXmaskUIterableDataset,
+    RandomAffine,
+    apply_affine,
+)
+from chexmask_u_tools.weights import SampleWeighting, node_weights  # noqa: E402
+
+RLE = ("rle_right_lung", "rle_left_lung", "rle_heart")
+
+
+@pytest.fixture(scope="module")
+def table() -> pl.DataFrame:
+    sample = cxu.load_sample()
+    return pl.concat([sample.filter(pl.col("source") == s).head(4) for s in cxu.SOURCES])
+
+
+@pytest.fixture(scope="module")
+def roots(table, tmp_path_factory) -> dict[str, Path]:
+    return write_demo_images(table, tmp_path_factory.mktemp("images"))
+
+
+def _lung_contrast(sample) -> float:
+    """Mean image inside the lungs minus outside (the demo images have dark lungs)."""
+    image = sample["image"][0]
+    masks = sample["masks"].bool() if sample["masks"].dtype == torch.bool else sample["masks"] > 0.5
+    lungs = masks[0] | masks[1]
+    body = ~(lungs | masks[2]) & (image > 0)  # outside the organs, not in the zero padding
+    return float(image[lungs].mean() - image[body].mean())
+
+
+def test_preprocessed_1024_reproduces_released_masks_and_model_input(table, roots):
+    dataset = CheXmaskUDataset(table, roots, size=1024)
+    assert len(dataset) == 20
+    for i in (0, 5, 9, 13, 18):  # every source
+        sample = dataset[i]
+        row = table.row(i, named=True)
+        released = np.stack([cxu.rle_decode(row[c], 1024, 1024) for c in RLE])
+        np.testing.assert_array_equal(sample["masks"].numpy(), released)
+        np.testing.assert_allclose(sample["landmarks"].numpy(), np.asarray(row["landmarks"]), atol=1e-4)
+        path = roots[row["source"]] / demo_image_path(row["source"], row["image_id"])
+        pixels = read_image(path)
+        assert sample["original_size"].tolist() == list(pixels.shape)
+        square, _ = pad_to_square(pixels)
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(square)[None, None].float(), size=(1024, 1024), mode="bilinear", align_corners=False
+        ).round()[0] / 255.0
+        torch.testing.assert_close(sample["image"], expected, atol=1.01 / 255, rtol=0)
+        assert _lung_contrast(sample) < -0.2
+
+
+@pytest.mark.parametrize("size", [256, 100])
+def test_preprocessed_other_sizes(table, roots, size):
+    sample = CheXmaskUDataset(table, roots, size=size)[3]
+    landmarks = np.asarray(table["landmarks"][3].to_numpy(), dtype=np.float64) * size / 1024
+    np.testing.assert_allclose(sample["landmarks"].numpy(), landmarks, rtol=1e-5)
+    np.testing.assert_allclose(sample["std"].numpy(), table["landmarks_std"][3].to_numpy() * size / 1024, rtol=1e-5)
+    np.testing.assert_array_equal(sample["masks"].numpy(), rasterize_organs(landmarks, size, size))
+    assert sample["image"].shape == (1, size, size)
+    assert _lung_contrast(sample) < -0.2
+
+
+def test_original_frame_native_and_resized(table, roots):
+    native = CheXmaskUDataset(table, roots, frame="original", size=None)
+    resized = CheXmaskUDataset(table, roots, frame="original", size=128)
+    for i in (1, 2, 6):
+        a, b = native[i], resized[i]
+        h, w = a["original_size"].tolist()
+        assert a["image"].shape == (1, h, w) and b["image"].shape == (1, 128, 128)
+        lm = to_original_frame(table["landmarks"][i].to_numpy(), h, w, round_clip=False)
+        np.testing.assert_allclose(a["landmarks"].numpy(), lm, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(b["landmarks"].numpy(), lm * [128 / w, 128 / h], rtol=1e-5, atol=1e-3)
+        std = table["landmarks_std"][i].to_numpy() * max(h, w) / 1024
+        np.testing.assert_allclose(a["std"].numpy(), std, rtol=1e-5)
+        np.testing.assert_allclose(b["std"].numpy(), std * [128 / w, 128 / h], rtol=1e-5)
+        path = roots[table["source"][i]] / demo_image_path(table["source"][i], table["image_id"][i])
+        np.testing.assert_allclose(a["image"][0].numpy(), read_image(path) / 255.0, atol=1e-6)
+        assert _lung_contrast(a) < -0.2 and _lung_contrast(b) < -0.2
+
+
+def test_original_frame_rows_and_size_mismatch(table, roots):
+    sizes = [read_image(roots[s] / demo_image_path(s, i)).shape for s, i in table.select("source", "image_id").iter_rows()]
+    original = convert_table_frame(table, "original", original_height=[s[0] for s in sizes],
+                                   original_width=[s[1] for s in sizes], round_clip=False)
+    back = CheXmaskUDataset(original, roots, size=1024)
+    for i in (0, 1, 2):
+        np.testing.assert_allclose(back[i]["landmarks"].numpy(), table["landmarks"][i].to_numpy(), atol=1e-2)
+    # Row 0 is 256x256: claim 512x512 (same aspect) and 256x300 (different aspect).
+    doubled = original.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col(c) * 2).otherwise(pl.col(c)).alias(c)
+                                    for c in ("height", "width"))
+    doubled = doubled.with_columns(pl.Series("landmarks", original["landmarks"].to_numpy() * np.where(np.arange(20) == 0, 2, 1)[:, None, None],
+                                             dtype=original.schema["landmarks"]))
+    with pytest.raises(ImageError, match=r"is 256x256 \(WxH\) but the row says 512x512.*rescale"):
+        CheXmaskUDataset(doubled, roots, frame="original", size=None)[0]
+    fixed = CheXmaskUDataset(doubled, roots, frame="original", size=None, size_mismatch="rescale")[0]
+    np.testing.assert_allclose(fixed["landmarks"].numpy(), original["landmarks"][0].to_numpy(), atol=1e-3)
+    skewed = original.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(300).otherwise(pl.col("width")).cast(pl.Int32).alias("width"))
+    with pytest.raises(ImageError, match="aspect ratio differs"):
+        CheXmaskUDataset(skewed, roots, size=64, size_mismatch="rescale")[0]
+
+
+def test_soft_masks_weights_and_rules(table, roots):
+    rules = [organ_rule(7.0, organ="heart"), "image.mean<=9:weight=0.5"]
+    weighting = SampleWeighting("exp", tau=8.0, clip=(0.05, 1.0))
+    dataset = CheXmaskUDataset(table, roots, size=96, masks="both", rules=rules, sample_weighting=weighting,
+                               node_weighting={"method": "exp", "tau": 6.0}, pixel_weights={"floor": 0.2})
+    sigma = table["node_sigma_mean"].to_numpy()
+    heart = table["sigma_heart"].to_numpy()
+    seen_invalid = False
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        expected_weight = np.clip(np.exp(-sigma[i] / 8.0), 0.05, 1.0) * (0.5 if sigma[i] > 9.0 else 1.0)
+        assert float(sample["sample_weight"]) == pytest.approx(expected_weight, rel=1e-5)
+        assert sample["mask_valid"].tolist() == [True, True, bool(heart[i] <= 7.0)]
+        seen_invalid |= not sample["mask_valid"][2]
+    assert seen_invalid
+    sample = dataset[4]
+    soft = soft_mask_organs(sample["landmarks"].numpy(), sample["std"].numpy(), 96, 96)
+    np.testing.assert_allclose(sample["soft_masks"].numpy(), soft, atol=1e-6)
+    assert sample["masks"].dtype == torch.bool and sample["soft_masks"].dtype == torch.float32
+    np.testing.assert_allclose(sample["pixel_weight"].numpy(), 0.2 + 0.8 * np.abs(2 * soft - 1), atol=1e-5)
+    np.testing.assert_allclose(sample["node_weight"].numpy(), node_weights(table["landmarks_std"][4].to_numpy(), "exp", tau=6.0), rtol=1e-5)
+    soft_only = CheXmaskUDataset(table, roots, size=96, masks="soft")[4]
+    assert soft_only["masks"].dtype == torch.float32 and "soft_masks" not in soft_only
+
+
+def test_rows_without_std(table, roots):
+    holes = table.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("landmarks_std")).alias("landmarks_std"))
+    sample = CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True)[2]
+    assert not sample["has_std"] and torch.isnan(sample["std"]).all()
+    assert torch.equal(sample["node_weight"], torch.ones(120))
+    assert set(sample["masks"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_missing_image_policies(table, roots, tmp_path):
+    # A copy of the tree without one VinDr image.
+    lost = table.filter(pl.col("source") == "VinDr-CXR")["image_id"][1]
+    resolver = ImageResolver(roots, resolver=lambda s, i: [tmp_path / "gone.png"] if i == lost else None)
+    copy_roots = {s: r for s, r in roots.items() if s != "VinDr-CXR"}
+    vindr_copy = tmp_path / "vindr"
+    for image_id in table.filter(pl.col("source") == "VinDr-CXR")["image_id"]:
+        if image_id != lost:
+            target = vindr_copy / demo_image_path("VinDr-CXR", image_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((roots["VinDr-CXR"] / demo_image_path("VinDr-CXR", image_id)).read_bytes())
+    copy_roots["VinDr-CXR"] = vindr_copy
+    index = table["image_id"].to_list().index(lost)
+
+    raising = CheXmaskUDataset(table, copy_roots, size=64)
+    with pytest.raises(MissingImageError) as info:
+        raising[index]
+    assert lost in str(info.value) and str(vindr_copy / "train" / f"{lost}.png") in str(info.value)
+    assert len(info.value.tried) == 15
+    assert raising.check_images().found == 19
+    del resolver
+
+    with pytest.warns(UserWarning, match="skipped 1 of 20"):
+        skipping = CheXmaskUDataset(table, copy_roots, size=64, missing="skip")
+    assert len(skipping) == 19 and skipping.skipped == 1
+    assert lost not in {skipping[i]["image_id"] for i in range(19)}
+
+    masks_only = CheXmaskUDataset(table, copy_roots, size=64, missing="masks_only")
+    sample = masks_only[index]
+    assert not sample["has_image"] and sample["image"].abs().sum() == 0 and sample["masks"].any()
+    assert masks_only[0]["has_image"]
+    with pytest.raises(ImageError, match="original frame cannot be built"):
+        CheXmaskUDataset(table, copy_roots, frame="original", size=64, missing="masks_only")[index]
+    pure = CheXmaskUDataset(table, None, size=64, missing="masks_only")[0]
+    assert not pure["has_image"] and pure["masks"].any()
+    with pytest.raises(InputError, match="masks_only"):
+        CheXmaskUDataset(table, None)
+
+    iterable = CheXmaskUIterableDataset(table, copy_roots, size=32, missing="skip", block_rows=7)
+    with pytest.warns(UserWarning, match="skipped 1 rows"):
+        ids = [s["image_id"] for s in iterable]
+    assert len(ids) == 19 and lost not in ids
+    with pytest.raises(MissingImageError):
+        list(CheXmaskUIterableDataset(table, copy_roots, size=32, block_rows=7))
+
+
+def test_unreadable_image_raises(table, roots, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    dataset = CheXmaskUDataset(table, ImageResolver(resolver=lambda s, i: bad), size=32)
+    with pytest.raises(ImageError, match="not a readable image"):
+        dataset[0]
+
+
+def _rows(loader) -> list[int]:
+    return [int(r) for batch in loader for r in batch["row"]]
+
+
+def test_dataloader_two_workers_no_duplicates(table, roots):
+    dataset = CheXmaskUDataset(table, roots, size=32)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2, shuffle=True)
+    rows = _rows(loader)
+    assert sorted(rows) == list(range(20))
+    iterable = CheXmaskUIterableDataset(table, roots, size=32, block_rows=3, rules=["image.mean<=10"])
+    loader = torch.utils.data.DataLoader(iterable, batch_size=4, num_workers=2)
+    rows = _rows(loader)
+    expected = np.flatnonzero(table["node_sigma_mean"].to_numpy() <= 10.0).tolist()
+    assert sorted(rows) == expected and len(rows) == len(iterable)
+
+
+def test_lazy_iterable_in_workers_needs_spawn(table, roots, tmp_path):
+    path = tmp_path / "t.parquet"
+    table.write_parquet(path)
+    lazy = CheXmaskUIterableDataset(pl.scan_parquet(path), roots, size=16, block_rows=4)
+    forked = torch.utils.data.DataLoader(lazy, batch_size=4, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(InputError, match="spawn"):
+        next(iter(forked))
+    spawned = torch.utils.data.DataLoader(lazy, batch_size=4, num_workers=2, multiprocessing_context="spawn")
+    assert sorted(_rows(spawned)) == list(range(20))
+
+
+def test_sharding_across_ranks_and_workers(table, roots):
+    seen: Counter[int] = Counter()
+    for rank in range(3):
+        shard = CheXmaskUIterableDataset(table, roots, size=16, block_rows=2, rank=rank, world_size=3, shuffle=True, seed=5)
+        rows = _rows(torch.utils.data.DataLoader(shard, batch_size=2, num_workers=2))
+        assert 2 <= len(rows) <= 8  # 10 blocks over 3 ranks x 2 workers
+        seen.update(rows)
+    assert sorted(seen) == list(range(20)) and set(seen.values()) == {1}
+    seen.clear()
+    for rank in range(4):  # in-process iteration: one worker per rank
+        seen.update(int(s["row"]) for s in CheXmaskUIterableDataset(table, roots, size=16, block_rows=3, rank=rank, world_size=4))
+    assert sorted(seen) == list(range(20)) and set(seen.values()) == {1}
+    one = CheXmaskUIterableDataset(table, roots, size=16, block_rows=4, shuffle=True, seed=1)
+    first = [int(s["row"]) for s in one]
+    one.set_epoch(1)
+    second = [int(s["row"]) for s in one]
+    assert sorted(first) == sorted(second) == list(range(20)) and first != second
+    with pytest.raises(InputError):
+        CheXmaskUIterableDataset(table, roots, rank=3, world_size=3)
+
+
+def test_iterable_matches_map_style_on_a_lazy_scan(table, roots, tmp_path):
+    path = tmp_path / "t.parquet"
+    table.write_parquet(path)
+    kwargs = dict(size=48, masks="both", rules=["dice.mean>=0.75"], sample_weighting=SampleWeighting("rank"))
+    mapped = CheXmaskUDataset(pl.scan_parquet(path), roots, **kwargs)
+    streamed = list(CheXmaskUIterableDataset(pl.scan_parquet(path), roots, block_rows=6, **kwargs))
+    assert len(streamed) == len(mapped) > 0
+    for a, b in zip((mapped[i] for i in range(len(mapped))), streamed):
+        assert a["image_id"] == b["image_id"]
+        for key in ("image", "masks", "soft_masks", "landmarks", "sample_weight", "node_weight"):
+            torch.testing.assert_close(a[key], b[key])
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """8-neighbour dilation by one pixel of (..., H, W) bool masks."""
+    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)])
+    h, w = mask.shape[-2:]
+    out = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            out |= padded[..., dy : dy + h, dx : dx + w]
+    return out
+
+
+def test_random_affine_flip_and_rotation(table, roots):
+    base = CheXmaskUDataset(table, roots, size=64, masks="both", pixel_weights=True)[7]
+    flipped = RandomAffine(hflip=1.0)(base)
+    assert flipped["flipped"]
+    torch.testing.assert_close(flipped["image"], torch.flip(base["image"], [-1]))
+    assert torch.equal(flipped["masks"][0], torch.flip(base["masks"][1], [-1]))  # lung on image left stays channel 0
+    assert torch.equal(flipped["masks"][2], torch.flip(base["masks"][2], [-1]))
+    torch.testing.assert_close(flipped["soft_masks"][1], torch.flip(base["soft_masks"][0], [-1]))
+    torch.testing.assert_close(flipped["landmarks"][:, 0], 63 - base["landmarks"][:, 0])
+    torch.testing.assert_close(flipped["std"], base["std"])
+    anatomy = RandomAffine(hflip=1.0, lungs="anatomy")(base)
+    assert torch.equal(anatomy["masks"][0], torch.flip(base["masks"][0], [-1]))
+    # Landmarks stay on their masks, up to one boundary pixel (truncation of mirrored vertices).
+    drawn = rasterize_organs(anatomy["landmarks"].numpy().astype(np.float64), 64, 64)
+    moved = anatomy["masks"].numpy()
+    assert not (drawn & ~_dilate(moved)).any() and not (moved & ~_dilate(drawn)).any()
+    quarter = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90 degrees about the centre
+    centre = np.array([31.5, 31.5])
+    turned = apply_affine(base, quarter, centre - quarter @ centre, False)
+    torch.testing.assert_close(turned["image"], torch.rot90(base["image"], -1, [-2, -1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(turned["std"], base["std"][:, [1, 0]])
+    torch.testing.assert_close(turned["pixel_weight"], torch.rot90(base["pixel_weight"], -1, [-2, -1]), atol=1e-5, rtol=0)
+    generator = torch.Generator().manual_seed(0)
+    warped = RandomAffine(degrees=15, translate=0.1, scale=(0.9, 1.1), generator=generator)(base)
+    drawn = rasterize_organs(np.clip(warped["landmarks"].numpy(), -100, 200).astype(np.float64), 64, 64)
+    moved = warped["masks"].numpy()
+    overlap = (drawn & moved).sum() / max((drawn | moved).sum(), 1)
+    assert overlap > 0.85
+    assert warped["pixel_weight"].min() >= 0.1 - 1e-6 and warped["pixel_weight"].max() <= 1 + 1e-6
+
+
+def test_bad_arguments(table, roots):
+    for kwargs in (dict(frame="square"), dict(size=3), dict(masks="fuzzy"), dict(missing="ignore"), dict(size_mismatch="fix")):
+        with pytest.raises(InputError):
+            CheXmaskUDataset(table, roots, **kwargs)
+    with pytest.raises(InputError):
+        CheXmaskUDataset(table.drop("landmarks"), roots)
+    with pytest.raises(InputError):
+        CheXmaskUIterableDataset(table, roots, block_rows=0)
+    with pytest.raises(IndexError):
+        CheXmaskUDataset(table, roots)[20]
+
+
+def test_modules_without_torch_import_without_torch():
+    code = "import sys; sys.modules['torch'] = None\nimport chexmask_u_tools.rules, chexmask_u_tools.weights, chexmask_u_tools.paths"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_real_rows_masks_match_the_released_masks(real_subset_dir):
+    from chexmask_u_tools.table import data_files
+
+    real = cxu.read_tables(data_files(real_subset_dir))
+    real = pl.concat([real.filter(pl.col("source") == s).head(6) for s in real["source"].unique()])
+    dataset = CheXmaskUDataset(real, None, size=1024, missing="masks_only")
+    for i in range(len(dataset)):
+        row = real.row(i, named=True)
+        released = np.stack([cxu.rle_decode(row[c], row["height"], row["width"]) for c in RLE])
+        np.testing.assert_array_equal(dataset[i]["masks"].numpy(), released)
+        assert not dataset[i]["has_std"]
