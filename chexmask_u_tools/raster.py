@@ -14,10 +14,13 @@ pixel without OpenCV, including its corner cases:
   ``y0 <= y < y1``; crossing x advances by the truncated slope
   ``dx = trunc((x1 - x0) * 2**16 / (y1 - y0))``; each pair of crossings fills
   columns ``ceil(xl) .. floor(xr)``; edges that leave the image are re-anchored
-  on their clipped end points (as OpenCV 4.9+/5 does);
+  on their clipped end points (as current OpenCV does; verified against 5.0);
 * polygons that leave the image, touch its border, self-intersect (even-odd
   rule over crossings), repeat vertices or degenerate to a segment or a point
   give what OpenCV gives.
+
+Verified against OpenCV on thousands of random polygons (pinned in the tests)
+and on every organ of the real CheXmask rows at hand (zero differing pixels).
 
 Coordinates are pixels, x = column, y = row, origin at the centre of the
 top-left pixel (the CheXmask convention).  Pixel ``(r, c)`` of the mask is
@@ -385,9 +388,12 @@ def _rasterize_polygons(verts: np.ndarray, first: np.ndarray, out: np.ndarray) -
         fy1 = np.where(flat, y1, ly1)
         fy2 = np.where(flat, y2, ly2)
 
-    params = np.empty((7, 3 * m), dtype=np.int64)
-    counts = np.empty(3 * m, dtype=np.int64)
-    lines, xs, rows = params[:, :m], params[:, m : 2 * m], params[:, 2 * m :]
+    # Segment table: line walks, then crossing x, then crossing rows (the last
+    # two merge into one progression of packed keys when nothing is clipped).
+    groups = 2 if inside_all else 3
+    params = np.empty((7, groups * m), dtype=np.int64)
+    counts = np.empty(groups * m, dtype=np.int64)
+    lines, xs = params[:, :m], params[:, m : 2 * m]
     counts[:m] = _line_params(lx1, ly1, lx2, ly2, width, lines)
     if not inside_all:
         counts[:m] *= line_ok
@@ -398,16 +404,23 @@ def _rasterize_polygons(verts: np.ndarray, first: np.ndarray, out: np.ndarray) -
 
     # Fill edges: active on rows ytop <= y < ybot, crossing x in 16.16 fixed
     # point starts at OpenCV's (re-anchored) edge.x and advances by the
-    # truncated slope each row.
+    # truncated slope each row.  x carries a +1 pixel offset so that it is
+    # never negative, and (row, x) packs into one int64 key, row in the high
+    # bits and x in the low ``bits``: one sort orders crossings by row, then x.
+    bits = ((width + 2) << XY_SHIFT).bit_length()
     ytop = np.minimum(y1, y2)
     if inside_all:
-        # No clipping: plain end points, every row of the edge inside.
+        # No clipping: plain end points, every row of the edge inside, and x
+        # stays between the end points, so the key itself is a progression.
         dx = x2 - x1
         nrow = np.abs(y2 - y1)
         slope = (np.abs(dx) << XY_SHIFT) // np.maximum(nrow, 1)
         slope *= np.sign(dx * (y2 - y1))
         xtop = np.where(y1 < y2, x1, x2) << XY_SHIFT
-        lo = ytop
+        xtop += ((ytop + poly * height) << bits) + _XY_ONE
+        counts[m:] = nrow
+        xs[_START] = xtop
+        xs[_MAJOR] = slope + (1 << bits)
     else:
         dy = fy2 - fy1
         slope = _tdiv((lx2 - lx1) << XY_SHIFT, np.where(dy == 0, 1, dy))
@@ -415,30 +428,28 @@ def _rasterize_polygons(verts: np.ndarray, first: np.ndarray, out: np.ndarray) -
         lo = np.maximum(ytop, 0)
         nrow = np.minimum(np.maximum(y1, y2), height) - lo
         np.maximum(nrow, 0, out=nrow)
-        xtop += (lo - ytop) * slope
-    counts[m : 2 * m] = nrow
-    counts[2 * m :] = nrow
-    xtop += _XY_ONE
-    xs[_START] = xtop
-    xs[_MAJOR] = slope
-    rows[_START] = lo + poly * height
-    rows[_MAJOR] = 1
+        xtop += (lo - ytop) * slope + _XY_ONE
+        counts[m : 2 * m] = nrow
+        counts[2 * m :] = nrow
+        xs[_START] = xtop
+        xs[_MAJOR] = slope
+        rows = params[:, 2 * m :]
+        rows[_START] = lo + poly * height
+        rows[_MAJOR] = 1
     nline = int(counts[:m].sum())
     val = _walk(params, counts, nline)
     ncross = int(nrow.sum())
     flat2d = out.reshape(npoly * height, width)
     if ncross:
-        # Crossing x carries a +1 pixel offset (see xs[_START]) so that it is
-        # never negative, and (row, x) packs into one int64 key: row in the
-        # high bits, x in the low ``bits``; one sort orders by row, then x.
-        cross_x = val[nline : nline + ncross]
-        if not inside_all:
-            # Clamping to one pixel outside either side keeps every span's
+        if inside_all:
+            keys = val[nline:]
+        else:
+            # Clamping x to one pixel outside either side keeps every span's
             # clipped result.
+            cross_x = val[nline : nline + ncross]
             np.clip(cross_x, 0, (width + 1) << XY_SHIFT, out=cross_x)
-        bits = ((width + 2) << XY_SHIFT).bit_length()
-        keys = val[nline + ncross :] << bits
-        keys += cross_x
+            keys = val[nline + ncross :] << bits
+            keys += cross_x
         keys.sort()
         low = (1 << bits) - 1
         k0 = keys[0::2]
