@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -120,6 +120,83 @@ def _read_dicom(path: Path, high_bit: HighBit) -> np.ndarray:
     return to_uint8(values, "minmax")
 
 
+def _pixels(image, path: Path, high_bit: HighBit) -> np.ndarray:
+    """A loaded, EXIF-transposed Pillow image -> (H, W) uint8 (conversions: module docstring)."""
+    mode = image.mode
+    if mode in ("L", "1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        if mode in ("P", "PA"):
+            image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
+        if image.mode != "L":
+            image = image.convert("L")
+        # np.asarray of a Pillow image is a read-only view of a fresh buffer; the copy makes it writable.
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.uint16)
+        return to_uint8(values, high_bit, bits=16)
+    if mode in ("I", "F"):
+        values = np.asarray(image)
+        return to_uint8(values, high_bit, bits=32 if mode == "I" else 16)
+    raise ImageError(f"{path}: unsupported image mode {mode!r}")
+
+
+def _read(
+    path: str | os.PathLike, high_bit: HighBit, limit: Callable[[int, int], int] | None
+) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Decode, at ``1 / k`` of the resolution when ``limit(height, width)`` allows ``k > 1``.
+
+    Returns the (ceil(H / k), ceil(W / k)) uint8 pixels, ``k`` and the full (H, W).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    if _is_dicom(path):
+        pixels = _read_dicom(path, high_bit)
+        return _box_reduce(pixels, limit(*pixels.shape) if limit else 1)
+    try:
+        with Image.open(path) as image:
+            _check_size(image.height, image.width, path)
+            full_w, full_h = image.size
+            factor = max(1, limit(full_h, full_w)) if limit else 1
+            drafted = False
+            if factor > 1 and image.format == "JPEG":
+                # DCT-domain scaling by 1/2, 1/4 or 1/8 while decoding: the inverse
+                # DCT and the copies shrink (entropy decoding stays).  Pillow picks the
+                # largest such scale that keeps at least the size asked for.
+                answer = image.draft("L", (max(1, full_w // factor), max(1, full_h // factor)))
+                if answer is not None:
+                    drafted, factor = True, int(round(full_w / answer[1][2]))
+            image.load()
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # orientations that swap the axes
+                full_h, full_w = full_w, full_h
+            ImageOps.exif_transpose(image, in_place=True)
+            if factor > 1 and not drafted and image.mode == "L":
+                # Average before leaving Pillow: the full-resolution pixels are never copied.
+                image = image.reduce(factor)
+                drafted = True
+            pixels = _pixels(image, path, high_bit)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ImageError(f"{path}: not a readable image: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+        raise ImageError(f"{path}: corrupt or truncated image: {error}") from error
+    if drafted:
+        return pixels, factor, (full_h, full_w)
+    return _box_reduce(pixels, factor)
+
+
+def _box_reduce(pixels: np.ndarray, factor: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Mean of ``factor x factor`` blocks (partial blocks at the bottom / right edge: mean of what is there)."""
+    full = pixels.shape
+    if factor <= 1:
+        return pixels, 1, full
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).reduce(factor), dtype=np.uint8).copy(), factor, full
+
+
 def read_image(path: str | os.PathLike, *, high_bit: HighBit = "minmax") -> np.ndarray:
     """Read an image file as an (H, W) uint8 grayscale array (conversions: module docstring).
 
@@ -130,36 +207,47 @@ def read_image(path: str | os.PathLike, *, high_bit: HighBit = "minmax") -> np.n
         that cannot be converted, a size outside [MIN_SIDE, MAX_SIDE] per side or above
         MAX_PIXELS, or a DICOM without pydicom installed.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    return _read(path, high_bit, None)[0]
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
-    if _is_dicom(path):
-        return _read_dicom(path, high_bit)
-    try:
-        with Image.open(path) as image:
-            _check_size(image.height, image.width, path)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            mode = image.mode
-            if mode in ("L", "1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-                if mode in ("P", "PA"):
-                    image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
-                return np.asarray(image.convert("L"), dtype=np.uint8).copy()
-            if mode.startswith("I;16"):
-                values = np.asarray(image, dtype=np.uint16)
-                return to_uint8(values, high_bit, bits=16)
-            if mode in ("I", "F"):
-                values = np.asarray(image)
-                return to_uint8(values, high_bit, bits=32 if mode == "I" else 16)
-            raise ImageError(f"{path}: unsupported image mode {mode!r}")
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{path}: not a readable image: {error}") from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise ImageError(f"{path}: corrupt or truncated image: {error}") from error
+
+def read_image_reduced(
+    path: str | os.PathLike, out_side: int, *, square: bool = True, high_bit: HighBit = "minmax"
+) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """Read an image that will be shrunk to ``out_side x out_side``, decoding only the pixels needed.
+
+    The image is read at ``1 / k`` of its resolution for the largest ``k`` that
+    keeps it at least as large as its footprint in the output: ``max(H, W) / k >= out_side``
+    when it will be zero-padded to a centred square first (``square=True``),
+    ``min(H, W) / k >= out_side`` when it will be stretched to the square
+    (``square=False``).  JPEG: DCT-domain scaling inside the decoder (``k`` in
+    1, 2, 4, 8; libjpeg's scaled inverse DCT, within a few gray levels of the
+    mean of each ``k x k`` block; a colour JPEG gives its luma channel Y), which
+    skips the full-size inverse DCT and copies.  Other formats: decoded in full,
+    then the mean of each ``k x k`` block (Pillow's ``Image.reduce``, any
+    integer ``k``).  Either way reduced pixel ``i`` covers full-resolution pixels
+    ``[k i, k i + k)`` (the last one what remains of the image), so
+    full-resolution coordinate ``u`` is reduced coordinate ``(u + 0.5) / k - 0.5``
+    (pixel centres on integers).  Not the pixels :func:`read_image` gives (that
+    is what the model's preprocessing needs); meant for training data at a
+    reduced size.
+
+    Returns
+    -------
+    ``(pixels, k, (H, W))``: the (ceil(H / k), ceil(W / k)) uint8 array, the factor
+    ``k >= 1`` and the full-resolution size (after the EXIF rotation, like the pixels).
+
+    Raises
+    ------
+    ImageError
+        As :func:`read_image`.
+    """
+    if isinstance(out_side, bool) or not isinstance(out_side, (int, np.integer)) or out_side < 1:
+        raise InputError(f"out_side must be a positive integer, got {out_side!r}")
+
+    def limit(height: int, width: int) -> int:
+        return (max(height, width) if square else min(height, width)) // int(out_side)
+
+    return _read(path, high_bit, limit)
 
 
 def crop_black_border(image: np.ndarray, threshold: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -8,7 +8,8 @@ source into training samples.  Each sample is a dict:
 key                shape / dtype        content
 =================  ===================  ===============================================
 ``image``          (1, S, S) float32    pixels / 255 in the chosen frame and size
-                                        (zeros when ``has_image`` is False)
+                                        (zeros when ``has_image`` is False); uint8
+                                        levels 0..255 with ``image_dtype="uint8"``
 ``has_image``      () bool              False only under ``missing="masks_only"``
 ``masks``          (3, S, S)            hard masks (bool) for ``masks="hard"``/``"both"``,
                                         soft masks (float32) for ``masks="soft"``
@@ -43,6 +44,24 @@ rounded to 8-bit levels, so ``size=1024`` reproduces the model's input;
 ``antialias=True`` low-pass filters when shrinking (Pillow's bilinear).
 Landmarks are the 1024-frame landmarks (original-frame rows are mapped with
 :func:`~chexmask_u_tools.frames.to_preprocessed_frame`) times ``S / 1024``.
+
+Reduced decoding (``fast_decode=True``, default; with ``antialias=False`` and
+an int ``size``): an image at least twice the output (its padded side for
+``"preprocessed"``, its shorter side for ``"original"``) is decoded at
+``1 / k`` of its resolution by :func:`~chexmask_u_tools.images.read_image_reduced`
+(JPEG: inside the decoder, ``k`` in 2, 4, 8; other formats: mean of
+``k x k`` blocks after decoding), then resized once, straight to the output,
+with the same geometry as the full-resolution resize: the output pixel grid
+maps onto the padded frame as above and each full-resolution coordinate ``u``
+reads the reduced image at ``(u + 0.5) / k - 0.5``.  So landmarks and masks
+line up with the image exactly as without it; the pixels differ by the
+averaging over ``k x k`` blocks (less aliasing than the plain 2-tap bilinear
+shrink) and, for the border crop of MIMIC-CXR-JPG / Padchest, a crop found on
+the reduced image (the kept box is a whole number of blocks, so it may keep up
+to ``k - 1`` full-resolution pixels of border on each side).  Images less
+than twice the output are decoded in full as with ``fast_decode=False``
+(so ``size=1024`` reproduces the model's input for images up to 2047 pixels;
+pass ``fast_decode=False`` for larger ones).
 
 ``frame="original"``: the image file's own pixels (no crop); landmarks of
 preprocessed rows are mapped with
@@ -106,9 +125,11 @@ order (same permutation on every rank, seeded by ``seed`` and
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -120,7 +141,7 @@ import torch.nn.functional as F
 
 from .errors import ImageError, InputError
 from .frames import std_to_preprocessed_frame
-from .images import crop_black_border, pad_to_square, read_image
+from .images import crop_black_border, pad_offsets, pad_to_square, read_image, read_image_reduced
 from .layout import N_NODES, ORGANS
 from .paths import ImageCheck, ImageResolver, MissingImageError, as_resolver, check_images, landmarks_on_image
 from .raster import rasterize_organs
@@ -151,6 +172,76 @@ def _soft_masks(landmarks: np.ndarray, std: np.ndarray, height: int, width: int)
     return soft_mask_organs(landmarks, std, height, width)
 
 
+def _taps(n_out: int, frame: int, offset: int, length: int, factor: int) -> tuple[np.ndarray, ...]:
+    """Bilinear taps along one axis, for :func:`_resample`.
+
+    Output pixel ``X`` reads frame coordinate ``(X + 0.5) * frame / n_out - 0.5``
+    clamped to ``[0, frame - 1]`` (half-pixel centres, the rule of OpenCV
+    ``INTER_LINEAR`` and torch ``align_corners=False``).  The image covers frame
+    pixels ``[offset, offset + length)`` at full resolution, zeros elsewhere, and
+    is stored at ``1 / factor``: full-resolution ``u`` is stored ``(u + 0.5) / factor - 0.5``
+    (the centre of a partial last block is its own).
+
+    Returns ``(i0, i1, w0, w1)``: indices into the stored axis (clipped to it)
+    and float32 weights, zero for taps in the padding.
+    """
+    stored = -(-length // factor)
+    src = np.clip((np.arange(n_out) + 0.5) * (frame / n_out) - 0.5, 0.0, frame - 1.0)
+    u = src - offset
+    r = (u + 0.5) / factor - 0.5
+    partial = length - (stored - 1) * factor  # pixels averaged into the last stored one
+    if partial < factor and stored >= 2:
+        # The last stored pixel is centred on its ``partial`` pixels, not on a
+        # whole block: interpolate towards that centre, and fade into the
+        # padding around the true edge ``length - 0.5``.
+        before = (stored - 2) * factor + (factor - 1) / 2
+        last = (stored - 1) * factor + (partial - 1) / 2
+        r = np.where(u > before, stored - 2 + (u - before) / (last - before), r)
+        r = np.where(u > last, stored - 1 + (u - last) / partial, r)
+    # Where the image reaches the frame's edge the full-resolution path clamps
+    # there; keep that instead of fading into padding that does not exist.
+    if offset == 0:
+        r = np.maximum(r, 0.0)
+    if offset + length == frame:
+        r = np.minimum(r, stored - 1.0)
+    r0 = np.floor(r)
+    lam = r - r0
+    i0 = r0.astype(np.int64)
+    i1 = i0 + 1
+    w0 = np.where((i0 >= 0) & (i0 < stored), 1.0 - lam, 0.0).astype(np.float32)
+    w1 = np.where((i1 >= 0) & (i1 < stored), lam, 0.0).astype(np.float32)
+    return np.clip(i0, 0, stored - 1), np.clip(i1, 0, stored - 1), w0, w1
+
+
+def _resample(
+    image: np.ndarray,
+    factor: int,
+    out: tuple[int, int],
+    frame: tuple[int, int],
+    offset: tuple[int, int],
+    length: tuple[int, int],
+) -> np.ndarray:
+    """Bilinear resize of a (padded) image stored at ``1 / factor`` straight to the output.
+
+    ``image``: uint8 (ceil(h / factor), ceil(w / factor)) of a full-resolution
+    (h, w) = ``length`` image placed at ``offset`` (top, left) in a zero frame
+    of ``frame`` (height, width) full-resolution pixels, e.g. the centred
+    square.  Returns uint8 ``out`` (height, width), rounded, the frame mapped
+    onto the output as the full-resolution resize would (:func:`_taps`),
+    without building the padded frame.
+    """
+    y0, y1, wy0, wy1 = (torch.from_numpy(a) for a in _taps(out[0], frame[0], offset[0], length[0], factor))
+    x0, x1, wx0, wx1 = (torch.from_numpy(a) for a in _taps(out[1], frame[1], offset[1], length[1], factor))
+    # Rows first (the output has fewer rows than the stored image), then columns;
+    # torch's index_select gathers about twice as fast as numpy fancy indexing.
+    stored = torch.from_numpy(np.ascontiguousarray(image))
+    rows = stored.index_select(0, y0).float().mul_(wy0[:, None])
+    rows.add_(stored.index_select(0, y1).float().mul_(wy1[:, None]))
+    pixels = rows.index_select(1, x0).mul_(wx0)
+    pixels.add_(rows.index_select(1, x1).mul_(wx1))
+    return pixels.round_().to(torch.uint8).numpy()
+
+
 class _SampleBuilder:
     """The per-row work shared by both datasets (picklable; no torch state)."""
 
@@ -168,6 +259,9 @@ class _SampleBuilder:
         crop_border: bool | None,
         antialias: bool,
         transform: Callable[[dict], dict] | None,
+        fast_decode: bool = True,
+        image_dtype: str = "float32",
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if frame not in FRAMES:
             raise InputError(f"frame must be one of {FRAMES}, got {frame!r}")
@@ -179,6 +273,8 @@ class _SampleBuilder:
             raise InputError(f"masks must be 'hard', 'soft' or 'both', got {masks!r}")
         if missing not in ("raise", "skip", "masks_only"):
             raise InputError(f"missing must be 'raise', 'skip' or 'masks_only', got {missing!r}")
+        if image_dtype not in ("float32", "uint8"):
+            raise InputError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
         if size_mismatch not in ("raise", "rescale"):
             raise InputError(f"size_mismatch must be 'raise' or 'rescale', got {size_mismatch!r}")
         if resolver is None and missing != "masks_only":
@@ -194,9 +290,12 @@ class _SampleBuilder:
         self.crop_border = crop_border
         self.antialias = antialias
         self.transform = transform
+        self.fast_decode = bool(fast_decode)
+        self.image_dtype = image_dtype
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     # ------------------------------------------------------------ image
-    def _load(self, source: str, image_id: str) -> tuple[np.ndarray | None, str | None]:
+    def _load(self, source: str, image_id: str) -> tuple[tuple[np.ndarray, int, tuple[int, int]] | None, str | None]:
         if self.resolver is None:
             return None, None
         path, tried = self.resolver.locate(source, image_id)
@@ -204,20 +303,57 @@ class _SampleBuilder:
             if self.missing == "raise":
                 raise MissingImageError(source, image_id, tried)
             return None, None
-        return read_image(path), str(path)
+        return self.read(path), str(path)
+
+    def read(self, path: str | os.PathLike) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """``(pixels, k, (H, W))``: the image decoded at ``1 / k`` of its full (H, W) resolution."""
+        reduce = self.fast_decode and not self.antialias and self.size is not None
+        if self.cache_dir is None:
+            return self._decode(path, reduce)
+        # The key holds everything the decoded pixels depend on, so an edited
+        # image or other dataset options never read a stale entry.
+        stat = os.stat(path)
+        mode = f"{self.size},{self.frame}" if reduce else "full"
+        key = hashlib.sha256(f"{os.path.abspath(path)}\0{stat.st_mtime_ns}\0{stat.st_size}\0{mode}".encode()).hexdigest()
+        entry = self.cache_dir / key[:2] / f"{key}.npz"
+        try:
+            with np.load(entry, allow_pickle=False) as stored:
+                k, height, width = (int(v) for v in stored["meta"])
+                return stored["pixels"], k, (height, width)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent or unreadable: decode again
+            pass
+        decoded = self._decode(path, reduce)
+        pixels, k, (height, width) = decoded
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        temp = entry.with_name(f".{entry.name}.{os.getpid()}.part")
+        with open(temp, "wb") as handle:
+            np.savez(handle, pixels=pixels, meta=np.array([k, height, width], dtype=np.int64))
+        os.replace(temp, entry)  # atomic: other workers see the whole entry or none
+        return decoded
+
+    def _decode(self, path: str | os.PathLike, reduce: bool) -> tuple[np.ndarray, int, tuple[int, int]]:
+        if reduce:
+            return read_image_reduced(path, self.size, square=self.frame == "preprocessed")
+        pixels = read_image(path)
+        return pixels, 1, pixels.shape
 
     def _resize(self, square: np.ndarray, height: int, width: int) -> np.ndarray:
-        """uint8 (h, w) -> float32 (height, width) in [0, 1], 8-bit levels."""
+        """uint8 (h, w) -> uint8 (height, width), rounded."""
         if square.shape == (height, width):
-            return square.astype(np.float32) / 255.0
+            return square
         if self.antialias:
             from PIL import Image
 
-            resized = Image.fromarray(square).resize((width, height), Image.BILINEAR)
-            return np.asarray(resized, dtype=np.float32) / 255.0
+            return np.asarray(Image.fromarray(square).resize((width, height), Image.BILINEAR), dtype=np.uint8)
         pixels = torch.from_numpy(np.ascontiguousarray(square))[None, None].float()
         resized = F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-        return (torch.round(resized.clamp_(0.0, 255.0))[0, 0] / 255.0).numpy()
+        return torch.round(resized.clamp_(0.0, 255.0))[0, 0].to(torch.uint8).numpy()
+
+    def _image_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W) -> (1, H, W) tensor of ``image_dtype`` (float32: levels / 255)."""
+        if self.image_dtype == "uint8":
+            return torch.from_numpy(np.ascontiguousarray(pixels))[None]
+        return torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))[None]
 
     # ------------------------------------------------------------ geometry
     def _original_size(self, frame: str, height: int | None, width: int | None) -> tuple[int, int] | None:
@@ -254,24 +390,24 @@ class _SampleBuilder:
         sample_weight: float,
         mask_valid: np.ndarray,
         row: int,
-        image: np.ndarray | None = None,
-        path: str | None = None,
-        loaded: bool = False,
+        path: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
-        if not loaded:
-            image, path = self._load(source, image_id)
+        if path is None:
+            decoded, path = self._load(source, image_id)
+        else:
+            decoded, path = self.read(path), str(path)
         stated = self._original_size(row_frame, height, width)
         landmarks = landmarks.astype(np.float64)
         std = None if std is None else std.astype(np.float64)
-        if image is not None:
-            actual = image.shape
+        if decoded is not None:
+            image, reduction, actual = decoded
             if stated is not None and self._needs_rescale(stated, actual, image_id, path) and row_frame == "original":
                 factor = np.array([actual[1] / stated[1], actual[0] / stated[0]])
                 landmarks = landmarks * factor
                 std = None if std is None else std * factor
             original = actual
         else:
-            original = stated
+            image, original = None, stated
         if original is None and (self.frame == "original" or row_frame == "original"):
             raise ImageError(
                 f"no image for {source} id {image_id!r} and the row does not state its original size; "
@@ -291,16 +427,26 @@ class _SampleBuilder:
         )
 
         if image is not None:
+            height, width = actual
             if self.frame == "preprocessed":
                 crop = self.crop_border if self.crop_border is not None else source in CROP_SOURCES
                 if crop:
-                    image, _ = crop_black_border(image)
-                square, _ = pad_to_square(image)
-                pixels = self._resize(square, out_h, out_w)
+                    image, (top, left, kept_h, kept_w) = crop_black_border(image)
+                    # Full-resolution extent of the kept k x k blocks (the last ones may be partial).
+                    height = min((top + kept_h) * reduction, height) - top * reduction
+                    width = min((left + kept_w) * reduction, width) - left * reduction
+                if reduction > 1:
+                    side, pad_top, pad_left = pad_offsets(height, width)
+                    pixels = _resample(image, reduction, (out_h, out_w), (side, side), (pad_top, pad_left), (height, width))
+                else:
+                    square, _ = pad_to_square(image)
+                    pixels = self._resize(square, out_h, out_w)
+            elif reduction > 1:
+                pixels = _resample(image, reduction, (out_h, out_w), (height, width), (0, 0), (height, width))
             else:
                 pixels = self._resize(image, out_h, out_w)
         else:
-            pixels = np.zeros((out_h, out_w), dtype=np.float32)
+            pixels = np.zeros((out_h, out_w), dtype=np.uint8)
 
         hard = rasterize_organs(landmarks, out_h, out_w)
         has_std = std is not None
@@ -309,7 +455,7 @@ class _SampleBuilder:
         if need_soft:
             soft = _soft_masks(landmarks, std, out_h, out_w) if has_std else hard.astype(np.float32)
         sample: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None],
+            "image": self._image_tensor(pixels),
             "has_image": torch.tensor(image is not None),
             "masks": torch.from_numpy(soft if self.masks == "soft" else hard),
             "landmarks": torch.from_numpy(landmarks.astype(np.float32)),
@@ -420,8 +566,21 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
     pixel_weights:
         False, True, or keyword arguments of
         :func:`~chexmask_u_tools.weights.soft_pixel_weights` (``floor``, ``power``, ``reduce``).
-    missing, size_mismatch, crop_border, antialias, transform:
+    missing, size_mismatch, crop_border, antialias, fast_decode, transform:
         See the module docstring.
+    image_dtype:
+        ``"float32"`` (levels / 255) or ``"uint8"`` (the same levels, a quarter
+        of the bytes through the DataLoader's worker queues and the host-to-GPU
+        copy; convert on the GPU, e.g. ``batch["image"].cuda(non_blocking=True).float().div_(255)``).
+    cache_dir:
+        Optional folder for decoded images: the first read of an image stores
+        its decoded (reduced, with ``fast_decode``) pixels there as ``.npz``,
+        later epochs load them instead of decoding (about ``(S / k)**2`` bytes
+        per image, e.g. 0.3 MB at ``size=512``; ``fast_decode=False`` stores
+        full-resolution images).  Entries are keyed by the file's absolute
+        path, modification time and size and the decoding options, written
+        atomically (safe with DataLoader workers), never evicted: delete the
+        folder to reclaim the space.
     """
 
     def __init__(
@@ -441,6 +600,9 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         crop_border: bool | None = None,
         antialias: bool = False,
         transform: Callable[[dict], dict] | None = None,
+        fast_decode: bool = True,
+        image_dtype: Literal["float32", "uint8"] = "float32",
+        cache_dir: str | Path | None = None,
     ) -> None:
         lazy, rules = _prepare_table(table, rules)
         self.resolver = as_resolver(images)
@@ -456,6 +618,9 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
             crop_border=crop_border,
             antialias=antialias,
             transform=transform,
+            fast_decode=fast_decode,
+            image_dtype=image_dtype,
+            cache_dir=cache_dir,
         )
         kept = apply_rules(lazy, rules).with_columns(_weight_expr(sample_weighting)).collect()
         if kept["sample_weight"].null_count():
@@ -488,7 +653,7 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         args = self._rows.args(index)
         if self.paths is not None:
             path = self.paths[index]
-            return self.builder.build(*args, image=read_image(path), path=str(path), loaded=True)
+            return self.builder.build(*args, path=path)
         return self.builder.build(*args)
 
     def check_images(self, max_examples: int = 5) -> ImageCheck:
@@ -548,6 +713,9 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
         crop_border: bool | None = None,
         antialias: bool = False,
         transform: Callable[[dict], dict] | None = None,
+        fast_decode: bool = True,
+        image_dtype: Literal["float32", "uint8"] = "float32",
+        cache_dir: str | Path | None = None,
         block_rows: int = 256,
         shuffle: bool = False,
         seed: int = 0,
@@ -571,6 +739,9 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
             crop_border=crop_border,
             antialias=antialias,
             transform=transform,
+            fast_decode=fast_decode,
+            image_dtype=image_dtype,
+            cache_dir=cache_dir,
         )
         self.table = lazy
         self.rules = rules
@@ -660,7 +831,7 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
                     if path is None:
                         skipped += 1
                         continue
-                    yield self.builder.build(*args, image=read_image(path), path=str(path), loaded=True)
+                    yield self.builder.build(*args, path=path)
                 else:
                     yield self.builder.build(*args)
         if skipped:
@@ -798,7 +969,10 @@ def apply_affine(sample: dict, matrix: np.ndarray, offset: np.ndarray, flipped: 
         warped = F.grid_sample(data, grid, mode=mode, padding_mode="zeros", align_corners=True).reshape(value.shape)
         if key == "pixel_weight":
             warped = warped + 1.0
-        out[key] = warped > 0.5 if is_bool else warped
+        if value.dtype == torch.uint8:  # an image_dtype="uint8" image stays on its 8-bit levels
+            out[key] = warped.round_().clamp_(0, 255).to(torch.uint8)
+        else:
+            out[key] = warped > 0.5 if is_bool else warped
     m = torch.from_numpy(matrix).float()
     out["landmarks"] = sample["landmarks"] @ m.T + torch.from_numpy(offset).float()
     variance = sample["std"] ** 2

@@ -2,31 +2,43 @@
 
 Each sample is an image plus the three organ masks plus (optionally) three soft
 masks at ``--size`` (default 512) in the preprocessed frame, built from
-synthetic images written to disk in each source's folder layout and from the
-released CSV files of the same rows.  Both paths run through a
-``torch.utils.data.DataLoader`` with ``--workers`` (default 2) worker
-processes and ``batch_size=8``; each path runs ``--epochs`` epochs over the
-same rows with persistent workers and only the last epoch is timed (worker
-start-up excluded).
+synthetic images written to disk and from the released CSV files of the same
+rows.  The images are ``--image-side`` pixels on their longer side (default
+2500, the size of CheXpert / MIMIC-CXR-JPG originals; shapes square, landscape
+and portrait), stored once as JPEG (quality 92, about 1.5 MB each, like
+MIMIC-CXR-JPG) and once as PNG (about 3 MB each), each format timed on its
+own.  Both paths run through a ``torch.utils.data.DataLoader`` with
+``--workers`` (default 2) worker processes and ``batch_size=8``; each path
+runs ``--epochs`` epochs over the same rows with persistent workers and only
+the last epoch is timed (worker start-up excluded).
 
 * toolkit: ``read_tables`` of the CSV files once, then ``CheXmaskUDataset``
   (masks rasterized from the landmarks at the output size, soft masks in closed
-  form by ``soft.soft_mask_organs``, image padded and resized with torch).
+  form by ``soft.soft_mask_organs``; the image decoded at a reduced resolution,
+  JPEG inside the decoder, and resized once straight to the output,
+  ``fast_decode=True``, the default).  The row "full-resolution decode" is the
+  same with ``fast_decode=False`` (full decode, pad, torch bilinear resize);
+  the row "uint8 image" keeps ``fast_decode`` and returns the image as uint8
+  levels (``image_dtype="uint8"``, a quarter of the bytes through the worker
+  queues; the naive path still makes float32).  The row "decode cache" sets
+  ``cache_dir``: the first (untimed) epoch stores the decoded reduced images,
+  the timed one loads them (the naive path decodes every epoch).
 * naive: the CSV files in a pandas DataFrame; per sample ``df.iloc[i]``, the
   landmark / std strings split and converted with ``float`` per value, each
   released RLE mask decoded at 1024x1024 with a Python loop over its runs and
-  resized with Pillow (nearest), the image padded with numpy and resized with
-  Pillow (bilinear), soft masks estimated by Monte Carlo: ``--mc`` perturbed
-  contours per organ drawn with Pillow's polygon fill and averaged.
+  resized with Pillow (nearest), the image decoded in full, padded with numpy
+  and resized with Pillow (bilinear), soft masks estimated by Monte Carlo:
+  ``--mc`` perturbed contours per organ drawn with Pillow's polygon fill and
+  averaged.
 
 Reported: samples/s and ms/sample (wall clock of the timed epoch divided by the
 samples, i.e. the throughput of the whole loader, including the transfer of
 the batches from the workers), the ratio, and the work per sample in one
-process (``dataset[i]`` in a loop, one torch thread), with and
-without the image (``missing="masks_only"``), which separates the image
-decoding, the same Pillow decoder in both paths, from the table and mask work.
+process (``dataset[i]`` in a loop over up to 24 rows, one torch thread), with
+and without the image (``missing="masks_only"``), which separates the image
+decoding from the table and mask work.
 
-    python scripts/bench_dataset.py [--rows 48] [--size 512] [--workers 2] [--image-side 1400]
+    python scripts/bench_dataset.py [--rows 48] [--size 512] [--workers 2] [--image-side 2500]
 """
 
 from __future__ import annotations
@@ -115,6 +127,16 @@ class NaiveDataset(torch.utils.data.Dataset):
         return sample
 
 
+class Lookup:
+    """Resolver callable over a ``(source, image_id) -> path`` dict (picklable, for the workers)."""
+
+    def __init__(self, paths: dict[tuple[str, str], Path]) -> None:
+        self.paths = paths
+
+    def __call__(self, source: str, image_id: str) -> Path | None:
+        return self.paths.get((source, image_id))
+
+
 def throughput(dataset, workers: int, epochs: int) -> tuple[float, int]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=workers, persistent_workers=workers > 0)
     seconds, count = 0.0, 0
@@ -126,13 +148,33 @@ def throughput(dataset, workers: int, epochs: int) -> tuple[float, int]:
     return count / seconds, count
 
 
-def compute_ms(dataset) -> float:
+def compute_ms(dataset, limit: int = 24) -> float:
     """Milliseconds of work per sample in this process (no loader, no inter-process transfer)."""
     dataset[0]
+    n = min(limit, len(dataset))
     start = time.perf_counter()
-    for i in range(len(dataset)):
+    for i in range(n):
         dataset[i]
-    return 1000 * (time.perf_counter() - start) / len(dataset)
+    return 1000 * (time.perf_counter() - start) / n
+
+
+def write_formats(table: pl.DataFrame, root: Path, side: int) -> dict[str, ImageResolver]:
+    """The demo images of every row at ``side`` pixels, once as JPEG and once as PNG."""
+    shapes = ((side, side), (int(side * 0.82), side), (side, int(side * 0.82)))
+    demo = ImageResolver(write_demo_images(table, root / "demo", shapes=shapes)).prepare()
+    paths: dict[str, dict[tuple[str, str], Path]] = {"JPEG": {}, "PNG": {}}
+    for i, (source, image_id) in enumerate(table.select("source", "image_id").iter_rows()):
+        original = demo.resolve(source, image_id)
+        with Image.open(original) as image:
+            for kind, suffix in (("JPEG", ".jpg"), ("PNG", ".png")):
+                if image.format == kind:
+                    paths[kind][(source, image_id)] = original
+                else:
+                    target = root / kind / f"{i}{suffix}"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    image.save(target, format=kind, quality=92)
+                    paths[kind][(source, image_id)] = target
+    return {kind: ImageResolver(resolver=Lookup(found)) for kind, found in paths.items()}
 
 
 def main() -> None:
@@ -141,7 +183,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--image-side", type=int, default=1400, help="larger side of the synthetic images (pixels)")
+    parser.add_argument("--image-side", type=int, default=2500, help="larger side of the synthetic images (pixels)")
     parser.add_argument("--mc", type=int, default=32, help="Monte Carlo contours per organ for the naive soft masks")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -149,45 +191,59 @@ def main() -> None:
     sample = load_sample()
     per_source = max(1, args.rows // 5)
     table = pl.concat([sample.filter(pl.col("source") == s).head(per_source) for s in sample["source"].unique(maintain_order=True)])
-    side = args.image_side
-    shapes = ((side, side), (int(side * 0.82), side), (side, int(side * 0.82)))
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
-        roots = write_demo_images(table, root / "images", shapes=shapes)
+        resolvers = write_formats(table, root, args.image_side)
+        sizes = {kind: np.mean([p.stat().st_size for p in r.resolver.paths.values()]) / 1e6 for kind, r in resolvers.items()}
         csv_files = {}
-        for source in roots:
+        for source in table["source"].unique(maintain_order=True):
             csv_files[source] = root / f"{source}.csv"
             write_released(table.filter(pl.col("source") == source), csv_files[source])
-        resolver = ImageResolver(roots).prepare()
         canonical = read_tables(list(csv_files.values()))
 
         results = []
+        naive_done: dict[tuple[str | None, bool], tuple[float, float]] = {}
         configurations = (
-            ("image + 3 masks + 3 soft masks", True, resolver),
-            ("image + 3 masks", False, resolver),
-            ("3 masks + 3 soft masks, no image", True, None),
-            ("3 masks, no image", False, None),
+            ("JPEG image + 3 masks + 3 soft masks", True, "JPEG", True),
+            ("PNG image + 3 masks + 3 soft masks", True, "PNG", True),
+            ("JPEG image + 3 masks", False, "JPEG", True),
+            ("PNG image + 3 masks", False, "PNG", True),
+            ("JPEG + 3 masks, full-res decode", False, "JPEG", False),
+            ("JPEG + 3 masks, uint8 image", False, "JPEG", "uint8"),
+            ("JPEG + 3 masks, decode cache", False, "JPEG", "cache"),
+            ("3 masks + 3 soft masks, no image", True, None, True),
+            ("3 masks, no image", False, None, True),
         )
-        for label, soft, images in configurations:
+        for label, soft, kind, fast_decode in configurations:
             masks = "both" if soft else "hard"
-            fast = CheXmaskUDataset(canonical, images, size=args.size, masks=masks, missing="raise" if images else "masks_only")
-            naive = NaiveDataset(csv_files, images, args.size, soft, args.mc)
+            images = resolvers[kind] if kind else None
+            fast = CheXmaskUDataset(canonical, images, size=args.size, masks=masks, fast_decode=bool(fast_decode),
+                                    image_dtype="uint8" if fast_decode == "uint8" else "float32",
+                                    cache_dir=root / "cache" if fast_decode == "cache" else None,
+                                    missing="raise" if images else "masks_only")
             fast_rate, n = throughput(fast, args.workers, args.epochs)
-            naive_rate, _ = throughput(naive, args.workers, args.epochs)
-            results.append((label, fast_rate, naive_rate, n, compute_ms(fast), compute_ms(naive)))
-            if soft and images is not None:
-                a, b = fast[0], naive[0]
-                iou = [float((a["masks"][k] & b["masks"][k]).sum() / (a["masks"][k] | b["masks"][k]).sum()) for k in range(3)]
-                gap = float((a["soft_masks"] - b["soft_masks"]).abs().mean())
-                agreement = f"hard-mask IoU toolkit vs naive {np.mean(iou):.3f}; mean |soft difference| {gap:.3f} (MC noise)"
+            fast_ms = compute_ms(fast)
+            if (kind, soft) not in naive_done:
+                naive = NaiveDataset(csv_files, images, args.size, soft, args.mc)
+                naive_done[kind, soft] = throughput(naive, args.workers, args.epochs)[0], compute_ms(naive)
+                if soft and kind == "JPEG":
+                    a, b = fast[0], naive[0]
+                    iou = [float((a["masks"][k] & b["masks"][k]).sum() / (a["masks"][k] | b["masks"][k]).sum()) for k in range(3)]
+                    gap = float((a["soft_masks"] - b["soft_masks"]).abs().mean())
+                    image_gap = float((a["image"] - b["image"]).abs().mean() * 255)
+                    agreement = (f"toolkit vs naive, row 0: hard-mask IoU {np.mean(iou):.3f}; mean |soft difference| {gap:.3f} "
+                                 f"(MC noise); mean |image difference| {image_gap:.2f} gray levels")
+            naive_rate, naive_ms = naive_done[kind, soft]
+            results.append((label, fast_rate, naive_rate, n, fast_ms, naive_ms))
 
-    print(f"DataLoader throughput, {args.workers} workers, batch 8, {args.size}x{args.size}, "
-          f"{n} rows, images up to {side}px on disk, naive soft masks: {args.mc} Monte Carlo contours per organ")
-    print(f"{'':<33}{'--------- DataLoader ---------':^52} {'--- work per sample, 1 process ---':^36}")
-    print(f"{'sample content':<33}{'toolkit/s':>10} {'ms':>6} {'naive/s':>10} {'ms':>6} {'ratio':>7}     "
+    print(f"DataLoader throughput, {args.workers} workers, batch 8, {args.size}x{args.size}, {n} rows, images "
+          f"{args.image_side}px on the longer side (JPEG {sizes['JPEG']:.1f} MB, PNG {sizes['PNG']:.1f} MB on average), "
+          f"naive soft masks: {args.mc} Monte Carlo contours per organ")
+    print(f"{'':<37}{'--------- DataLoader ---------':^52} {'--- work per sample, 1 process ---':^36}")
+    print(f"{'sample content':<37}{'toolkit/s':>10} {'ms':>6} {'naive/s':>10} {'ms':>6} {'ratio':>7}     "
           f"{'toolkit ms':>11} {'naive ms':>9} {'ratio':>7}")
     for label, fast_rate, naive_rate, _, fast_ms, naive_ms in results:
-        print(f"{label:<33}{fast_rate:>10.1f} {1000 / fast_rate:>6.1f} {naive_rate:>10.1f} {1000 / naive_rate:>6.1f} "
+        print(f"{label:<37}{fast_rate:>10.1f} {1000 / fast_rate:>6.1f} {naive_rate:>10.1f} {1000 / naive_rate:>6.1f} "
               f"{fast_rate / naive_rate:>6.2f}x     {fast_ms:>11.1f} {naive_ms:>9.1f} {naive_ms / fast_ms:>6.2f}x")
     print(agreement)
 

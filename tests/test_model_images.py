@@ -130,3 +130,56 @@ def test_list_images(tmp_path, gray):
         list_images(tmp_path / "empty")
     with pytest.raises(InputError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def _box_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Mean of k x k blocks, partial blocks at the bottom / right averaged over what they hold."""
+    height, width = image.shape
+    rows = -(-height // k) * k
+    cols = -(-width // k) * k
+    padded = np.zeros((rows, cols))
+    counts = np.zeros((rows, cols))
+    padded[:height, :width], counts[:height, :width] = image, 1
+    total = padded.reshape(rows // k, k, cols // k, k).sum(axis=(1, 3))
+    return total / counts.reshape(rows // k, k, cols // k, k).sum(axis=(1, 3))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(40, 90), st.integers(40, 90), st.integers(1, 25), st.booleans())
+def test_read_image_reduced_png_is_the_block_mean(tmp_path_factory, height, width, out_side, square):
+    rng = np.random.default_rng(height * 1000 + width)
+    pixels = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("reduced") / "r.png"
+    Image.fromarray(pixels).save(path)
+    reduced, k, full = images.read_image_reduced(path, out_side, square=square)
+    assert full == (height, width)
+    assert k == max(1, (max(height, width) if square else min(height, width)) // out_side)
+    assert reduced.shape == (-(-height // k), -(-width // k)) and reduced.dtype == np.uint8
+    # Pillow rounds whole blocks to nearest and may truncate partial ones.
+    np.testing.assert_allclose(reduced, _box_mean(pixels.astype(float), k), atol=1.0)
+
+
+def test_read_image_reduced_jpeg_scales_in_the_decoder(tmp_path):
+    yy, xx = np.mgrid[0:601, 0:450]
+    pixels = np.clip(30 + 0.25 * xx + 0.2 * yy + 20 * np.sin(xx / 40.0), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "s.jpg", quality=95)
+    reduced, k, full = images.read_image_reduced(tmp_path / "s.jpg", 100)  # 601 / 100 -> k = 4 (powers of 2)
+    assert (k, full, reduced.shape) == (4, (601, 450), (151, 113))
+    assert np.abs(reduced - _box_mean(read_image(tmp_path / "s.jpg").astype(float), 4)).max() <= 3
+    stretched, k, _ = images.read_image_reduced(tmp_path / "s.jpg", 100, square=False)  # 450 / 100 -> k = 4
+    assert k == 4 and stretched.shape == (151, 113)
+    same, k, _ = images.read_image_reduced(tmp_path / "s.jpg", 400)  # less than twice: full decode
+    assert k == 1 and np.array_equal(same, read_image(tmp_path / "s.jpg"))
+    # EXIF orientation 6 (rotate 90 degrees): pixels and full size come upright, as read_image gives them.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.jpg", quality=95, exif=exif)
+    upright = read_image(tmp_path / "turned.jpg")
+    assert upright.shape == (450, 601)
+    turned, k, full = images.read_image_reduced(tmp_path / "turned.jpg", 100)
+    assert (k, full, turned.shape) == (4, (450, 601), (113, 151))
+    assert np.abs(turned - _box_mean(upright.astype(float), 4)).max() <= 3
+    with pytest.raises(InputError):
+        images.read_image_reduced(tmp_path / "s.jpg", 0)
+    with pytest.raises(ImageError, match="no such"):
+        images.read_image_reduced(tmp_path / "missing.jpg", 100)

@@ -3,6 +3,7 @@ missing images, workers, sharding and geometric transforms."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -11,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 
 import chexmask_u_tools as cxu  # noqa: E402
 from chexmask_u_tools.errors import ImageError, InputError  # noqa: E402
 from chexmask_u_tools.frames import convert_table_frame, to_original_frame  # noqa: E402
-from chexmask_u_tools.images import pad_to_square, read_image  # noqa: E402
+from chexmask_u_tools.images import crop_black_border, pad_to_square, read_image, read_image_reduced  # noqa: E402
 from chexmask_u_tools.paths import ImageResolver, MissingImageError, demo_image_path, write_demo_images  # noqa: E402
 from chexmask_u_tools.raster import rasterize_organs  # noqa: E402
 from chexmask_u_tools.rules import organ_rule  # noqa: E402
@@ -342,3 +344,154 @@ def test_real_rows_masks_match_the_released_masks(real_subset_dir):
         released = np.stack([cxu.rle_decode(row[c], row["height"], row["width"]) for c in RLE])
         np.testing.assert_array_equal(dataset[i]["masks"].numpy(), released)
         assert not dataset[i]["has_std"]
+
+
+class _Lookup:
+    """Resolver callable: every row's image is one file (picklable, unlike a lambda)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, source: str, image_id: str) -> Path:
+        return self.path
+
+
+def _smooth_image(height: int, width: int, border: tuple[int, int, int, int] = (0, 0, 0, 0)) -> np.ndarray:
+    """A smooth picture (ramps and a blob, 20..235) with black margins (top, bottom, left, right)."""
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    pixels = 20 + 120 * xx + 60 * yy + 35 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.6) ** 2) / 0.02)
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    top, bottom, left, right = border
+    pixels[:top], pixels[height - bottom :], pixels[:, :left], pixels[:, width - right :] = 0, 0, 0, 0
+    return pixels
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+@pytest.mark.parametrize(
+    ("frame", "shape"),
+    [("preprocessed", (1203, 1001)), ("original", (1203, 1001))],  # padded left and right / stretched
+)
+def test_fast_decode_keeps_the_full_resolution_geometry(table, tmp_path, suffix, frame, shape):
+    path = tmp_path / f"image{suffix}"
+    Image.fromarray(_smooth_image(*shape)).save(path, quality=95)
+    rows = table.filter(pl.col("source") == "CheXpert").head(1)
+    size = 128
+    options = dict(frame=frame, size=size, missing="raise")
+    if frame == "original":
+        rows = rows.with_columns(pl.lit(shape[0]).alias("height"), pl.lit(shape[1]).alias("width"))
+    fast = CheXmaskUDataset(rows, _Lookup(path), fast_decode=True, **options)[0]
+    exact = CheXmaskUDataset(rows, _Lookup(path), fast_decode=False, **options)[0]
+    assert fast["image"].shape == exact["image"].shape == (1, size, size)
+    for key in ("landmarks", "std", "masks", "original_size"):
+        torch.testing.assert_close(fast[key], exact[key], rtol=0, atol=0, equal_nan=True)
+    difference = (fast["image"] - exact["image"]).abs()[0].numpy() * 255
+    # A misplaced or mis-scaled image shows on the ramps (1..2 gray levels per
+    # output pixel); the block averaging alone stays below a level, except
+    # where the image meets the zero padding (blended over k pixels, not 1).
+    assert difference.mean() < 0.5
+    assert np.quantile(difference, 0.98) <= 2.0
+    if frame == "original":
+        assert difference.max() <= 2.0
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_fast_decode_border_crop_is_block_accurate(table, tmp_path, suffix):
+    path = tmp_path / f"bordered{suffix}"
+    Image.fromarray(_smooth_image(899, 1150, border=(37, 0, 45, 29))).save(path, quality=95)
+    rows = table.filter(pl.col("source") == "MIMIC-CXR-JPG").head(1)
+    size = 128
+    fast = CheXmaskUDataset(rows, _Lookup(path), size=size)[0]
+    # The crop box found on the reduced image, in full-resolution pixels...
+    reduced, k, (height, width) = read_image_reduced(path, size)
+    assert k == 8 and (height, width) == (899, 1150)
+    _, (top, left, h, w) = crop_black_border(reduced)
+    box = (top * k, left * k, min((top + h) * k, height), min((left + w) * k, width))
+    # ...is within k - 1 pixels of the full-resolution one (JPEG ringing: one more),
+    full = read_image(path)
+    _, (ftop, fleft, fh, fw) = crop_black_border(full)
+    slack = k - 1 + (suffix == ".jpg")
+    assert 0 <= ftop - box[0] <= slack and 0 <= fleft - box[1] <= slack
+    assert 0 <= box[2] - (ftop + fh) <= slack and 0 <= box[3] - (fleft + fw) <= slack
+    # and the image is that box padded and resized with the full-resolution geometry.
+    square, _ = pad_to_square(full[box[0] : box[2], box[1] : box[3]])
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(square)[None, None].float(), size=(size, size), mode="bilinear", align_corners=False
+    ).round()[0] / 255.0
+    difference = (fast["image"] - expected).abs()[0].numpy() * 255
+    # Away from the box edges (where the block averaging blends the kept black
+    # border over k pixels) a shift by a third of a pixel would show.
+    inside = torch.nn.functional.max_pool2d((expected == 0).float()[None], 5, stride=1, padding=2)[0, 0].numpy() == 0
+    assert inside.mean() > 0.6 and difference[inside].mean() < 0.3
+
+
+def test_fast_decode_leaves_images_near_the_output_size_alone(table, roots):
+    # The demo images (256..300 px) are less than twice 256: decoded in full, same pixels.
+    fast = CheXmaskUDataset(table, roots, size=256)
+    exact = CheXmaskUDataset(table, roots, size=256, fast_decode=False)
+    for i in (0, 5, 9, 13, 18):
+        torch.testing.assert_close(fast[i]["image"], exact[i]["image"], rtol=0, atol=0)
+
+
+def test_fast_decode_through_the_iterable_dataset(table, tmp_path):
+    big = {}
+    for source in cxu.SOURCES:
+        big[source] = tmp_path / f"{source}.jpg"
+        Image.fromarray(_smooth_image(700, 560)).save(big[source], quality=95)
+
+    def resolver(source: str, image_id: str) -> Path:
+        return big[source]
+
+    mapped = CheXmaskUDataset(table, resolver, size=64)
+    streamed = CheXmaskUIterableDataset(table, resolver, size=64, block_rows=4)
+    by_row = {int(s["row"]): s["image"] for s in streamed}
+    assert len(by_row) == len(mapped)
+    for i in range(len(mapped)):
+        torch.testing.assert_close(mapped[i]["image"], by_row[i], rtol=0, atol=0)
+
+
+def test_uint8_images_hold_the_same_levels(table, roots):
+    floats = CheXmaskUDataset(table, roots, size=100)
+    levels = CheXmaskUDataset(table, roots, size=100, image_dtype="uint8")
+    for i in (0, 9, 18):
+        a, b = floats[i], levels[i]
+        assert b["image"].dtype == torch.uint8 and b["image"].shape == (1, 100, 100)
+        torch.testing.assert_close(b["image"].float() / 255, a["image"], rtol=0, atol=0)
+    masks_only = CheXmaskUDataset(table, None, size=64, missing="masks_only", image_dtype="uint8")[0]
+    assert masks_only["image"].dtype == torch.uint8 and not masks_only["image"].any()
+    turned = RandomAffine(degrees=20, generator=torch.Generator().manual_seed(1))(levels[0])
+    assert turned["image"].dtype == torch.uint8 and turned["image"].float().mean() > 10
+    batch = next(iter(torch.utils.data.DataLoader(levels, batch_size=4)))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 1, 100, 100)
+    with pytest.raises(InputError, match="image_dtype"):
+        CheXmaskUDataset(table, roots, image_dtype="float16")
+
+
+def test_decode_cache_hits_and_invalidation(table, tmp_path):
+    path = tmp_path / "image.jpg"
+    Image.fromarray(_smooth_image(700, 560)).save(path, quality=95)
+    rows = table.filter(pl.col("source") == "CheXpert").head(2)
+    cache = tmp_path / "cache"
+    plain = CheXmaskUDataset(rows, _Lookup(path), size=64)
+    cached = CheXmaskUDataset(rows, _Lookup(path), size=64, cache_dir=cache)
+    first = cached[0]
+    entries = sorted(cache.rglob("*.npz"))
+    assert len(entries) == 1 and not list(cache.rglob("*.part"))
+    torch.testing.assert_close(first["image"], plain[0]["image"], rtol=0, atol=0)
+    torch.testing.assert_close(cached[1]["image"], plain[1]["image"], rtol=0, atol=0)  # same file: a hit
+    assert sorted(cache.rglob("*.npz")) == entries
+    # A hit reads the entry, not the image: a planted entry shows through.
+    with np.load(entries[0]) as stored:
+        meta = stored["meta"].copy()
+        planted = np.full_like(stored["pixels"], 200)
+    np.savez(entries[0], pixels=planted, meta=meta)
+    assert float(cached[0]["image"].max()) == pytest.approx(200 / 255)
+    # Other options use other entries; a damaged entry is decoded again and rewritten.
+    CheXmaskUDataset(rows, _Lookup(path), size=32, cache_dir=cache)[0]
+    assert len(list(cache.rglob("*.npz"))) == 2
+    entries[0].write_bytes(b"damaged")
+    torch.testing.assert_close(cached[0]["image"], plain[0]["image"], rtol=0, atol=0)
+    # Rewriting the image changes its modification time and size: a new entry, the new pixels.
+    Image.fromarray(_smooth_image(560, 700)).save(path, quality=90)
+    os.utime(path, ns=(1, 1))
+    torch.testing.assert_close(cached[0]["image"], plain[0]["image"], rtol=0, atol=0)
+    assert len(list(cache.rglob("*.npz"))) == 3
