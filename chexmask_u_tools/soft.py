@@ -112,13 +112,35 @@ def _truncation_moments(x: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, n
     return -sign * mean, var
 
 
-def _norm_cdf(z: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, |error| < 1.5e-7)."""
-    x = np.abs(z) / np.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erfc = poly * np.exp(-x * x)
-    return np.where(z >= 0, 1.0 - 0.5 * erfc, 0.5 * erfc)
+def _norm_cdf(z: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, |error| < 1.5e-7), computed in ``dtype``.
+
+    float32 (for the float32 masks) is several times faster than float64 and
+    differs from it by a few float32 roundings (~1e-7).
+    """
+    z = np.asarray(z)
+    if z.ndim == 0:  # in-place steps below need arrays, not scalars
+        return _norm_cdf(z.reshape(1), dtype).reshape(())
+    x = np.abs(z, dtype=dtype)
+    x /= np.sqrt(2.0)
+    t = x * 0.3275911
+    t += 1.0
+    np.divide(1.0, t, out=t)
+    poly = t * 1.061405429
+    for coef in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += coef
+        poly *= t
+    np.multiply(x, x, out=x)
+    np.negative(x, out=x)
+    poly *= np.exp(x, out=x)  # erfc(|z| / sqrt 2)
+    poly *= 0.5
+    # 1 - poly where z >= 0, without a data-dependent branch per element
+    upper = np.greater_equal(z, 0).astype(poly.dtype)
+    x = np.multiply(upper, -2.0, out=x)
+    x += 1.0
+    poly *= x
+    poly += upper
+    return poly
 
 
 def _inside_centres(poly: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -153,6 +175,7 @@ def _inside_centres(poly: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 _BLOCK = 8  # pixel block edge for the nearest-segment candidate search
+_CHUNK = 1024  # candidate rows per pass: keeps each pass's per-pixel arrays in the CPU cache
 
 
 def _nearest_segments(a, v, length2, reach, height: int, width: int):
@@ -164,66 +187,116 @@ def _nearest_segments(a, v, length2, reach, height: int, width: int):
     within ``min_j d_j + 2 h`` of the centre (distance is 1-Lipschitz), so only
     those candidate segments are measured for the block's pixels; blocks
     farther than every segment's reach are skipped (their pixels are certain).
-    Candidate (block, segment) rows times the block's pixel columns are 2-D
-    float32 arrays: memory traffic is the cost here.
+    The block-level distances are float32 with a small slack, which can only
+    add candidates.  Candidate (block, segment) rows come out grouped by block,
+    so each block's per-pixel minimum is taken layer by layer.
 
-    Returns ``(segment, t, offset_x, offset_y, distance^2, flat pixel index)``
-    per pixel whose nearest segment is within that segment's reach, or None.
+    Yields, for successive groups of whole blocks (about ``_CHUNK`` candidate
+    rows each), ``(segment, t, offset_x, offset_y, distance^2, flat pixel
+    index)`` per pixel whose nearest segment is within that segment's reach (a
+    pixel equidistant from several segments is listed once per segment).
     """
+    f32 = np.float32
     ends = a + v
     lo = np.floor(np.minimum(a, ends).min(axis=0) - reach.max())
     hi = np.ceil(np.maximum(a, ends).max(axis=0) + reach.max())
     bx = np.arange(max(int(lo[0]), 0) // _BLOCK, min(int(hi[0]) + 1, width) // _BLOCK + 1)
     by = np.arange(max(int(lo[1]), 0) // _BLOCK, min(int(hi[1]) + 1, height) // _BLOCK + 1)
-    bx = bx[bx * _BLOCK < width]
-    by = by[by * _BLOCK < height]
+    bx = bx[bx * _BLOCK < width] * _BLOCK
+    by = by[by * _BLOCK < height] * _BLOCK
     if not len(bx) or not len(by):
-        return None
-    gx, gy = np.meshgrid(bx * _BLOCK, by * _BLOCK)
-    gx, gy = gx.ravel(), gy.ravel()
+        return
     centre = (_BLOCK - 1) / 2.0
-    safe_len2 = np.where(length2 > 0, length2, 1.0)
-    rx = (gx + centre)[:, None] - a[:, 0]
-    ry = (gy + centre)[:, None] - a[:, 1]
-    t = np.clip((rx * v[:, 0] + ry * v[:, 1]) / safe_len2, 0.0, 1.0)
-    dist = np.hypot(rx - t * v[:, 0], ry - t * v[:, 1])
     half = centre * np.sqrt(2.0)
-    useful = (dist - half <= reach).any(axis=1)
-    cand = (dist <= dist.min(axis=1, keepdims=True) + 2 * half) & useful[:, None]
-    block, seg = np.nonzero(cand)
-    if not len(block):
-        return None
+    inv_len2 = 1.0 / np.where(length2 > 0, length2, 1.0)
+    # Arrays are laid out (segments or block pixels, blocks or candidates) so
+    # that numpy's inner loops run along the long axis.
+    gx = np.tile(bx, len(by))
+    gy = np.repeat(by, len(bx))
+    rx = (gx + centre).astype(f32) - a[:, :1].astype(f32)
+    ry = (gy + centre).astype(f32) - a[:, 1:].astype(f32)
+    vx, vy = v[:, :1].astype(f32), v[:, 1:].astype(f32)
+    t = rx * (vx * inv_len2[:, None]).astype(f32)
+    t += ry * (vy * inv_len2[:, None]).astype(f32)
+    np.clip(t, 0.0, 1.0, out=t)
+    rx -= t * vx
+    rx *= rx
+    t *= vy
+    ry -= t
+    ry *= ry
+    rx += ry
+    dist = np.sqrt(rx, out=rx)  # (segments, blocks)
+    slack = 1e-2 + 1e-5 * float(np.abs(hi).max())  # float32 rounding of the block-level distances
+    useful = np.flatnonzero((dist - reach.astype(f32)[:, None]).min(axis=0) <= half + slack)
+    if not len(useful):
+        return
+    dist = dist[:, useful]
+    cand = dist <= dist.min(axis=0) + f32(2 * half + slack)
+    block, seg = np.nonzero(cand.T)  # grouped by block, segments ascending
+    per_block = np.count_nonzero(cand, axis=0)
+    gx = gx[useful][block]
+    gy = gy[useful][block]
+    row_end = np.cumsum(per_block)
+    closing = np.searchsorted(row_end, np.arange(_CHUNK, row_end[-1], _CHUNK))  # last block of each pass
+    bounds = np.unique(np.r_[0, closing + 1, len(per_block)])
+    for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        rows = slice(int(row_end[b0] - per_block[b0]), int(row_end[b1 - 1]))
+        yield _nearest_in_blocks(a, v, inv_len2, reach, seg[rows], gx[rows], gy[rows], per_block[b0:b1], height, width)
 
-    cells = np.arange(_BLOCK * _BLOCK)
-    col = (cells % _BLOCK).astype(np.float32)
-    row = (cells // _BLOCK).astype(np.float32)
+
+def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: int, width: int):
+    """Pixel-level step of :func:`_nearest_segments` for candidate rows of whole blocks.
+
+    ``seg``, ``gx``, ``gy``: (K,) candidate segment and block origin;
+    ``per_block``: candidates per block, in order.
+    """
     f32 = np.float32
-    vx = v[seg, 0].astype(f32)[:, None]
-    vy = v[seg, 1].astype(f32)[:, None]
-    rx = (gx[block] - a[seg, 0]).astype(f32)[:, None] + col
-    ry = (gy[block] - a[seg, 1]).astype(f32)[:, None] + row
+    cells = np.arange(_BLOCK * _BLOCK)
+    col = (cells % _BLOCK)[:, None]
+    row = (cells // _BLOCK)[:, None]
+    vx = v[seg, 0].astype(f32)
+    vy = v[seg, 1].astype(f32)
+    rx = (gx - a[seg, 0]).astype(f32) + col.astype(f32)  # (block pixels, candidates)
+    ry = (gy - a[seg, 1]).astype(f32) + row.astype(f32)
     t = rx * vx
     t += ry * vy
-    t *= (1.0 / safe_len2[seg]).astype(f32)[:, None]
+    t *= inv_len2[seg].astype(f32)
     np.clip(t, 0.0, 1.0, out=t)
     rx -= t * vx
     ry -= t * vy
     d2 = rx * rx
     d2 += ry * ry
     if gx.max() + _BLOCK > width or gy.max() + _BLOCK > height:
-        outside = ((gx[block][:, None] + cells % _BLOCK) >= width) | ((gy[block][:, None] + cells // _BLOCK) >= height)
-        d2[outside] = np.inf
+        d2[(gx + col >= width) | (gy + row >= height)] = np.inf
 
-    best = np.full((len(gx), len(cells)), np.inf, dtype=f32)
-    np.minimum.at(best, block, d2)
-    win = (d2 == best[block]) & (d2 <= (reach[seg] ** 2).astype(f32)[:, None])
-    r, c = np.nonzero(win)
-    flat = (gy[block[r]] + c // _BLOCK) * width + (gx[block[r]] + c % _BLOCK)
-    return seg[r], t[r, c], rx[r, c], ry[r, c], d2[r, c], flat
+    # per-block minimum, one candidate layer at a time (ufunc.reduceat is slow here)
+    starts = np.cumsum(per_block) - per_block
+    best = d2[:, starts]
+    for layer in range(1, int(per_block.max())):
+        more = np.flatnonzero(per_block > layer)
+        best[:, more] = np.minimum(best[:, more], d2[:, starts[more] + layer])
+    win = d2 == np.repeat(best, per_block, axis=1)
+    win &= d2 <= (reach[seg] ** 2).astype(f32)
+    # flat order keeps (block pixel, candidate) order: a pixel equidistant from
+    # several segments is listed in segment order
+    hit = np.flatnonzero(win)
+    c, r = np.divmod(hit, len(seg))
+    flat = np.take(gy * width + gx, r)
+    flat += np.take((row * width + col).ravel(), c)
+    out = [np.take(seg, r)] + [np.take(arr, hit) for arr in (t, rx, ry, d2)]
+    return (*out, flat)
 
 
 def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int):
-    """(flat pixel ids, z) for the band pixels, and the far-field inside mask."""
+    """Band pixels and their standardized margins.
+
+    Returns ``(inside, passes)``: the bool (H, W) far-field inside mask and an
+    iterator over groups of band pixels, each ``(flat, z, corner, both)``: flat
+    pixel ids (int64; a pixel equidistant from several segments repeats within
+    its group, the last one counts), float32 ``z`` of the nearest edge, and for
+    the pixels ``flat[corner]`` near a sharp convex vertex the float64 two-edge
+    probability ``both``; ``P = min(Phi(z), both)`` there.
+    """
     mean_x, var_x = _truncation_moments(points[:, 0], std[:, 0])
     mean_y, var_y = _truncation_moments(points[:, 1], std[:, 1])
     poly = points + np.stack([mean_x, mean_y], axis=1)
@@ -236,31 +309,11 @@ def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int):
     v = b - a
     length2 = np.einsum("ij,ij->i", v, v)
     reach = _BAND_Z * np.sqrt(np.maximum(var.max(axis=1), var[nxt].max(axis=1))) + 2.0
-    nearest = _nearest_segments(a, v, length2, reach, height, width)
-    if nearest is None:
-        return np.zeros(0, np.int64), np.zeros(0), inside
-    seg, t, ox, oy, d2, flat = nearest
-
-    sgn = np.where(inside.reshape(-1)[flat], np.float32(1), np.float32(-1))
-    dist = np.sqrt(d2)
     # Outward normal: away from the contour on the outside, toward it inside;
     # on the contour itself, the segment's outward normal.
     area2 = np.sum(poly[:, 0] * poly[nxt, 1] - poly[nxt, 0] * poly[:, 1])
     seg_n = np.stack([v[:, 1], -v[:, 0]], axis=1) * (1.0 if area2 >= 0 else -1.0)
     seg_n /= np.maximum(np.linalg.norm(seg_n, axis=1, keepdims=True), 1e-12)
-    seg_n32 = seg_n.astype(np.float32)
-    var32 = var.astype(np.float32)
-    on = dist < 1e-6
-    safe = np.where(on, np.float32(1), dist)
-    nx = np.where(on, seg_n32[seg, 0], -sgn * ox / safe)
-    ny = np.where(on, seg_n32[seg, 1], -sgn * oy / safe)
-    nx2, ny2 = nx * nx, ny * ny
-    after = nxt[seg]
-    sigma2 = (1 - t) ** 2 * (nx2 * var32[seg, 0] + ny2 * var32[seg, 1])
-    sigma2 += t**2 * (nx2 * var32[after, 0] + ny2 * var32[after, 1])
-    delta = 0.5 * np.maximum(np.abs(nx), np.abs(ny))
-    z = _ratio(sgn * dist + delta, sigma2)
-
     # Near a sharp convex vertex a pixel is inside only if it is inside BOTH
     # edges' half-planes: P = Phi2(z_j, z_k; rho), the two edge displacements
     # being correlated through the shared node (used only where it lowers P).
@@ -269,41 +322,131 @@ def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int):
     # perturbed vertex is often reflex and the nearest edge alone is better.
     unit_v = v / np.maximum(np.sqrt(length2), 1e-12)[:, None]
     convex = np.einsum("ij,ij->i", np.roll(seg_n, 1, axis=0), unit_v) < -np.sin(_CORNER_TURN)
-    nearer_start = t < 0.5
-    vertex = np.where(nearer_start, seg, nxt[seg])
-    corner = convex[vertex] & (sigma2 > 0)
-    if corner.any():
+    nearest = _nearest_segments(a, v, length2, reach, height, width)
+    return inside, _band_passes(nearest, inside, a, v, seg_n, var, convex, nxt)
+
+
+def _band_passes(nearest, inside, a, v, seg_n, var, convex, nxt):
+    """Per pass of :func:`_nearest_segments`: ``(flat, z, corner, both)`` (see :func:`_closed_form`)."""
+    f32 = np.float32
+    n = len(a)
+    width = inside.shape[1]
+    inside = inside.reshape(-1)
+    var32 = var.astype(f32).T.copy()
+    line = _line_constants(a, v, seg_n, var, nxt)
+    for seg, t, ox, oy, d2, flat in nearest:
+        ins = inside[flat]
+        dist = np.sqrt(d2, out=d2)
+        on = np.flatnonzero(dist < 1e-6)
+        safe = dist
+        if len(on):
+            safe = dist.copy()
+            safe[on] = 1
+        nx = np.divide(ox, safe, out=ox)
+        ny = np.divide(oy, safe, out=oy)
+        np.negative(nx, out=nx, where=ins)
+        np.negative(ny, out=ny, where=ins)
+        if len(on):
+            nx[on] = seg_n[seg[on], 0]
+            ny[on] = seg_n[seg[on], 1]
+        after = nxt[seg]
+        # normal variance: (1 - t)^2 n'S_a n + t^2 n'S_b n, per-axis S
+        nx2, ny2 = nx * nx, ny * ny
+        sigma2 = nx2 * var32[0][seg]
+        sigma2 += ny2 * var32[1][seg]
+        tail = 1 - t
+        tail *= tail
+        sigma2 *= tail
+        nx2 *= var32[0][after]
+        ny2 *= var32[1][after]
+        nx2 += ny2
+        tail = np.square(t, out=tail)
+        tail *= nx2
+        sigma2 += tail
+        np.abs(nx, out=nx2)
+        np.abs(ny, out=ny2)
+        delta = np.maximum(nx2, ny2, out=nx2)
+        delta *= 0.5
+        margin = np.copysign(dist, np.where(ins, f32(1), f32(-1)), out=dist)
+        margin += delta
+        certain = sigma2 <= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.divide(margin, np.sqrt(sigma2, out=ny2), out=margin)
+        if certain.any():
+            z[certain] = np.where(margin[certain] >= 0, np.inf, -np.inf)
+
+        nearer_start = t < 0.5
+        corner = np.where(nearer_start, convex[seg], convex[after])
+        corner &= ~certain
         idx = np.flatnonzero(corner)
         j = seg[idx]
-        other = np.where(nearer_start[idx], (j - 1) % n, nxt[j])
-        qx = (flat[idx] % width).astype(np.float64)
-        qy = (flat[idx] // width).astype(np.float64)
-        zj, sj, wj = _line_z(qx, qy, j, a, v, seg_n, var, nxt, vertex[idx])
-        zk, sk, wk = _line_z(qx, qy, other, a, v, seg_n, var, nxt, vertex[idx])
-        vv = var[vertex[idx]]
-        cov = wj * wk * (seg_n[j, 0] * seg_n[other, 0] * vv[:, 0] + seg_n[j, 1] * seg_n[other, 1] * vv[:, 1])
-        rho = np.clip(cov / np.maximum(sj * sk, 1e-12), -0.999, 0.999)
-        both = _bivariate_cdf(zj, zk, rho)
-        z[idx] = np.minimum(z[idx], _norm_ppf_clip(both))
-    return flat, z, inside
+        start = nearer_start[idx]
+        vertex = np.where(start, j, after[idx])
+        other = np.where(start, (j - 1) % n, after[idx])
+        cell = flat[idx]
+        both = _corner_probability(cell % width, cell // width, j, other, vertex, line)
+        yield flat, z, idx, both
 
 
-def _ratio(margin: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sigma2 > 0, margin / np.sqrt(sigma2), np.where(margin >= 0, np.inf, -np.inf))
+def _line_constants(a, v, seg_n, var, nxt) -> tuple:
+    """Per-segment (N,) float64 arrays for :func:`_line_z` and the shared-node covariance."""
+    length2 = np.maximum(v[:, 0] ** 2 + v[:, 1] ** 2, 1e-12)
+    half = 0.5 * np.maximum(np.abs(seg_n[:, 0]), np.abs(seg_n[:, 1]))
+    n2 = seg_n * seg_n
+    var_start = n2[:, 0] * var[:, 0] + n2[:, 1] * var[:, 1]
+    var_end = n2[:, 0] * var[nxt, 0] + n2[:, 1] * var[nxt, 1]
+    # the shared node's covariance along both adjacent normals, per vertex (symmetric in j, k)
+    prev = np.roll(np.arange(len(a)), 1)
+    shared = seg_n[prev, 0] * seg_n[:, 0] * var[:, 0] + seg_n[prev, 1] * seg_n[:, 1] * var[:, 1]
+    return (a[:, 0], a[:, 1], v[:, 0], v[:, 1], length2, seg_n[:, 0], seg_n[:, 1], half, var_start, var_end), shared
 
 
-def _line_z(qx, qy, s, a, v, seg_n, var, nxt, vertex):
-    """Standardized margin of pixels to the LINE of segments ``s``; its std; weight of ``vertex``."""
-    length2 = np.maximum(v[s, 0] ** 2 + v[s, 1] ** 2, 1e-12)
-    t = np.clip(((qx - a[s, 0]) * v[s, 0] + (qy - a[s, 1]) * v[s, 1]) / length2, 0.0, 1.0)
-    nx, ny = seg_n[s, 0], seg_n[s, 1]
-    margin = -((qx - a[s, 0]) * nx + (qy - a[s, 1]) * ny) + 0.5 * np.maximum(np.abs(nx), np.abs(ny))
-    va, vb = var[s], var[nxt[s]]
-    sigma2 = (1 - t) ** 2 * (nx * nx * va[:, 0] + ny * ny * va[:, 1]) + t**2 * (nx * nx * vb[:, 0] + ny * ny * vb[:, 1])
+def _corner_probability(qx, qy, j, k, vertex, line) -> np.ndarray:
+    """``P(inside the LINES of segments j and k)`` per pixel, float64.
+
+    ``qx``, ``qy``: pixel centres; ``j``, ``k``: the two segments meeting at
+    ``vertex``; ``line``: :func:`_line_constants`.  Each line's standardized
+    margin ``z``, std and the weight of the shared node come from
+    :func:`_line_z`; their correlation is that of the shared node's
+    displacement along both normals.
+    """
+    cols, shared = line
+    zj, sj, wj = _line_z(qx, qy, j, vertex, *cols)
+    zk, sk, wk = _line_z(qx, qy, k, vertex, *cols)
+    cov = wj * wk * shared[vertex]
+    rho = np.clip(cov / np.maximum(sj * sk, 1e-12), -0.999, 0.999)
+    return _bivariate_cdf(zj, zk, rho)
+
+
+def _line_z(qx, qy, s, vertex, ax, ay, vx, vy, length2, nx, ny, half, var_start, var_end):
+    """Standardized margin of pixels to the LINE of segments ``s``; its std; weight of ``vertex``.
+
+    The per-segment arrays are (N,) float64: start point, direction, squared
+    length, outward unit normal, boundary half-width and the normal variances
+    of the segment's two nodes.
+    """
+    rx = qx - ax[s]
+    ry = qy - ay[s]
+    nxs, nys = nx[s], ny[s]
+    t = rx * vx[s]
+    t += ry * vy[s]
+    t /= length2[s]
+    np.clip(t, 0.0, 1.0, out=t)
+    rx *= nxs
+    ry *= nys
+    rx += ry
+    margin = half[s] - rx
+    u = 1 - t
+    u *= u
+    u *= var_start[s]
     weight = np.where(vertex == s, 1 - t, t)
-    sigma = np.sqrt(np.maximum(sigma2, 1e-12))
-    return margin / sigma, sigma, weight
+    t *= t
+    t *= var_end[s]
+    u += t
+    np.maximum(u, 1e-12, out=u)
+    sigma = np.sqrt(u, out=u)
+    margin /= sigma
+    return margin, sigma, weight
 
 
 def _bivariate_cdf(h: np.ndarray, k: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -372,12 +515,23 @@ def soft_mask(points, std, height: int, width: int) -> np.ndarray:
     height, width = _check_size(height, width)
     pts = _polygon(points)
     sd = _as_std(std, len(pts))
-    if not sd.any():
-        return rasterize(pts, height, width).astype(np.float32)
-    flat, z, inside = _closed_form(pts, sd, height, width)
-    out = inside.astype(np.float32)
-    out.reshape(-1)[flat] = _norm_cdf(z)
+    out = np.empty((height, width), dtype=np.float32)
+    _soft_into(out, pts, sd)
     return out
+
+
+def _soft_into(out: np.ndarray, points: np.ndarray, std: np.ndarray) -> None:
+    """Write :func:`soft_mask` of validated float64 ``points`` / (N, 2) ``std`` into float32 (H, W) ``out``."""
+    height, width = out.shape
+    if not std.any():
+        out[...] = rasterize(points, height, width)
+        return
+    inside, passes = _closed_form(points, std, height, width)
+    out[...] = inside
+    for flat, z, corner, both in passes:
+        p = _norm_cdf(z, np.float32)
+        p[corner] = np.minimum(p[corner], both)
+        out.reshape(-1)[flat] = p
 
 
 def soft_mask_organs(landmarks, std, height: int, width: int) -> np.ndarray:
@@ -389,7 +543,11 @@ def soft_mask_organs(landmarks, std, height: int, width: int) -> np.ndarray:
     if lm.shape != (N_NODES, 2):
         raise InputError(f"landmarks must have shape (120, 2), got {lm.shape}")
     sd = _as_std(std, N_NODES)
-    return np.stack([soft_mask(lm[ORGAN_SLICES[o]], sd[ORGAN_SLICES[o]], height, width) for o in ORGANS])
+    height, width = _check_size(height, width)
+    out = np.empty((len(ORGANS), height, width), dtype=np.float32)
+    for k, organ in enumerate(ORGANS):
+        _soft_into(out[k], lm[ORGAN_SLICES[organ]].astype(np.float64), sd[ORGAN_SLICES[organ]])
+    return out
 
 
 def sample_masks(points, std, height: int, width: int, n: int, seed=None) -> np.ndarray:
@@ -483,8 +641,10 @@ def band_mask(points, std, height: int, width: int, k: float = 2.0) -> np.ndarra
         raise InputError(f"k must be a non-negative number, got {k!r}")
     out = np.zeros((height, width), dtype=bool)
     if sd.any():
-        flat, z, _ = _closed_form(pts, sd, height, width)
-        out.reshape(-1)[flat[np.abs(z) < k]] = True
+        for flat, z, corner, both in _closed_form(pts, sd, height, width)[1]:
+            z = z.astype(np.float64)
+            z[corner] = np.minimum(z[corner], _norm_ppf_clip(both))
+            out.reshape(-1)[flat[np.abs(z) < k]] = True
     return out
 
 

@@ -155,3 +155,53 @@ def test_normal_helpers():
 def test_bad_input(call):
     with pytest.raises(InputError):
         call()
+
+
+@pytest.mark.parametrize("chunk", [8, 1024])
+def test_nearest_segment_search_matches_brute_force(monkeypatch, chunk):
+    # The blocked candidate search must agree with measuring every pixel
+    # against every segment: same band, nearest distances, listed segments;
+    # also when the blocks are processed in many small passes.
+    from chexmask_u_tools import soft
+    from chexmask_u_tools.soft import _nearest_segments
+
+    monkeypatch.setattr(soft, "_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    h, w = 70, 90
+    ys, xs = np.mgrid[0:h, 0:w]
+    q = np.c_[xs.ravel(), ys.ravel()].astype(np.float64)
+    for _ in range(6):
+        n = int(rng.integers(3, 25))
+        angle = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(10, 45, n)
+        pts = np.c_[45 + radius * np.cos(angle), 35 + radius * np.sin(angle)] + rng.normal(0, 0.3, (n, 2))
+        v = np.roll(pts, -1, axis=0) - pts
+        length2 = np.einsum("ij,ij->i", v, v)
+        reach = rng.uniform(2, 15, n)
+        passes = list(_nearest_segments(pts, v, length2, reach, h, w))
+        assert len(passes) > (5 if chunk == 8 else 0)
+        seg, t, ox, oy, d2, flat = (np.concatenate(col) for col in zip(*passes))
+        rel = q[:, None, :] - pts[None]
+        tt = np.clip(np.einsum("pij,ij->pi", rel, v) / length2, 0, 1)
+        dist2 = ((rel - tt[..., None] * v) ** 2).sum(axis=-1)
+        near = dist2.min(axis=1)
+        np.testing.assert_allclose(d2, near[flat], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(dist2[flat, seg], near[flat], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(ox**2 + oy**2, d2, rtol=1e-4, atol=1e-3)
+        assert (d2 <= reach[seg] ** 2 + 1e-3).all()
+        # every pixel clearly within the reach of all its (near-)nearest segments is in the band
+        tied_reach = np.where(dist2 <= near[:, None] + 1e-2, reach, np.inf).min(axis=1)
+        clear = near < (tied_reach - 0.01) ** 2
+        assert set(np.flatnonzero(clear)) <= set(flat.tolist())
+
+
+def test_soft_mask_does_not_depend_on_pass_size(monkeypatch):
+    from chexmask_u_tools import soft
+
+    rng = np.random.default_rng(5)
+    pts = _circle(60.4, 47.9, 35.3, 31) + rng.normal(0, 1.5, (31, 2))
+    std = rng.uniform(0.5, 6.0, (31, 2))
+    ref, ref_band = soft_mask(pts, std, 100, 120), band_mask(pts, std, 100, 120, k=1.5)
+    monkeypatch.setattr(soft, "_CHUNK", 8)
+    np.testing.assert_array_equal(soft_mask(pts, std, 100, 120), ref)
+    np.testing.assert_array_equal(band_mask(pts, std, 100, 120, k=1.5), ref_band)
