@@ -142,6 +142,7 @@ import torch.nn.functional as F
 from .errors import ImageError, InputError
 from .frames import std_to_preprocessed_frame
 from .images import crop_black_border, pad_offsets, pad_to_square, read_image, read_image_reduced
+from .model.predict import resize_levels
 from .layout import N_NODES, ORGANS
 from .paths import ImageCheck, ImageResolver, MissingImageError, as_resolver, check_images, landmarks_on_image
 from .raster import rasterize_organs
@@ -345,9 +346,7 @@ class _SampleBuilder:
             from PIL import Image
 
             return np.asarray(Image.fromarray(square).resize((width, height), Image.BILINEAR), dtype=np.uint8)
-        pixels = torch.from_numpy(np.ascontiguousarray(square))[None, None].float()
-        resized = F.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-        return torch.round(resized.clamp_(0.0, 255.0))[0, 0].to(torch.uint8).numpy()
+        return resize_levels(torch.from_numpy(np.ascontiguousarray(square)), (height, width)).to(torch.uint8).numpy()
 
     def _image_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """uint8 (H, W) -> (1, H, W) tensor of ``image_dtype`` (float32: levels / 255)."""

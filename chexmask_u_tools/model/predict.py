@@ -100,18 +100,24 @@ def prepare(image_id: str, path: str | os.PathLike, crop_border: bool = False) -
     return Prepared(image_id, square, height, width, crop)
 
 
-def to_model_input(squares: Sequence[np.ndarray], size: int, device: torch.device | str) -> torch.Tensor:
-    """Resize uint8 squares to (B, 1, size, size) float32 in [0, 1] on ``device``.
+def resize_levels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize 8-bit gray levels ``(H, W)`` to ``size`` as the CheXmask-U pipeline did.
 
     Bilinear, ``align_corners=False``, no antialiasing (OpenCV ``INTER_LINEAR``'s
-    geometry), rounded to 8-bit levels before dividing by 255 because the authors
-    fed the network a resized uint8 image.
+    geometry), clamped and rounded back to whole levels, because the authors
+    resized a uint8 image.  Returns float32 levels in 0..255 on ``pixels``'
+    device, shape ``size``.
     """
+    resized = F.interpolate(pixels[None, None].float(), size=size, mode="bilinear", align_corners=False, antialias=False)
+    return torch.round(resized.clamp_(0.0, 255.0))[0, 0]
+
+
+def to_model_input(squares: Sequence[np.ndarray], size: int, device: torch.device | str) -> torch.Tensor:
+    """Resize uint8 squares to (B, 1, size, size) float32 in [0, 1] on ``device`` (see :func:`resize_levels`)."""
     out = torch.empty(len(squares), 1, size, size, device=device)
     for i, square in enumerate(squares):
         pixels = torch.from_numpy(np.ascontiguousarray(square)).to(device, non_blocking=True)
-        resized = F.interpolate(pixels[None, None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-        out[i] = torch.round(resized.clamp_(0.0, 255.0))[0] / 255.0
+        out[i, 0] = resize_levels(pixels, (size, size)) / 255.0
     return out
 
 
