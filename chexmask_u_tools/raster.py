@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import InputError
 from .layout import N_NODES, ORGAN_SLICES, ORGANS
+from .schema import check_mask_size
 
 __all__ = [
     "MAX_COORDINATE",
@@ -69,19 +70,8 @@ MAX_SIZE = 2**16
 # validation
 
 
-def _check_size(height: int, width: int) -> tuple[int, int]:
-    out = []
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            if isinstance(value, (float, np.floating)) and float(value).is_integer():
-                value = int(value)
-            else:
-                raise InputError(f"{name} must be an integer, got {value!r}")
-        value = int(value)
-        if not 0 < value <= MAX_SIZE:
-            raise InputError(f"{name} must be in 1..{MAX_SIZE}, got {value}")
-        out.append(value)
-    return out[0], out[1]
+def _check_size(height: object, width: object) -> tuple[int, int]:
+    return check_mask_size(height, width, limit=MAX_SIZE)
 
 
 def _as_points(points: object, name: str = "points") -> np.ndarray:

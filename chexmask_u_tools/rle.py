@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from .errors import InputError, RLEError
+from .schema import check_mask_size
 
 
 
@@ -29,16 +30,6 @@ def _is_missing(rle: object) -> bool:
     if isinstance(rle, float) and np.isnan(rle):
         return True
     return isinstance(rle, str) and not rle.strip()
-
-
-def _check_size(height: int, width: int) -> tuple[int, int]:
-    try:
-        height, width = int(height), int(width)
-    except (TypeError, ValueError):
-        raise InputError(f"mask size must be two integers, got ({height!r}, {width!r})") from None
-    if height <= 0 or width <= 0:
-        raise InputError(f"mask size must be positive, got ({height}, {width})")
-    return height, width
 
 
 def _run_counts(pairs: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -113,7 +104,7 @@ def rle_decode(rle: str | None, height: int, width: int) -> np.ndarray:
     InputError
         Non-positive size.
     """
-    height, width = _check_size(height, width)
+    height, width = check_mask_size(height, width)
     n_pixels = height * width
     if _is_missing(rle):
         return np.zeros((height, width), dtype=bool)
@@ -177,7 +168,7 @@ def rle_decode_many(
     widths = np.broadcast_to(np.asarray(width), (n,))
     for row in range(n):
         try:
-            _check_size(heights[row], widths[row])
+            check_mask_size(heights[row], widths[row])
         except InputError as error:
             raise InputError(f"mask {row}: {error}") from None
     texts = pl.Series([None if _is_missing(r) else r for r in rles], dtype=pl.String)

@@ -40,6 +40,7 @@ latent_sigma_mean Float32 (nullable)             mean of the 64 latent sigmas
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from .layout import N_LATENT, N_NODES, ORGANS
@@ -119,3 +120,28 @@ def mask_shape_exprs() -> tuple[pl.Expr, pl.Expr]:
     rows = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("height")).cast(pl.Int32).alias("mask_rows")
     cols = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("width")).cast(pl.Int32).alias("mask_cols")
     return rows, cols
+
+
+def check_mask_size(height: object, width: object, limit: int | None = None) -> tuple[int, int]:
+    """Validate a mask size and return it as two Python ints.
+
+    Integers (and integral floats such as ``1024.0``) are accepted; bools,
+    fractional floats, strings and values below 1 (or above ``limit``) raise
+    :class:`~chexmask_u_tools.errors.InputError`, so that no size is silently
+    truncated.
+    """
+    from .errors import InputError
+
+    out = []
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            if isinstance(value, (float, np.floating)) and float(value).is_integer():
+                value = int(value)
+            else:
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+        if value < 1 or (limit is not None and value > limit):
+            bound = f"1..{limit}" if limit is not None else "at least 1"
+            raise InputError(f"{name} must be {bound}, got {value}")
+        out.append(value)
+    return out[0], out[1]

@@ -60,7 +60,7 @@ def test_malformed_rle_raises(rle, message):
         cxu.rle_decode(rle, 3, 4)
 
 
-@pytest.mark.parametrize("size", [(0, 4), (3, -1), ("a", 2)])
+@pytest.mark.parametrize("size", [(0, 4), (3, -1), ("a", 2), (3.5, 4), (True, 4)])
 def test_bad_size_raises(size):
     with pytest.raises(cxu.InputError):
         cxu.rle_decode("1 1", *size)
