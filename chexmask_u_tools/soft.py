@@ -550,6 +550,18 @@ def soft_mask_organs(landmarks, std, height: int, width: int) -> np.ndarray:
     return out
 
 
+def _perturbed_contours(points, std, height, width, n, seed) -> tuple[int, int, np.ndarray]:
+    """Validated size and ``n`` contours with every node moved by its Gaussian std: (n, N, 2)."""
+    height, width = _check_size(height, width)
+    pts = _polygon(points)
+    sd = _as_std(std, len(pts))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n must be a positive integer, got {n!r}")
+    rng = np.random.default_rng(seed)
+    noisy = pts + rng.standard_normal((int(n),) + pts.shape) * sd
+    return height, width, noisy
+
+
 def sample_masks(points, std, height: int, width: int, n: int, seed=None) -> np.ndarray:
     """Monte Carlo reference: ``n`` exact masks of independently perturbed contours.
 
@@ -558,13 +570,7 @@ def sample_masks(points, std, height: int, width: int, n: int, seed=None) -> np.
     (truncation + boundary pixels).  Returns bool (n, H, W).  ``seed``: anything
     ``numpy.random.default_rng`` accepts.
     """
-    height, width = _check_size(height, width)
-    pts = _polygon(points)
-    sd = _as_std(std, len(pts))
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer, got {n!r}")
-    rng = np.random.default_rng(seed)
-    noisy = pts + rng.standard_normal((int(n),) + pts.shape) * sd
+    height, width, noisy = _perturbed_contours(points, std, height, width, n, seed)
     return rasterize(noisy, height, width)
 
 
@@ -574,13 +580,7 @@ def sample_probability(points, std, height: int, width: int, n: int, seed=None, 
     Draws the same contours as ``sample_masks(points, std, height, width, n, seed)``
     but holds only ``chunk`` masks at a time.
     """
-    height, width = _check_size(height, width)
-    pts = _polygon(points)
-    sd = _as_std(std, len(pts))
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer, got {n!r}")
-    rng = np.random.default_rng(seed)
-    noisy = pts + rng.standard_normal((int(n),) + pts.shape) * sd
+    height, width, noisy = _perturbed_contours(points, std, height, width, n, seed)
     total = np.zeros((height, width), dtype=np.int32)
     for i in range(0, int(n), max(1, int(chunk))):
         total += rasterize(noisy[i : i + chunk], height, width).sum(axis=0, dtype=np.int32)
