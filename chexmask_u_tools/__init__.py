@@ -1,8 +1,39 @@
-"""chexmask-u-tools: load, rasterize, filter and recompute CheXmask-U segmentations."""
+"""chexmask-u-tools: load, rasterize, filter and recompute CheXmask-U segmentations.
+
+The public API is flat: ``import chexmask_u_tools as cxu`` then ``cxu.read_table``,
+``cxu.rasterize``, ``cxu.apply_rules`` ...  The subpackages show the architecture,
+each importing only from those listed below it:
+
+========== ====================================================================
+``cli``      the ``chexmask-u`` command: argument parsing and printing only
+``testing``  synthetic images and the straightforward reference model
+``analysis`` the paper's experiments, corruptions and plots
+``train``    PyTorch datasets and transforms (needs torch)
+``model``    HybridGNet in plain PyTorch, weights and prediction (needs torch)
+``images``   reading images, CheXmask's preprocessing, finding each row's file
+``masks``    frames, exact rasterization, soft masks, geometry
+``hub``      Hub and mirror locations, discovery, streaming, the parquet cache
+``io``       parsing, RLE, the canonical table readers and released writers
+``select``   uncertainty expressions, rules and weights
+foundation   ``errors``, ``layout``, ``schema``, ``sources`` (the source registry)
+========== ====================================================================
+"""
 
 from __future__ import annotations
 
-from .errors import (
+from importlib import import_module as _import_module
+
+from chexmask_u_tools import hub
+from chexmask_u_tools.analysis import (
+    gaussian_blur,
+    gaussian_noise,
+    node_error_vs_sigma,
+    occlude,
+    ood_scores,
+    roc_auc,
+    uncertainty_vs_corruption,
+)
+from chexmask_u_tools.errors import (
     CheXmaskUError,
     FileReadError,
     HubError,
@@ -15,76 +46,136 @@ from .errors import (
     SkippedRowsWarning,
     WeightsError,
 )
-from .layout import N_LATENT, N_NODES, ORGAN_SIZES, ORGAN_SLICES, ORGANS, ring_adjacency, ring_edges, split_organs
-from .parsing import format_points, parse_numbers, parse_points
-from .raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
-from .released import to_released, write_released
-from .rules import Rule, apply_rules, dice_rule, image_rule, latent_rule, node_rule, organ_rule, parse_rule, rule_report
-from .rle import rle_decode, rle_decode_many, rle_encode, rle_encode_many
-from .sample import load_sample, sample_dir, sample_files
-from .schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
-from .table import detect_layout, read_table, read_tables, scan_table
-from .soft import (
+from chexmask_u_tools.hub import HubRepo, LocalMirror, discover
+from chexmask_u_tools.hub.cache import build_cache, find_cache, open_cache
+from chexmask_u_tools.images import (
+    ImageResolver,
+    MissingImageError,
+    check_images,
+    crop_black_border,
+    list_images,
+    pad_to_square,
+    read_image,
+)
+from chexmask_u_tools.io import (
+    detect_layout,
+    format_points,
+    load_sample,
+    parse_numbers,
+    parse_points,
+    read_table,
+    read_tables,
+    rle_decode,
+    rle_decode_many,
+    rle_encode,
+    rle_encode_many,
+    sample_dir,
+    sample_files,
+    scan_table,
+    to_released,
+    write_released,
+)
+from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGAN_SIZES, ORGAN_SLICES, ORGANS, ring_adjacency, ring_edges, split_organs
+from chexmask_u_tools.masks import (
     band_mask,
-    pixel_weight_map,
-    sample_masks,
-    sample_probability,
-    soft_mask,
-    soft_mask_organs,
-    uncertainty_band,
-)
-from .weights import SampleWeighting, node_weights, sample_weights, soft_pixel_weights
-from .uncertainty import (
-    add_summaries,
-    latent_sigma_mean,
-    node_sigma,
-    node_sigma_max,
-    node_sigma_mean,
-    node_sigma_quantile,
-    organ_sigma_mean,
-    summary_by_source,
-)
-
-from . import hub, plots
-from .analysis import node_error_vs_sigma, ood_scores, roc_auc, uncertainty_vs_corruption
-from .cache import build_cache, find_cache, open_cache
-from .corruptions import gaussian_blur, gaussian_noise, occlude
-from .filtering import apply_filters, filter_criteria, filter_report
-from .hub import HubRepo, LocalMirror, discover
-from .frames import (
     convert_table_frame,
     frame_scale,
+    heart_lung_overlap,
+    label_map,
+    organ_areas,
+    organ_polygons,
+    organ_validity,
+    pixel_weight_map,
+    rasterize,
+    rasterize_organs,
+    sample_masks,
+    sample_probability,
+    scale_points,
+    soft_mask,
+    soft_mask_organs,
     std_to_original_frame,
     std_to_preprocessed_frame,
     to_original_frame,
     to_preprocessed_frame,
+    truncate_points,
+    uncertainty_band,
 )
-from .geometry import heart_lung_overlap, organ_areas, organ_polygons, organ_validity
-from .images import crop_black_border, list_images, pad_to_square, read_image
-from .paths import ImageResolver, MissingImageError, check_images
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
+from chexmask_u_tools.select import (
+    Rule,
+    SampleWeighting,
+    add_summaries,
+    apply_filters,
+    apply_rules,
+    dice_rule,
+    filter_criteria,
+    filter_report,
+    image_rule,
+    latent_rule,
+    latent_sigma_mean,
+    node_rule,
+    node_sigma,
+    node_sigma_max,
+    node_sigma_mean,
+    node_sigma_quantile,
+    node_weights,
+    organ_rule,
+    organ_sigma_mean,
+    parse_rule,
+    rule_report,
+    sample_weights,
+    soft_pixel_weights,
+    summary_by_source,
+)
 
 __version__ = "0.1.0"
 
 # Names that need torch (the ``[torch]`` extra) resolve on first use, so that
 # ``import chexmask_u_tools`` works, and stays fast, without torch installed.
 _TORCH_NAMES = {
-    "rasterize_torch": "raster_torch",
-    "rasterize_organs_torch": "raster_torch",
+    "rasterize_torch": "masks.raster_torch",
+    "rasterize_organs_torch": "masks.raster_torch",
     "HybridGNet": "model",
     "load_pretrained": "model",
     "predict": "model",
     "roi_sample": "model",
 }
 
+# Modules of the flat 0.1 layout, kept as attributes under their old names so
+# that code written against 0.1 (``cxu.plots.plot_contours``) keeps working.
+_MODULE_ALIASES = {
+    "analysis": "analysis",
+    "cache": "hub.cache",
+    "corruptions": "analysis.corruptions",
+    "errors": "errors",
+    "filtering": "select.filtering",
+    "frames": "masks.frames",
+    "geometry": "masks.geometry",
+    "images": "images",
+    "layout": "layout",
+    "parsing": "io.parsing",
+    "paths": "images.resolver",
+    "plots": "analysis.plots",
+    "raster": "masks.raster",
+    "released": "io.released",
+    "rle": "io.rle",
+    "rules": "select.rules",
+    "sample": "io.sample",
+    "schema": "schema",
+    "soft": "masks.soft",
+    "table": "io.table",
+    "uncertainty": "select.uncertainty",
+    "weights": "select.weights",
+}
+
 
 def __getattr__(name: str):
-    module = _TORCH_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    if name in _TORCH_NAMES:
+        return getattr(_import_module(f"{__name__}.{_TORCH_NAMES[name]}"), name)
+    if name in _MODULE_ALIASES:
+        return _import_module(f"{__name__}.{_MODULE_ALIASES[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_TORCH_NAMES))
+    return sorted(set(globals()) | set(_TORCH_NAMES) | set(_MODULE_ALIASES))

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from chexmask_u_tools.cli import main
 
 sys.exit(main())

@@ -74,7 +74,7 @@ def split_organs(landmarks: np.ndarray) -> dict[str, np.ndarray]:
     """Split ``(..., 120, k)`` node arrays into a dict of per-organ views."""
     landmarks = np.asarray(landmarks)
     if landmarks.ndim < 2 or landmarks.shape[-2] != N_NODES:
-        from .errors import InputError
+        from chexmask_u_tools.errors import InputError
 
         raise InputError(f"expected an array of shape (..., {N_NODES}, k), got {landmarks.shape}")
     return {organ: landmarks[..., ORGAN_SLICES[organ], :] for organ in ORGANS}

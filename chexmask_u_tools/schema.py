@@ -43,10 +43,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .layout import N_LATENT, N_NODES, ORGANS
-
-SOURCES: tuple[str, ...] = ("MIMIC-CXR-JPG", "CheXpert", "ChestX-ray8", "Padchest", "VinDr-CXR")
-"""Canonical names of the five parent databases."""
+from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
+from chexmask_u_tools.sources import SOURCES as SOURCES  # re-exported: the canonical names of the source column
 
 FRAMES: tuple[str, ...] = ("preprocessed", "original")
 """``preprocessed``: the 1024x1024 padded square the model saw; ``original``: the image's own pixels."""
@@ -83,7 +81,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     **{column: pl.Float32() for column in ORGAN_SIGMA_COLUMNS.values()},
     "latent_sigma_mean": pl.Float32(),
 }
-"""Derived uncertainty summaries (see :mod:`chexmask_u_tools.uncertainty`)."""
+"""Derived uncertainty summaries (see :mod:`chexmask_u_tools.select.uncertainty`)."""
 
 CANONICAL_SCHEMA: pl.Schema = pl.Schema({**BASE_SCHEMA, **SUMMARY_SCHEMA})
 """Column name -> dtype of the canonical table, in column order."""
@@ -104,11 +102,11 @@ def mask_shape(frame: str, height: int | None, width: int | None) -> tuple[int, 
     if frame == "preprocessed":
         return PREPROCESSED_SIZE, PREPROCESSED_SIZE
     if frame != "original":
-        from .errors import InputError
+        from chexmask_u_tools.errors import InputError
 
         raise InputError(f"frame must be one of {FRAMES}, got {frame!r}")
     if height is None or width is None:
-        from .errors import InputError
+        from chexmask_u_tools.errors import InputError
 
         raise InputError("an original-frame row needs its height and width to size its masks")
     return int(height), int(width)
@@ -130,7 +128,7 @@ def check_mask_size(height: object, width: object, limit: int | None = None) -> 
     :class:`~chexmask_u_tools.errors.InputError`, so that no size is silently
     truncated.
     """
-    from .errors import InputError
+    from chexmask_u_tools.errors import InputError
 
     out = []
     for name, value in (("height", height), ("width", width)):

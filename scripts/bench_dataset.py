@@ -56,9 +56,10 @@ from PIL import Image, ImageDraw
 
 from chexmask_u_tools import load_sample, read_tables
 from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-from chexmask_u_tools.paths import ImageResolver, write_demo_images
-from chexmask_u_tools.released import ID_COLUMN_OF_SOURCE, write_released
-from chexmask_u_tools.torch_data import CheXmaskUDataset
+from chexmask_u_tools.images.resolver import ImageResolver
+from chexmask_u_tools.testing.images import write_demo_images
+from chexmask_u_tools.io.released import ID_COLUMN_OF_SOURCE, write_released
+from chexmask_u_tools.train.datasets import CheXmaskUDataset
 
 MASK_COLUMNS = ("Right Lung", "Left Lung", "Heart")
 

@@ -7,7 +7,7 @@ shifted landmarks, rescaled stds and latents, new Dice RCA values and masks
 shifted by whole image rows (so the RLE strings keep their real length).
 Then, in one run:
 
-1. cache build (:func:`chexmask_u_tools.cache.build_cache`): rows/s;
+1. cache build (:func:`chexmask_u_tools.hub.cache.build_cache`): rows/s;
 2. the same filtered query (CheXpert + MIMIC rows with Dice RCA (Mean) >= 0.7
    and mean node sigma < 8 px) over the cache with polars, and with pandas
    reading the CSVs (only the needed columns, ``usecols``) and parsing the std
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from chexmask_u_tools.cache import build_cache, open_cache, read_manifest
-from chexmask_u_tools.released import ID_COLUMN_OF_SOURCE, write_released
-from chexmask_u_tools.sample import load_sample
+from chexmask_u_tools.hub.cache import build_cache, open_cache, read_manifest
+from chexmask_u_tools.io.released import ID_COLUMN_OF_SOURCE, write_released
+from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.schema import RLE_COLUMNS
 
 VARIANT = {"CheXpert": "chexmask-u", "MIMIC-CXR-JPG": "short", "ChestX-ray8": "chexmask-u", "Padchest": "short", "VinDr-CXR": "chexmask-u"}

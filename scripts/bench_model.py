@@ -3,7 +3,7 @@
 Measures images/s of the model part of ``chexmask-u predict`` (encoder once per
 image, S samples decoded together, per-node mean/std, latent sigmas) on
 synthetic 1024x1024 inputs, next to the straightforward per-image implementation
-(:mod:`chexmask_u_tools.model.reference`: one image at a time, BatchNorm on a
+(:mod:`chexmask_u_tools.testing.reference_model`: one image at a time, BatchNorm on a
 batch of one, one decode per latent sample, Chebyshev convolutions as message
 passing over the edge list, roi_align as an explicit sample-grid loop) in the
 same run.  On the CPU, and on CUDA when available.  Also prints the accuracy of
@@ -26,7 +26,7 @@ import torch
 
 from chexmask_u_tools.model import HybridGNet
 from chexmask_u_tools.model.predict import configure_precision, draw_eps, predict_batch
-from chexmask_u_tools.model.reference import reference_sample_landmarks
+from chexmask_u_tools.testing.reference_model import reference_sample_landmarks
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -42,9 +42,9 @@ def main() -> int:
     import cv2
 
     from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-    from chexmask_u_tools.raster import rasterize
-    from chexmask_u_tools.sample import load_sample
-    from chexmask_u_tools.soft import sample_probability, soft_mask
+    from chexmask_u_tools.masks.raster import rasterize
+    from chexmask_u_tools.io.sample import load_sample
+    from chexmask_u_tools.masks.soft import sample_probability, soft_mask
 
     size = 1024
     df = load_sample().head(args.images)
@@ -93,7 +93,7 @@ def main() -> int:
     try:
         import torch
 
-        from chexmask_u_tools.raster_torch import rasterize_torch
+        from chexmask_u_tools.masks.raster_torch import rasterize_torch
     except ImportError:
         torch = None
     if torch is not None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chexmask_u_tools.analysis import synthetic_xray
-from chexmask_u_tools.plots import find_row, plot_band, plot_contours, plot_sigma_by_source, plot_soft_mask, row_arrays
-from chexmask_u_tools.sample import load_sample
+from chexmask_u_tools.testing.images import synthetic_xray
+from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_sigma_by_source, plot_soft_mask, row_arrays
+from chexmask_u_tools.io.sample import load_sample
 
 ROW = 5
 """Sample row shown in the single-row figures (a typical one: mean node sigma near the median)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import lzma
-import hashlib
 import os
 from pathlib import Path
 
@@ -29,11 +28,12 @@ import polars as pl
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.layout import ORGAN_SLICES
-from chexmask_u_tools.raster import rasterize_organs
-from chexmask_u_tools.released import to_released, write_released
-from chexmask_u_tools.rle import rle_encode
+from chexmask_u_tools.masks.raster import rasterize_organs
+from chexmask_u_tools.io.released import to_released, write_released
+from chexmask_u_tools.io.rle import rle_encode
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, LANDMARKS_DTYPE, LATENT_DTYPE
-from chexmask_u_tools.uncertainty import add_summaries
+from chexmask_u_tools.sources import REGISTRY
+from chexmask_u_tools.select.uncertainty import add_summaries
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "chexmask-real-subset"
@@ -74,16 +74,7 @@ def node_profile(shape: np.ndarray) -> np.ndarray:
 
 
 def image_id(source: str, index: int, rng: np.random.Generator) -> str:
-    digest = hashlib.sha1(f"{source}-{index}".encode()).hexdigest()
-    if source == "ChestX-ray8":
-        return f"{rng.integers(1, 30806):08d}_{rng.integers(0, 30):03d}.png"
-    if source == "CheXpert":
-        return f"train/patient{rng.integers(1, 64541):05d}/study{rng.integers(1, 6)}/view1_frontal.jpg"
-    if source == "MIMIC-CXR-JPG":
-        return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
-    if source == "Padchest":
-        return f"{int(digest[:30], 16)}_{digest[30:32]}-{rng.integers(100, 999)}-{rng.integers(100, 999)}.png"
-    return digest[:32]
+    return REGISTRY[source].sample_id(index, rng)
 
 
 def make_source(source: str, rows: int, model, rng: np.random.Generator) -> pl.DataFrame:

@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import polars as pl
 import pytest
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from huggingface_hub.errors import RevisionNotFoundError
+from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+from chexmask_u_tools import read_table
+from chexmask_u_tools.hub.discovery import discover
+from chexmask_u_tools.hub.location import DEFAULT_REPO, HubRepo, LocalMirror
 
 REAL_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chexmask-real-subset"
 
@@ -13,3 +25,67 @@ def real_subset_dir() -> Path:
     if not REAL_SUBSET.is_dir():
         pytest.skip(f"real CheXmask subset not found at {REAL_SUBSET}")
     return REAL_SUBSET
+
+
+# --------------------------------------------------------------------------- Hub fakes
+# A fake ``HfApi`` and ``HfFileSystem`` answering from a Hub-shaped local mirror
+# (:func:`chexmask_u_tools.testing.mirror.build_mirror`).
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def expected_table(root: Path, paths: list[str] | None = None) -> pl.DataFrame:
+    """What every reader must return: ``read_table`` of each data file, in path order."""
+    found = discover(LocalMirror(root))
+    frames = [
+        read_table(root / item.path, source=item.source, frame=item.frame)
+        for item in found.files
+        if paths is None or item.path in paths
+    ]
+    return pl.concat(frames)
+
+
+class FakeHfApi:
+    """The two ``HfApi`` methods the Hub code calls, answering from a local directory and recording calls."""
+
+    def __init__(self, root: Path, sha: str = SHA, revisions: tuple[str, ...] = ("main",)) -> None:
+        self.root = root
+        self.sha = sha
+        self.revisions = set(revisions) | {sha}
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def repo_info(self, repo_id, *, revision=None, repo_type=None, **kwargs):
+        self.calls.append(("repo_info", repo_id, {"revision": revision, "repo_type": repo_type, **kwargs}))
+        if revision not in self.revisions:
+            response = SimpleNamespace(headers={}, request=None)
+            raise RevisionNotFoundError(f"Invalid rev id: {revision}", response=response)
+        return SimpleNamespace(id=repo_id, sha=self.sha)
+
+    def list_repo_tree(self, repo_id, path_in_repo=None, *, recursive=False, revision=None, repo_type=None, **kwargs):
+        self.calls.append(("list_repo_tree", repo_id, {"revision": revision, "repo_type": repo_type, "recursive": recursive}))
+        for path in sorted(self.root.rglob("*")):
+            relative = path.relative_to(self.root).as_posix()
+            if path.is_dir():
+                yield RepoFolder(path=relative, oid="f" * 40)
+                continue
+            data = path.read_bytes()
+            lfs = None
+            if not relative.endswith(".md") and not relative.startswith("."):
+                lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+            yield RepoFile(path=relative, size=len(data), oid=hashlib.sha1(data).hexdigest(), lfs=lfs)
+
+
+def fake_hub_fs(tmp: Path, mirror: Path, repo_id: str = DEFAULT_REPO, sha: str = SHA) -> DirFileSystem:
+    """An fsspec filesystem answering ``datasets/{repo}@{sha}/{path}`` like ``HfFileSystem`` does."""
+    owner, name = repo_id.split("/")
+    base = tmp / "hub-fs" / "datasets" / owner
+    base.mkdir(parents=True, exist_ok=True)
+    link = base / f"{name}@{sha}"
+    if not link.exists():
+        os.symlink(mirror, link)
+    return DirFileSystem(path=str(tmp / "hub-fs"), fs=LocalFileSystem())
+
+
+def fake_hub(tmp: Path, mirror: Path, **kwargs) -> tuple[HubRepo, FakeHfApi]:
+    api = FakeHfApi(mirror)
+    return HubRepo(DEFAULT_REPO, kwargs.pop("revision", None), api=api, fs=fake_hub_fs(tmp, mirror), **kwargs), api

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexmask_u_tools import analysis
+from chexmask_u_tools.testing import synthetic_xray
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.sample import load_sample
+from chexmask_u_tools.io.sample import load_sample
 
 
 def brute_force_auc(labels, scores) -> float:
@@ -155,14 +156,14 @@ def test_ood_scores_bad_input():
 def test_synthetic_xray_shape_and_contrast():
     row = load_sample().row(0, named=True)
     landmarks = np.asarray(row["landmarks"], dtype=float) / 4
-    image = analysis.synthetic_xray(landmarks, 256, 256, seed=1)
+    image = synthetic_xray(landmarks, 256, 256, seed=1)
     assert image.shape == (256, 256) and image.dtype == np.uint8
-    from chexmask_u_tools.raster import label_map
+    from chexmask_u_tools.masks.raster import label_map
 
     labels = label_map(landmarks, 256, 256)
     # Lungs darker than the heart.
     assert image[labels == 1].mean() + 40 < image[labels == 3].mean()
-    np.testing.assert_array_equal(image, analysis.synthetic_xray(landmarks, 256, 256, seed=1))
+    np.testing.assert_array_equal(image, synthetic_xray(landmarks, 256, 256, seed=1))
 
 
 def test_uncertainty_vs_corruption_small_model():
@@ -173,7 +174,7 @@ def test_uncertainty_vs_corruption_small_model():
     model = HybridGNet(input_size=64).eval()
     row = load_sample().row(0, named=True)
     landmarks = np.asarray(row["landmarks"], dtype=float) / 8
-    image = analysis.synthetic_xray(landmarks, 128, 100, seed=0)
+    image = synthetic_xray(landmarks, 128, 100, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = analysis.uncertainty_vs_corruption(model, [image], [0, 40], "noise", n_samples=4, seed=3)
@@ -205,7 +206,7 @@ def test_cli_experiment_corruption(tmp_path, capsys):
 
     row = load_sample().row(0, named=True)
     landmarks = np.asarray(row["landmarks"], dtype=float) / 4
-    Image.fromarray(analysis.synthetic_xray(landmarks, 256, 256)).save(tmp_path / "a.png")
+    Image.fromarray(synthetic_xray(landmarks, 256, 256)).save(tmp_path / "a.png")
     out = tmp_path / "res.csv"
     args = ["experiment", "corruption", str(tmp_path / "a.png"), "--weights", "random", "--severities", "0,80",
             "--samples", "2", "--out", str(out), "--plot", str(tmp_path / "box.png")]

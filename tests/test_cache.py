@@ -9,9 +9,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_hub_mirror import SHA, build_mirror, expected_table, fake_hub
+from conftest import SHA, expected_table, fake_hub
 
-from chexmask_u_tools.cache import (
+from chexmask_u_tools.cli import main
+from chexmask_u_tools.errors import FileReadError, HubError
+from chexmask_u_tools.hub.cache import (
     build_cache,
     find_cache,
     iterable_dataset,
@@ -20,10 +22,9 @@ from chexmask_u_tools.cache import (
     shard_count,
     shard_files,
 )
-from chexmask_u_tools.cli import main
-from chexmask_u_tools.errors import FileReadError, HubError
-from chexmask_u_tools.hub import load, scan
+from chexmask_u_tools.hub.read import load, scan
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.testing.mirror import build_mirror
 
 
 class Interrupt(Exception):

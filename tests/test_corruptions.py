@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chexmask_u_tools import corruptions as cx
+from chexmask_u_tools.analysis import corruptions as cx
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES
 

@@ -15,11 +15,11 @@ from PIL import Image
 import chexmask_u_tools as cxu
 from chexmask_u_tools.cli import main
 from chexmask_u_tools.cli.export import mask_file_name
-from chexmask_u_tools.frames import to_original_frame
-from chexmask_u_tools.paths import demo_image_path, write_demo_images
-from chexmask_u_tools.raster import rasterize_organs
-from chexmask_u_tools.rules import apply_rules
-from chexmask_u_tools.soft import soft_mask_organs
+from chexmask_u_tools.masks.frames import to_original_frame
+from chexmask_u_tools.testing.images import demo_image_path, write_demo_images
+from chexmask_u_tools.masks.raster import rasterize_organs
+from chexmask_u_tools.select.rules import apply_rules
+from chexmask_u_tools.masks.soft import soft_mask_organs
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.filtering import apply_filters, filter_criteria, filter_report
-from chexmask_u_tools.sample import load_sample
+from chexmask_u_tools.select.filtering import apply_filters, filter_criteria, filter_report
+from chexmask_u_tools.io.sample import load_sample
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.frames import (
-    convert_table_frame,
-    frame_scale,
-    std_to_original_frame,
-    std_to_preprocessed_frame,
-    to_original_frame,
-    to_preprocessed_frame,
-)
+from chexmask_u_tools.masks.frames import convert_table_frame, frame_scale, std_to_original_frame, std_to_preprocessed_frame, to_original_frame, to_preprocessed_frame
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
 
 

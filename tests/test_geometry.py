@@ -5,7 +5,7 @@ import pytest
 import shapely
 
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.geometry import heart_lung_overlap, organ_areas, organ_polygons, organ_validity
+from chexmask_u_tools.masks.geometry import heart_lung_overlap, organ_areas, organ_polygons, organ_validity
 
 
 def _ring(x0, y0, x1, y1, n):

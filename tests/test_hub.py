@@ -9,25 +9,31 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import SHA, expected_table, fake_hub
 from fsspec.implementations.local import LocalFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_hub_mirror import LAYOUT, SHA, build_mirror, expected_table, fake_hub
 
-from chexmask_u_tools.errors import FileReadError, HubError, InputError, RecordError, SchemaError
-from chexmask_u_tools.hub import (
+from chexmask_u_tools.errors import (
+    FileReadError,
+    HubError,
+    InputError,
+    RecordError,
+    SchemaError,
+)
+from chexmask_u_tools.hub.discovery import classify, discover
+from chexmask_u_tools.hub.location import (
     DEFAULT_REPO,
     HubRepo,
     LocalMirror,
-    RetryingReader,
     RetryPolicy,
-    classify,
-    discover,
-    load,
     open_location,
-    scan,
 )
+from chexmask_u_tools.hub.read import load, scan
+from chexmask_u_tools.hub.stream import RetryingReader
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.testing.mirror import MIRROR_LAYOUT as LAYOUT
+from chexmask_u_tools.testing.mirror import build_mirror
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +254,8 @@ def test_hub_code_path_uses_dataset_repo_and_pinned_revision(tmp_path, mirror):
 
 def test_hub_scan_reads_pinned_hf_urls(tmp_path, mirror, monkeypatch):
     """The lazy Hub path hands polars ``hf://datasets/{repo}@{sha}/{path}`` URLs (served locally here)."""
-    import chexmask_u_tools.hub as hub_module
-    from chexmask_u_tools.table import scan_table as real_scan_table
+    import chexmask_u_tools.hub.read as hub_module
+    from chexmask_u_tools.io.table import scan_table as real_scan_table
 
     prefix = f"hf://datasets/{DEFAULT_REPO}@{SHA}/"
     seen = []

@@ -11,7 +11,7 @@ from chexmask_u_tools.errors import InputError  # noqa: E402
 from chexmask_u_tools.layout import ring_edges  # noqa: E402
 from chexmask_u_tools.model import HybridGNet, chebyshev_basis, ring_upsample_matrix, roi_sample  # noqa: E402
 from chexmask_u_tools.model.hybridgnet import COARSE_SIZES, FINE_SIZES, ChebConv  # noqa: E402
-from chexmask_u_tools.model.reference import reference_sample_landmarks  # noqa: E402
+from chexmask_u_tools.testing.reference_model import reference_sample_landmarks  # noqa: E402
 
 # ---------------------------------------------------------------- published layout
 

@@ -1,4 +1,4 @@
-"""Image reading and the geometric preprocessing (chexmask_u_tools.images): no torch needed."""
+"""Image reading and the geometric preprocessing (chexmask_u_tools.images.read): no torch needed."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from chexmask_u_tools import images
+from chexmask_u_tools.images import read as images
 from chexmask_u_tools.errors import ImageError, InputError
-from chexmask_u_tools.images import crop_black_border, list_images, pad_to_square, read_image, to_uint8
+from chexmask_u_tools.images.preprocess import crop_black_border, pad_to_square
+from chexmask_u_tools.images.read import list_images, read_image, to_uint8
 
 
 def test_module_imports_without_torch():

@@ -15,16 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from chexmask_u_tools.cli import main  # noqa: E402
-from chexmask_u_tools.images import list_images  # noqa: E402
+from chexmask_u_tools.images.read import list_images  # noqa: E402
 from chexmask_u_tools.model import HybridGNet  # noqa: E402
-from chexmask_u_tools.model.predict import (  # noqa: E402
-    draw_eps,
-    parts_dir,
-    predict,
-    predict_batch,
-    predict_to_parquet,
-    to_model_input,
-)
+from chexmask_u_tools.model.predict import draw_eps, parts_dir, predict, predict_batch, predict_to_parquet, to_model_input
 from chexmask_u_tools.model.pretrained import load_pretrained  # noqa: E402
 from chexmask_u_tools.schema import CANONICAL_SCHEMA  # noqa: E402
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import chexmask_u_tools as cxu
-from chexmask_u_tools.parsing import parse_numbers_many
+from chexmask_u_tools.io.parsing import parse_numbers_many
 
 
 def test_flat_integers():

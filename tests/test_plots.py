@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from chexmask_u_tools import plots
+from chexmask_u_tools.analysis import plots
 from chexmask_u_tools.cli import main
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.sample import load_sample
+from chexmask_u_tools.io.sample import load_sample
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,6 @@ def test_corruption_box_plot_and_roc(tmp_path):
 
 
 def test_band_and_soft_mask(tmp_path, row_arrays):
-    pytest.importorskip("chexmask_u_tools.soft")
     landmarks, std, size = row_arrays
     plots.plot_band(landmarks, std, 2.0, size=size, path=tmp_path / "band.png")
     check_png(tmp_path / "band.png", (640, 560))

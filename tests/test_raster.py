@@ -15,9 +15,9 @@ import pytest
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-from chexmask_u_tools.parsing import parse_points
-from chexmask_u_tools.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
-from chexmask_u_tools.rle import rle_decode
+from chexmask_u_tools.io.parsing import parse_points
+from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
+from chexmask_u_tools.io.rle import rle_decode
 
 # name: (vertices, height, width, expected rows; '#' = in mask)
 CASES = {

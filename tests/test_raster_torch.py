@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from chexmask_u_tools.errors import InputError  # noqa: E402
-from chexmask_u_tools.raster import rasterize, rasterize_organs  # noqa: E402
-from chexmask_u_tools.raster_torch import rasterize_organs_torch, rasterize_torch  # noqa: E402
+from chexmask_u_tools.masks.raster import rasterize, rasterize_organs  # noqa: E402
+from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch, rasterize_torch  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -40,7 +40,7 @@ def test_ragged_list_and_single_polygon():
 
 
 def test_small_chunks_give_the_same_masks(monkeypatch):
-    import chexmask_u_tools.raster_torch as rt
+    import chexmask_u_tools.masks.raster_torch as rt
 
     rng = np.random.default_rng(8)
     pts = rng.uniform(-5, 40, (7, 6, 2))
@@ -52,7 +52,7 @@ def test_small_chunks_give_the_same_masks(monkeypatch):
 def test_organs_torch(real_subset_dir):
     import pandas as pd
 
-    from chexmask_u_tools.parsing import parse_points
+    from chexmask_u_tools.io.parsing import parse_points
 
     df = pd.read_csv(sorted(real_subset_dir.glob("*.csv"))[0])
     lm = np.stack([parse_points(s) for s in df["Landmarks"][:3]])

@@ -11,18 +11,7 @@ from hypothesis import strategies as st
 import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-from chexmask_u_tools.rules import (
-    Rule,
-    apply_rules,
-    dice_rule,
-    image_rule,
-    latent_rule,
-    mask_valid_columns,
-    node_rule,
-    organ_rule,
-    parse_rule,
-    rule_report,
-)
+from chexmask_u_tools.select.rules import Rule, apply_rules, dice_rule, image_rule, latent_rule, mask_valid_columns, node_rule, organ_rule, parse_rule, rule_report
 
 
 @pytest.fixture(scope="module")

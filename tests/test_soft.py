@@ -9,19 +9,9 @@ import shapely
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES
-from chexmask_u_tools.parsing import parse_points
-from chexmask_u_tools.raster import rasterize
-from chexmask_u_tools.soft import (
-    _norm_cdf,
-    _norm_ppf_clip,
-    band_mask,
-    pixel_weight_map,
-    sample_masks,
-    sample_probability,
-    soft_mask,
-    soft_mask_organs,
-    uncertainty_band,
-)
+from chexmask_u_tools.io.parsing import parse_points
+from chexmask_u_tools.masks.raster import rasterize
+from chexmask_u_tools.masks.soft import norm_cdf as _norm_cdf, norm_ppf_clip as _norm_ppf_clip, band_mask, pixel_weight_map, sample_masks, sample_probability, soft_mask, soft_mask_organs, uncertainty_band
 
 
 def _circle(cx, cy, r, n=40):
@@ -162,8 +152,8 @@ def test_nearest_segment_search_matches_brute_force(monkeypatch, chunk):
     # The blocked candidate search must agree with measuring every pixel
     # against every segment: same band, nearest distances, listed segments;
     # also when the blocks are processed in many small passes.
-    from chexmask_u_tools import soft
-    from chexmask_u_tools.soft import _nearest_segments
+    from chexmask_u_tools.masks import soft
+    from chexmask_u_tools.masks.soft import nearest_segments as _nearest_segments
 
     monkeypatch.setattr(soft, "_CHUNK", chunk)
     rng = np.random.default_rng(11)
@@ -196,7 +186,7 @@ def test_nearest_segment_search_matches_brute_force(monkeypatch, chunk):
 
 
 def test_soft_mask_does_not_depend_on_pass_size(monkeypatch):
-    from chexmask_u_tools import soft
+    from chexmask_u_tools.masks import soft
 
     rng = np.random.default_rng(5)
     pts = _circle(60.4, 47.9, 35.3, 31) + rng.normal(0, 1.5, (31, 2))

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 import chexmask_u_tools as cxu
-from chexmask_u_tools.released import to_released
-from chexmask_u_tools.table import detect_layout, infer_frame, infer_source
+from chexmask_u_tools.io.released import to_released
+from chexmask_u_tools.io.table import detect_layout, infer_frame, infer_source
 
 ID_COLUMN = {
     "ChestX-ray8": "Image Index",

@@ -18,19 +18,17 @@ torch = pytest.importorskip("torch")
 
 import chexmask_u_tools as cxu  # noqa: E402
 from chexmask_u_tools.errors import ImageError, InputError  # noqa: E402
-from chexmask_u_tools.frames import convert_table_frame, to_original_frame  # noqa: E402
-from chexmask_u_tools.images import crop_black_border, pad_to_square, read_image, read_image_reduced  # noqa: E402
-from chexmask_u_tools.paths import ImageResolver, MissingImageError, demo_image_path, write_demo_images  # noqa: E402
-from chexmask_u_tools.raster import rasterize_organs  # noqa: E402
-from chexmask_u_tools.rules import organ_rule  # noqa: E402
-from chexmask_u_tools.soft import soft_mask_organs  # noqa: E402
-from chexmask_u_tools.torch_data import (  # noqa: E402
-    CheXmaskUDataset,
-    CheXmaskUIterableDataset,
-    RandomAffine,
-    apply_affine,
-)
-from chexmask_u_tools.weights import SampleWeighting, node_weights  # noqa: E402
+from chexmask_u_tools.masks.frames import convert_table_frame, to_original_frame  # noqa: E402
+from chexmask_u_tools.images.preprocess import crop_black_border, pad_to_square  # noqa: E402
+from chexmask_u_tools.images.read import read_image, read_image_reduced  # noqa: E402
+from chexmask_u_tools.images.resolver import ImageResolver, MissingImageError  # noqa: E402
+from chexmask_u_tools.testing.images import demo_image_path, write_demo_images  # noqa: E402
+from chexmask_u_tools.masks.raster import rasterize_organs  # noqa: E402
+from chexmask_u_tools.select.rules import organ_rule  # noqa: E402
+from chexmask_u_tools.masks.soft import soft_mask_organs  # noqa: E402
+from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset
+from chexmask_u_tools.train.transforms import RandomAffine, apply_affine
+from chexmask_u_tools.select.weights import SampleWeighting, node_weights  # noqa: E402
 
 RLE = ("rle_right_lung", "rle_left_lung", "rle_heart")
 
@@ -328,13 +326,13 @@ def test_bad_arguments(table, roots):
 
 
 def test_modules_without_torch_import_without_torch():
-    code = "import sys; sys.modules['torch'] = None\nimport chexmask_u_tools.rules, chexmask_u_tools.weights, chexmask_u_tools.paths"
+    code = "import sys; sys.modules['torch'] = None\nimport chexmask_u_tools.select.rules, chexmask_u_tools.select.weights, chexmask_u_tools.images.resolver"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
 def test_real_rows_masks_match_the_released_masks(real_subset_dir):
-    from chexmask_u_tools.table import data_files
+    from chexmask_u_tools.io.table import data_files
 
     real = cxu.read_tables(data_files(real_subset_dir))
     real = pl.concat([real.filter(pl.col("source") == s).head(6) for s in real["source"].unique()])

@@ -12,20 +12,8 @@ from hypothesis.extra.numpy import arrays
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.rules import apply_rules
-from chexmask_u_tools.weights import (
-    SampleWeighting,
-    band_pixel_weights,
-    clip_weight,
-    exp_weight,
-    inverse_weight,
-    node_weights,
-    node_weights_expr,
-    normalize_weight,
-    rank_weight,
-    sample_weights,
-    soft_pixel_weights,
-)
+from chexmask_u_tools.select.rules import apply_rules
+from chexmask_u_tools.select.weights import SampleWeighting, band_pixel_weights, clip_weight, exp_weight, inverse_weight, node_weights, node_weights_expr, normalize_weight, rank_weight, sample_weights, soft_pixel_weights
 
 sigma_arrays = arrays(np.float64, st.integers(1, 30), elements=st.floats(0, 60, allow_nan=False))
 
@@ -119,7 +107,7 @@ def test_node_weights():
 
 
 def test_pixel_weights_numpy_and_torch():
-    from chexmask_u_tools.soft import pixel_weight_map, soft_mask
+    from chexmask_u_tools.masks.soft import pixel_weight_map, soft_mask
 
     soft = np.array([[[0.0, 0.25, 0.5, 1.0]], [[1.0, 1.0, 0.5, 0.0]], [[0.0, 0.0, 0.0, 0.0]]], dtype=np.float32)
     weights = soft_pixel_weights(soft, floor=0.2)

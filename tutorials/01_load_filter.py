@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from chexmask_u_tools import load_sample, node_sigma_mean, read_table, sample_files, scan_table
-from chexmask_u_tools.filtering import apply_filters, filter_report
-from chexmask_u_tools.uncertainty import node_sigma_quantile, organ_sigma_mean, summary_by_source
+from chexmask_u_tools.select.filtering import apply_filters, filter_report
+from chexmask_u_tools.select.uncertainty import node_sigma_quantile, organ_sigma_mean, summary_by_source
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("tutorial_output") / "01")

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from chexmask_u_tools import ORGAN_SLICES, ORGANS, load_sample, rle_decode
-from chexmask_u_tools.analysis import synthetic_xray
-from chexmask_u_tools.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays, save_figure
-from chexmask_u_tools.raster import rasterize_organs
-from chexmask_u_tools.soft import band_mask, pixel_weight_map, soft_mask_organs, uncertainty_band
+from chexmask_u_tools.testing.images import synthetic_xray
+from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays, save_figure
+from chexmask_u_tools.masks.raster import rasterize_organs
+from chexmask_u_tools.masks.soft import band_mask, pixel_weight_map, soft_mask_organs, uncertainty_band
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("tutorial_output") / "02")

@@ -29,10 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from chexmask_u_tools import load_sample
-from chexmask_u_tools.paths import check_images, write_demo_images
-from chexmask_u_tools.rules import apply_rules, rule_report
-from chexmask_u_tools.torch_data import CheXmaskUDataset, CheXmaskUIterableDataset, RandomAffine
-from chexmask_u_tools.weights import SampleWeighting
+from chexmask_u_tools.images.resolver import check_images
+from chexmask_u_tools.testing.images import write_demo_images
+from chexmask_u_tools.select.rules import apply_rules, rule_report
+from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset
+from chexmask_u_tools.train.transforms import RandomAffine
+from chexmask_u_tools.select.weights import SampleWeighting
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("tutorial_output") / "03")

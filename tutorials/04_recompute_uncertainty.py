@@ -22,12 +22,12 @@ import torch
 from PIL import Image
 
 from chexmask_u_tools import load_sample
-from chexmask_u_tools.analysis import synthetic_xray
+from chexmask_u_tools.testing.images import synthetic_xray
 from chexmask_u_tools.errors import HubError, WeightsError
-from chexmask_u_tools.frames import to_original_frame
-from chexmask_u_tools.images import read_image
+from chexmask_u_tools.masks.frames import to_original_frame
+from chexmask_u_tools.images.read import read_image
 from chexmask_u_tools.model import HybridGNet, load_pretrained, predict
-from chexmask_u_tools.plots import plot_contours, row_arrays
+from chexmask_u_tools.analysis.plots import plot_contours, row_arrays
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("tutorial_output") / "04")

@@ -22,17 +22,13 @@ import polars as pl
 import torch
 
 from chexmask_u_tools import load_sample
-from chexmask_u_tools.analysis import (
-    node_error_vs_sigma,
-    ood_scores,
-    roc_auc,
-    synthetic_xray,
-    uncertainty_vs_corruption,
-)
+from chexmask_u_tools.analysis.stats import node_error_vs_sigma, roc_auc
+from chexmask_u_tools.analysis.experiments import ood_scores, uncertainty_vs_corruption
+from chexmask_u_tools.testing.images import synthetic_xray
 from chexmask_u_tools.errors import HubError, WeightsError
 from chexmask_u_tools.model import HybridGNet, draw_eps, load_pretrained, predict_batch
 from chexmask_u_tools.model.predict import to_model_input
-from chexmask_u_tools.plots import plot_roc, plot_uncertainty_vs_corruption, row_arrays
+from chexmask_u_tools.analysis.plots import plot_roc, plot_uncertainty_vs_corruption, row_arrays
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, default=Path("tutorial_output") / "05")

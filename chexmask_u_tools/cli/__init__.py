@@ -16,7 +16,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ..errors import CheXmaskUError
+from chexmask_u_tools.errors import CheXmaskUError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cache import build_cache, read_manifest
-    from ..hub import discover, open_location
+    from chexmask_u_tools.hub.cache import build_cache, read_manifest
+    from chexmask_u_tools.hub.discovery import discover
+    from chexmask_u_tools.hub.location import open_location
 
     place = open_location(args.location, revision=args.revision)
     print(discover(place).report())

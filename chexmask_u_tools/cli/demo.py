@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ._format import print_table
+from chexmask_u_tools.cli._format import print_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plots import plot_sample_grid
-    from ..sample import load_sample, sample_dir
-    from ..uncertainty import node_sigma_mean, summary_by_source
+    from chexmask_u_tools.analysis.plots import plot_sample_grid
+    from chexmask_u_tools.io.sample import load_sample, sample_dir
+    from chexmask_u_tools.select.uncertainty import node_sigma_mean, summary_by_source
 
     table = load_sample()
     print(f"Embedded sample: {len(table)} rows from {sample_dir()}\n")

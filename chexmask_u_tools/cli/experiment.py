@@ -63,16 +63,16 @@ _DEFAULT_SEVERITIES = {"noise": "0,25,50,100,150,190", "occlusion": "0,50,100,15
 def run_ood(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from ..analysis import DEFAULT_OOD_SCORES, ood_scores
-    from ._format import print_table
-    from .plot import load_table
+    from chexmask_u_tools.analysis.experiments import DEFAULT_OOD_SCORES, ood_scores
+    from chexmask_u_tools.cli._format import print_table
+    from chexmask_u_tools.cli.plot import load_table
 
     table = load_table(args.table)
     result = ood_scores(table, dice_column=args.dice_column, threshold=args.threshold)
     print(f"OOD = {args.dice_column} < {args.threshold:g}; higher score = more OOD")
     print_table(result)
     if args.roc is not None:
-        from ..plots import plot_roc
+        from chexmask_u_tools.analysis.plots import plot_roc
 
         usable = [r["score"] for r in result.iter_rows(named=True) if r["auc"] is not None]
         values = table.select(
@@ -85,7 +85,7 @@ def run_ood(args: argparse.Namespace) -> int:
 
 
 def _parse_severities(text: str) -> list[float]:
-    from ..errors import InputError
+    from chexmask_u_tools.errors import InputError
 
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
@@ -100,11 +100,11 @@ def run_corruption(args: argparse.Namespace) -> int:
     import polars as pl
     import torch
 
-    from ..analysis import uncertainty_vs_corruption
-    from ..images import list_images
-    from ..model import HybridGNet
-    from ..model.pretrained import load_weights
-    from ._format import print_table
+    from chexmask_u_tools.analysis.experiments import uncertainty_vs_corruption
+    from chexmask_u_tools.images.read import list_images
+    from chexmask_u_tools.model import HybridGNet
+    from chexmask_u_tools.model.pretrained import load_weights
+    from chexmask_u_tools.cli._format import print_table
 
     severities = _parse_severities(args.severities or _DEFAULT_SEVERITIES[args.kind])
     items = list_images(args.images)
@@ -129,7 +129,7 @@ def run_corruption(args: argparse.Namespace) -> int:
     print_table(result.group_by("severity", maintain_order=True).agg(pl.col("node_sigma_mean", "latent_sigma_mean").median()))
     print(f"wrote {args.out}")
     if args.plot is not None:
-        from ..plots import plot_uncertainty_vs_corruption
+        from chexmask_u_tools.analysis.plots import plot_uncertainty_vs_corruption
 
         plot_uncertainty_vs_corruption(result, path=args.plot)
         print(f"wrote {args.plot}")
@@ -139,9 +139,9 @@ def run_corruption(args: argparse.Namespace) -> int:
 def run_node_error(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import node_error_vs_sigma
-    from ..errors import InputError
-    from .plot import load_table
+    from chexmask_u_tools.analysis.stats import node_error_vs_sigma
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.cli.plot import load_table
 
     pred = load_table(args.predictions)
     truth = load_table(args.truth)

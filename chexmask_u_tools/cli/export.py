@@ -83,12 +83,12 @@ def mask_file_name(source: str, image_id: str) -> str:
 def _open_input(args: argparse.Namespace):
     import polars as pl
 
-    from ..cache import MANIFEST as CACHE_MANIFEST
-    from ..cache import shard_files
-    from ..hub import scan_parts
-    from ..sample import load_sample
-    from ..schema import CANONICAL_SCHEMA
-    from ..table import canonical_source, scan_table
+    from chexmask_u_tools.hub.cache import MANIFEST as CACHE_MANIFEST
+    from chexmask_u_tools.hub.cache import shard_files
+    from chexmask_u_tools.hub.read import scan_parts
+    from chexmask_u_tools.io.sample import load_sample
+    from chexmask_u_tools.schema import CANONICAL_SCHEMA
+    from chexmask_u_tools.io.table import canonical_source, scan_table
 
     if args.source == "sample" and not os.path.exists(args.source):
         lf = load_sample().lazy()
@@ -118,7 +118,7 @@ def _roots(values: list[str] | None):
         return None
     if len(values) == 1 and "=" not in values[0]:
         return values[0]
-    from ..errors import InputError
+    from chexmask_u_tools.errors import InputError
 
     roots = {}
     for value in values:
@@ -130,7 +130,7 @@ def _roots(values: list[str] | None):
 
 
 def _original_size(row: dict, resolver) -> tuple[int, int] | None:
-    from ..schema import PREPROCESSED_SIZE
+    from chexmask_u_tools.schema import PREPROCESSED_SIZE
 
     height, width = row["height"], row["width"]
     if height and width and (row["frame"] == "original" or (height, width) != (PREPROCESSED_SIZE, PREPROCESSED_SIZE)):
@@ -144,7 +144,7 @@ def _original_size(row: dict, resolver) -> tuple[int, int] | None:
         with Image.open(path) as image:
             return image.height, image.width
     except (UnidentifiedImageError, OSError):
-        from ..images import read_image
+        from chexmask_u_tools.images.read import read_image
 
         return read_image(path).shape
 
@@ -154,9 +154,10 @@ def _write_pngs(subset, args, directory: Path) -> list[str]:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..errors import InputError
-    from ..paths import as_resolver, landmarks_on_image
-    from ..raster import rasterize_organs
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.images.resolver import as_resolver
+    from chexmask_u_tools.masks.frames import landmarks_on_image
+    from chexmask_u_tools.masks.raster import rasterize_organs
 
     resolver = as_resolver(_roots(args.images))
     names: list[str] = []
@@ -178,7 +179,7 @@ def _write_pngs(subset, args, directory: Path) -> list[str]:
             size=args.size,
         )
         if args.masks == "soft" and std is not None:
-            from ..soft import soft_mask_organs
+            from chexmask_u_tools.masks.soft import soft_mask_organs
 
             masks = np.rint(soft_mask_organs(landmarks, std, height, width) * 255.0).astype(np.uint8)
         else:
@@ -194,9 +195,9 @@ def _write_pngs(subset, args, directory: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from ..errors import InputError
-    from ..rules import apply_rules, parse_rules, rule_report
-    from ..weights import SampleWeighting
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.select.rules import apply_rules, parse_rules, rule_report
+    from chexmask_u_tools.select.weights import SampleWeighting
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if report is not None:
-        from ._format import print_table
+        from chexmask_u_tools.cli._format import print_table
 
         print_table(report)
     print(f"kept {rows_out} rows -> {out / SUBSET}" + (f" (+ {rows_out} mask PNGs)" if args.png else ""))

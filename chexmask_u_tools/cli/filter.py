@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _organ_thresholds(values: list[str] | None):
-    from ..errors import InputError
+    from chexmask_u_tools.errors import InputError
 
     if values is None:
         return None
@@ -59,7 +59,7 @@ def _organ_thresholds(values: list[str] | None):
 
 
 def _number(text: str, what: str) -> float:
-    from ..errors import InputError
+    from chexmask_u_tools.errors import InputError
 
     try:
         return float(text)
@@ -68,7 +68,7 @@ def _number(text: str, what: str) -> float:
 
 
 def format_report(report) -> str:
-    """The :func:`~chexmask_u_tools.filtering.filter_report` table as aligned text."""
+    """The :func:`~chexmask_u_tools.select.filtering.filter_report` table as aligned text."""
     width = max(len("criterion"), *(len(name) for name in report["criterion"]))
     lines = [f"{'criterion':<{width}}  {'removed':>10}  {'alone':>10}  {'remaining':>10}"]
     for name, removed, alone, remaining in report.iter_rows():
@@ -83,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from ..cache import MANIFEST, shard_files
-    from ..errors import InputError
-    from ..filtering import apply_filters, filter_report
-    from ..hub import scan_parts
-    from ..schema import CANONICAL_SCHEMA
+    from chexmask_u_tools.hub.cache import MANIFEST, shard_files
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.select.filtering import apply_filters, filter_report
+    from chexmask_u_tools.hub.read import scan_parts
+    from chexmask_u_tools.schema import CANONICAL_SCHEMA
 
     if not args.out.endswith(".parquet"):
         raise InputError(f"--out must end with .parquet, got {args.out!r}")

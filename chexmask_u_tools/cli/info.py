@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ._format import print_table
+from chexmask_u_tools.cli._format import print_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..errors import SkippedRowsWarning
-    from ..table import data_files, read_table
-    from ..uncertainty import summary_by_source
+    from chexmask_u_tools.errors import SkippedRowsWarning
+    from chexmask_u_tools.io.table import data_files, read_table
+    from chexmask_u_tools.select.uncertainty import summary_by_source
 
     path = Path(args.path)
     files = data_files(path) if path.is_dir() else [args.path]

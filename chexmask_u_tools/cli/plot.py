@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_table(spec: str) -> Any:
     """The canonical table named on the command line: a file, a directory of files, or ``sample``."""
-    from ..sample import load_sample
-    from ..table import data_files, read_table, read_tables
+    from chexmask_u_tools.io.sample import load_sample
+    from chexmask_u_tools.io.table import data_files, read_table, read_tables
 
     path = Path(spec)
     if spec == "sample" and not path.exists():
@@ -52,8 +52,8 @@ def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> n
     """Put an image into the row's frame: as is when its size matches, else (1024 frame) pad and resize."""
     from PIL import Image
 
-    from ..errors import InputError
-    from ..images import pad_to_square
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.images.preprocess import pad_to_square
 
     if image.shape == size:
         return image
@@ -68,9 +68,9 @@ def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> n
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..images import read_image
-    from ..plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays
-    from ..errors import InputError
+    from chexmask_u_tools.images.read import read_image
+    from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays
+    from chexmask_u_tools.errors import InputError
 
     table = load_table(args.table)
     row = find_row(table, args.key)

@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from ..errors import InputError
-    from ..plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
-    from .plot import load_table
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.analysis.plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
+    from chexmask_u_tools.cli.plot import load_table
 
     table = load_table(args.table)
     if table.height == 0:

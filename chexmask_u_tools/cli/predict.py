@@ -94,10 +94,10 @@ def _setup_distributed(device_arg: str | None):
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ..errors import InputError
-    from ..model.predict import merge_parts, predict_to_parquet
-    from ..model.pretrained import load_weights
-    from ..schema import FRAMES
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.model.predict import merge_parts, predict_to_parquet
+    from chexmask_u_tools.model.pretrained import load_weights
+    from chexmask_u_tools.schema import FRAMES
 
     frames = [f.strip() for f in args.frames.split(",") if f.strip()]
     if not frames or any(f not in FRAMES for f in frames):
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"chexmask-u predict: {report.summary()}", file=sys.stderr)
             print(f"wrote {merged['image_id'].n_unique()} images ({merged.height} rows) to {args.out}", file=sys.stderr)
             if args.csv:
-                from ..released import ID_COLUMN_OF_SOURCE, write_released
+                from chexmask_u_tools.io.released import ID_COLUMN_OF_SOURCE, write_released
 
                 rows = merged.filter(merged["frame"] == "preprocessed")
                 if rows.height:

@@ -5,10 +5,10 @@ Importing this subpackage requires torch (the ``[torch]`` extra).
 
 from __future__ import annotations
 
-from .hybridgnet import DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
-from .predict import DTYPES, PredictReport, draw_eps, image_seed, predict, predict_batch, predict_to_parquet
-from .pretrained import DEFAULT_REPO_ID, DEFAULT_SUBFOLDER, load_pretrained, load_weights, read_state_dict
-from .roi import ROI_RULES, roi_sample
+from chexmask_u_tools.model.hybridgnet import DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
+from chexmask_u_tools.model.predict import DTYPES, PredictReport, draw_eps, image_seed, predict, predict_batch, predict_to_parquet
+from chexmask_u_tools.model.pretrained import DEFAULT_REPO_ID, DEFAULT_SUBFOLDER, load_pretrained, load_weights, read_state_dict
+from chexmask_u_tools.model.roi import ROI_RULES, roi_sample
 
 __all__ = [
     "DEFAULT_CONFIG",

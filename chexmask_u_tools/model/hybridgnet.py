@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..layout import ORGAN_SIZES, ORGANS, ring_adjacency
-from .roi import ROI_RULES, roi_sample
+from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.layout import ORGAN_SIZES, ORGANS, ring_adjacency
+from chexmask_u_tools.model.roi import ROI_RULES, roi_sample
 
 FINE_SIZES: tuple[int, ...] = tuple(ORGAN_SIZES[o] for o in ORGANS)
 """Ring sizes of the 120-node output graph (right lung, left lung, heart)."""

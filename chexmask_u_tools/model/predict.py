@@ -1,6 +1,6 @@
 """Per-node uncertainty for your own chest X-rays, computed the way CheXmask-U was (SPEC sections 4-5).
 
-Pipeline per image: read as 8-bit gray (:mod:`chexmask_u_tools.images`), optional
+Pipeline per image: read as 8-bit gray (:mod:`chexmask_u_tools.images.read`), optional
 black-border crop, zero pad to a centred square, bilinear resize to the model's
 input size (torch, ``align_corners=False``, no antialias, rounded back to 8 bit
 like OpenCV's ``resize`` on uint8), ``/ 255``.  The encoder runs once per image;
@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 
-from ..errors import ImageError, InputError
-from ..images import crop_black_border, list_images, pad_to_square, read_image
-from ..schema import CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS
-from .hybridgnet import Encoding, HybridGNet
+from chexmask_u_tools.errors import ImageError, InputError
+from chexmask_u_tools.images.preprocess import crop_black_border, pad_to_square, resize_levels
+from chexmask_u_tools.images.read import list_images, read_image
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS
+from chexmask_u_tools.model.hybridgnet import Encoding, HybridGNet
 
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp64")
 """``fp32``: IEEE float32 everywhere (TF32 disabled); ``tf32``: TF32 tensor cores for
@@ -98,18 +98,6 @@ def prepare(image_id: str, path: str | os.PathLike, crop_border: bool = False) -
         image, crop = crop_black_border(image)
     square, _ = pad_to_square(image)
     return Prepared(image_id, square, height, width, crop)
-
-
-def resize_levels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize 8-bit gray levels ``(H, W)`` to ``size`` as the CheXmask-U pipeline did.
-
-    Bilinear, ``align_corners=False``, no antialiasing (OpenCV ``INTER_LINEAR``'s
-    geometry), clamped and rounded back to whole levels, because the authors
-    resized a uint8 image.  Returns float32 levels in 0..255 on ``pixels``'
-    device, shape ``size``.
-    """
-    resized = F.interpolate(pixels[None, None].float(), size=size, mode="bilinear", align_corners=False, antialias=False)
-    return torch.round(resized.clamp_(0.0, 255.0))[0, 0]
 
 
 def to_model_input(squares: Sequence[np.ndarray], size: int, device: torch.device | str) -> torch.Tensor:
@@ -179,7 +167,7 @@ def predict_batch(
 
 
 def _original_frame(mean: np.ndarray, std: np.ndarray, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    from ..frames import std_to_original_frame, to_original_frame
+    from chexmask_u_tools.masks.frames import std_to_original_frame, to_original_frame
 
     top, left, crop_h, crop_w = prepared.crop
     # The 1024 frame is the padded square of the kept region, so the scale is the crop's.
@@ -206,9 +194,9 @@ def prediction_rows(
     std divided by the scale; a border crop is undone).  Masks are rasterized from
     the mean landmarks of each frame and run-length encoded.
     """
-    from ..raster import rasterize_organs
-    from ..rle import rle_encode
-    from ..uncertainty import add_summaries
+    from chexmask_u_tools.masks.raster import rasterize_organs
+    from chexmask_u_tools.io.rle import rle_encode
+    from chexmask_u_tools.select.uncertainty import add_summaries
 
     unknown = [f for f in frames if f not in FRAMES]
     if unknown:
@@ -375,7 +363,7 @@ def predict(
     ----------
     images:
         Directory, image list file, single image or iterable of paths
-        (see :func:`chexmask_u_tools.images.list_images`).
+        (see :func:`chexmask_u_tools.images.read.list_images`).
     model:
         A loaded :class:`HybridGNet` (default: :func:`load_pretrained`, i.e. the
         published weights).
@@ -389,7 +377,7 @@ def predict(
     Canonical table (one row per image and frame), ordered by image id then frame.
     """
     if model is None:
-        from .pretrained import load_pretrained
+        from chexmask_u_tools.model.pretrained import load_pretrained
 
         model = load_pretrained()
     parts = list(iter_predictions(model.eval(), list_images(images), **kwargs))

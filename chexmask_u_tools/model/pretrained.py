@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..errors import HubError, WeightsError
-from .hybridgnet import DEFAULT_CONFIG, HybridGNet
+from chexmask_u_tools.errors import HubError, WeightsError
+from chexmask_u_tools.model.hybridgnet import DEFAULT_CONFIG, HybridGNet
 
 DEFAULT_REPO_ID = "mcosarinsky/CheXmask-U"
 DEFAULT_SUBFOLDER = "v1_skip"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from chexmask_u_tools.errors import InputError
 
 ROI_RULES: tuple[str, ...] = ("torchvision", "nominal")
 

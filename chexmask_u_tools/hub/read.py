@@ -1,0 +1,246 @@
+"""Cache-first readers over a location: lazy :func:`scan`, per-file :func:`scan_parts` and streaming :func:`load`.
+
+They prefer a complete local cache of the same revision (:mod:`chexmask_u_tools.hub.cache`)
+and otherwise read the location's data files.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import polars as pl
+
+from chexmask_u_tools.errors import InputError, SkippedRowsWarning
+from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.hub.discovery import discover
+from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, open_location
+from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
+from chexmask_u_tools.io.table import scan_table
+
+__all__ = [
+    "load",
+    "scan",
+    "scan_parts",
+]
+
+
+
+def scan(
+    location: str | os.PathLike | DatasetLocation | None = None,
+    *,
+    sources: Sequence[str] | str | None = None,
+    frames: Sequence[str] | str | None = None,
+    revision: str | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: Literal["raise", "skip"] = "raise",
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    api: Any = None,
+    token: str | None = None,
+) -> pl.LazyFrame:
+    """A lazy canonical table over a location's data files (or over its local cache).
+
+    Parameters
+    ----------
+    location:
+        Repo id, ``hf://datasets/...`` URL, local mirror directory or
+        :class:`DatasetLocation`; default the CheXmask-U dataset repo.
+    sources, frames:
+        Keep only these sources (any spelling) / frames.  Files are chosen by
+        their paths and rows are filtered by their ``source``/``frame`` columns.
+    revision:
+        Branch, tag or commit of a Hub repo.
+    masks, on_error:
+        See :func:`~chexmask_u_tools.io.table.scan_table`.
+    cache_dir, use_cache:
+        When ``use_cache`` and a complete cache of this revision covering the
+        selection exists under ``cache_dir`` (default
+        :func:`~chexmask_u_tools.hub.cache.default_cache_dir`), read it instead of
+        the source files; this also works offline (``HF_HUB_OFFLINE=1``).
+    api, token:
+        See :class:`HubRepo`.
+
+    Returns
+    -------
+    ``LazyFrame`` with :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
+    """
+    place = open_location(location, revision=revision, api=api, token=token)
+    if use_cache:
+        from chexmask_u_tools.hub.cache import find_cache, open_cache
+
+        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        if found is not None:
+            condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+            lf = open_cache(found)
+            return lf if condition is None else lf.filter(condition)
+    parts = scan_parts(
+        place,
+        sources=sources,
+        frames=frames,
+        masks=masks,
+        on_error=on_error,
+        use_cache=False,
+    )
+    return pl.concat([lf for _, lf in parts], how="vertical")
+
+
+def scan_parts(
+    location: str | os.PathLike | DatasetLocation | None = None,
+    *,
+    sources: Sequence[str] | str | None = None,
+    frames: Sequence[str] | str | None = None,
+    revision: str | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: Literal["raise", "skip"] = "raise",
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    api: Any = None,
+    token: str | None = None,
+) -> list[tuple[str, pl.LazyFrame]]:
+    """:func:`scan` as one ``(name, LazyFrame)`` per cache shard or data file, for per-piece progress.
+
+    Concatenating the frames in order gives :func:`scan`'s result.
+    """
+    place = open_location(location, revision=revision, api=api, token=token)
+    condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    if use_cache:
+        from chexmask_u_tools.hub.cache import find_cache, shard_files
+
+        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        if found is not None:
+            parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(found)]
+            return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
+    found_files = discover(place)
+    chosen = found_files.select(sources, frames)
+    if not chosen:
+        raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
+    parts = []
+    for item in chosen:
+        lf = scan_table(
+            place.url_for(item.path),
+            source=item.source,
+            frame=item.frame,
+            masks=masks,
+            on_error=on_error,
+            storage_options=place.storage_options,
+        )
+        parts.append((item.path, lf if condition is None else lf.filter(condition)))
+    return parts
+
+
+def load(
+    location: str | os.PathLike | DatasetLocation | None = None,
+    *,
+    sources: Sequence[str] | str | None = None,
+    frames: Sequence[str] | str | None = None,
+    streaming: bool = True,
+    batch_size: int = 1024,
+    rows: bool = False,
+    revision: str | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: Literal["raise", "skip"] = "raise",
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    retry: RetryPolicy | None = None,
+    api: Any = None,
+    token: str | None = None,
+) -> Iterator[pl.DataFrame] | Iterator[dict] | pl.DataFrame:
+    """Canonical rows of a location, streamed with bounded memory.
+
+    Parameters
+    ----------
+    streaming:
+        True: return an iterator (nothing is read until it is consumed);
+        False: return one collected ``DataFrame`` (``scan(...).collect()``).
+    batch_size:
+        Rows per yielded batch (at most; a batch never spans two files).
+    rows:
+        Yield one ``dict`` per row (column -> Python value; arrays as nested
+        lists) instead of ``DataFrame`` batches.
+    cache_dir, use_cache:
+        Read a complete local cache of the same revision when one exists
+        (see :func:`scan`).
+    retry:
+        Backoff for transient read errors (default :class:`RetryPolicy`).
+    others:
+        As in :func:`scan`.
+
+    Yields
+    ------
+    ``polars.DataFrame`` with :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`
+    and at most ``batch_size`` rows, or ``dict`` rows with ``rows=True``.
+    Under ``on_error="skip"`` a :class:`SkippedRowsWarning` per file reports
+    the dropped rows once the file is finished.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}")
+    if not streaming:
+        return scan(
+            location,
+            sources=sources,
+            frames=frames,
+            revision=revision,
+            masks=masks,
+            on_error=on_error,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            api=api,
+            token=token,
+        ).collect()
+    place = open_location(location, revision=revision, api=api, token=token)
+    batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry)
+    if rows:
+        return (row for batch in batches for row in batch.iter_rows(named=True))
+    return batches
+
+
+def _stream(
+    place: DatasetLocation,
+    sources: Sequence[str] | str | None,
+    frames: Sequence[str] | str | None,
+    batch_size: int,
+    masks: Literal["released", "mean"],
+    on_error: Literal["raise", "skip"],
+    cache_dir: str | os.PathLike | None,
+    use_cache: bool,
+    retry: RetryPolicy | None,
+) -> Iterator[pl.DataFrame]:
+    condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    if use_cache:
+        from chexmask_u_tools.hub.cache import find_cache, iter_cache_batches
+
+        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        if found is not None:
+            for batch in iter_cache_batches(found, batch_size=batch_size):
+                batch = batch if condition is None else batch.filter(condition)
+                if batch.height:
+                    yield batch
+            return
+    found_files = discover(place)
+    chosen = found_files.select(sources, frames)
+    if not chosen:
+        raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
+    for item in chosen:
+        skipped: dict[str, int] = {}
+        total = 0
+        pending: list[pl.DataFrame] = []
+        pending_rows = 0
+        for batch in iter_file_batches(place, item, masks=masks, on_error=on_error, retry=retry, skipped=skipped):
+            if condition is not None:
+                batch = batch.filter(condition)
+            total += batch.height
+            pending.append(batch)
+            pending_rows += batch.height
+            while pending_rows >= batch_size:
+                merged = pl.concat(pending) if len(pending) > 1 else pending[0]
+                yield merged.slice(0, batch_size)
+                rest = merged.slice(batch_size)
+                pending, pending_rows = ([rest], rest.height) if rest.height else ([], 0)
+        if pending_rows:
+            yield pl.concat(pending) if len(pending) > 1 else pending[0]
+        if skipped:
+            warnings.warn(SkippedRowsWarning(item.path, total + sum(skipped.values()), skipped), stacklevel=2)

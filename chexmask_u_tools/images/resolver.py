@@ -1,0 +1,355 @@
+"""Finding each row's image on the user's disk.
+
+CheXmask-U ships no images (SPEC section 1); a row names its image by the
+source's own id.  :class:`ImageResolver` maps ``(source, image_id)`` to a file
+under the user's copy of each database, trying the layouts the databases are
+distributed in:
+
+=================  ==========================================================
+source             files tried under the root, in order
+=================  ==========================================================
+``CheXpert``       ``Path`` as given, with ``.jpg`` (then ``.png``) appended
+                   when it has no suffix; a leading ``CheXpert-v1.0/`` or
+                   ``CheXpert-v1.0-small/`` is tried both kept and stripped,
+                   and the root may be the folder above ``CheXpert-v1.0*/``
+``MIMIC-CXR-JPG``  ``files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg``.  The
+                   subject and study ids are not in the row, so the root is
+                   indexed once: from ``mimic-cxr-2.0.0-metadata.csv[.gz]``
+                   when the root has it, else by walking ``files/`` (or the
+                   root) for ``<dicom_id>.jpg``/``.png``/``.dcm``; also
+                   ``<root>/<dicom_id>.jpg``
+``ChestX-ray8``    ``<id>``, ``images/<id>``, ``images_NNN/<id>`` and
+                   ``images_NNN/images/<id>`` for every ``images*`` folder
+``Padchest``       ``<id>``, ``images/<id>``, ``<N>/<id>`` for every numbered
+                   folder (the zip parts of BIMCV-PadChest)
+``VinDr-CXR``      ``<id>``, ``train/<id>``, ``test/<id>`` with ``.dicom``,
+                   ``.dcm``, ``.png``, ``.jpg`` appended
+other labels       ``<id>``, then with ``.png``, ``.jpg``, ``.jpeg``, ``.dcm``
+=================  ==========================================================
+
+A user ``resolver(source, image_id)`` callable is asked first; it returns a
+path, a list of candidate paths, or None to fall back to the built-in layouts.
+
+Ids are data, not trusted paths: an id that is absolute, has a drive letter,
+a ``..`` component, a backslash or a NUL is refused with
+:class:`~chexmask_u_tools.errors.InputError` before any file is touched.  A
+missing image raises :class:`MissingImageError`, whose message lists every
+path tried.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Union
+
+import polars as pl
+
+from chexmask_u_tools.errors import ImageError, InputError
+from chexmask_u_tools.sources import canonical_source
+
+__all__ = [
+    "ImageCheck",
+    "ImageResolver",
+    "MissingImageError",
+    "as_resolver",
+    "check_image_id",
+    "check_images",
+]
+
+PathLike = Union[str, os.PathLike]
+Resolver = Callable[[str, str], Union[PathLike, Sequence[PathLike], None]]
+
+_CHEXPERT_PREFIXES = ("CheXpert-v1.0/", "CheXpert-v1.0-small/")
+_GENERIC_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+_VINDR_SUFFIXES = (".dicom", ".dcm", ".png", ".jpg")
+_MIMIC_SUFFIXES = (".jpg", ".png", ".dcm")
+_MIMIC_METADATA = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
+
+
+class MissingImageError(ImageError):
+    """No file was found for a row's image.
+
+    Attributes
+    ----------
+    source, image_id:
+        The row's source and id.
+    tried:
+        Every path (or searched index) tried, in order.
+    """
+
+    def __init__(self, source: str, image_id: str, tried: Sequence[str]) -> None:
+        self.source = source
+        self.image_id = image_id
+        self.tried = list(tried)
+        listing = "\n  ".join(self.tried) if self.tried else "(no image root configured for this source)"
+        super().__init__(f"no image found for {source} id {image_id!r}; tried:\n  {listing}")
+
+
+def check_image_id(image_id: object) -> str:
+    """Return ``image_id`` if it is a safe relative path, else raise InputError.
+
+    Refused: non-strings, empty ids, NUL characters, backslashes, absolute
+    paths (POSIX or Windows, drive letters, UNC), ``~`` home references and
+    any ``..`` component.
+    """
+    if not isinstance(image_id, str) or not image_id.strip():
+        raise InputError(f"image id must be a non-empty string, got {image_id!r}")
+    if "\x00" in image_id or "\\" in image_id:
+        raise InputError(f"unsafe image id {image_id!r}: contains a NUL or a backslash")
+    posix, windows = PurePosixPath(image_id), PureWindowsPath(image_id)
+    if posix.is_absolute() or windows.drive or windows.root or image_id.startswith("~"):
+        raise InputError(f"unsafe image id {image_id!r}: absolute paths are not accepted as ids")
+    if ".." in posix.parts:
+        raise InputError(f"unsafe image id {image_id!r}: '..' components could leave the image root")
+    return image_id
+
+
+def _canonical(source: str) -> str:
+    return canonical_source(source) or source
+
+
+def _with_suffixes(name: str, suffixes: Sequence[str]) -> list[str]:
+    if PurePosixPath(name).suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"):
+        return [name]
+    return [name + suffix for suffix in suffixes] + [name]
+
+
+class ImageResolver:
+    """Map ``(source, image_id)`` to image files under per-source roots.
+
+    Parameters
+    ----------
+    roots:
+        Source name (any spelling the table reader knows, e.g. ``"mimic"``) ->
+        a root folder or a list of them; or one folder used for every source.
+    resolver:
+        Optional ``resolver(source, image_id)`` asked first; returns a path, a
+        list of candidate paths, or None to use the built-in layouts.  It must
+        be picklable for DataLoader workers started with ``spawn``.
+
+    Directory listings (``images*`` / numbered folders, the MIMIC index) are
+    made once per root and cached on the instance; call :meth:`prepare` before
+    starting DataLoader workers so that forked workers share them.
+    """
+
+    def __init__(
+        self,
+        roots: Mapping[str, PathLike | Sequence[PathLike]] | PathLike | None = None,
+        *,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.roots: dict[str, list[Path]] = {}
+        self.default_roots: list[Path] = []
+        if isinstance(roots, (str, os.PathLike)):
+            self.default_roots = [Path(roots)]
+        elif roots is not None:
+            for source, value in roots.items():
+                paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+                self.roots.setdefault(_canonical(source), []).extend(Path(p) for p in paths)
+        if roots is None and resolver is None:
+            raise InputError("give image roots per source, a root folder, or a resolver callable")
+        self._listings: dict[tuple[Path, str], list[str]] = {}
+        self._mimic: dict[Path, tuple[dict[str, Path], str]] = {}
+
+    def roots_for(self, source: str) -> list[Path]:
+        """The configured roots of a source (the shared root when none is specific)."""
+        return self.roots.get(_canonical(source), self.default_roots)
+
+    def prepare(self, sources: Iterable[str] | None = None) -> "ImageResolver":
+        """Build the cached listings / MIMIC index for the given sources (default: all configured)."""
+        for source in sources if sources is not None else list(self.roots):
+            source = _canonical(source)
+            for root in self.roots_for(source):
+                if source == "MIMIC-CXR-JPG":
+                    self._mimic_index(root)
+                elif source == "ChestX-ray8":
+                    self._subdirs(root, "images")
+                elif source == "Padchest":
+                    self._subdirs(root, "digits")
+        return self
+
+    # ------------------------------------------------------------ listings
+    def _subdirs(self, root: Path, kind: str) -> list[str]:
+        key = (root, kind)
+        if key not in self._listings:
+            try:
+                names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+            except OSError:
+                names = []
+            if kind == "images":
+                names = [n for n in names if n.startswith("images") and n != "images"]
+            else:
+                names = sorted((n for n in names if n.isdigit()), key=int)
+            self._listings[key] = names
+        return self._listings[key]
+
+    def _mimic_index(self, root: Path) -> tuple[dict[str, Path], str]:
+        if root in self._mimic:
+            return self._mimic[root]
+        index: dict[str, Path] = {}
+        metadata = next((root / name for name in _MIMIC_METADATA if (root / name).is_file()), None)
+        if metadata is not None:
+            table = pl.read_csv(metadata, columns=["dicom_id", "subject_id", "study_id"], infer_schema_length=0)
+            for dicom_id, subject, study in table.iter_rows():
+                folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+                index[dicom_id] = folder / f"{dicom_id}.jpg"
+            how = f"{metadata.name} ({len(index)} dicom ids)"
+        else:
+            top = root / "files" if (root / "files").is_dir() else root
+            for folder, _, files in os.walk(top):
+                for name in files:
+                    stem, suffix = os.path.splitext(name)
+                    if suffix.lower() in _MIMIC_SUFFIXES and stem not in index:
+                        index[stem] = Path(folder) / name
+            how = f"index of {len(index)} images found under {top}"
+        self._mimic[root] = (index, how)
+        return self._mimic[root]
+
+    # ------------------------------------------------------------ candidates
+    def _builtin(self, source: str, image_id: str, root: Path) -> list[Path | str]:
+        """Candidate paths under one root; a str entry describes a searched index."""
+        if source == "CheXpert":
+            prefix = next((p for p in _CHEXPERT_PREFIXES if image_id.startswith(p)), None)
+            if prefix is not None:
+                relatives = [image_id, image_id[len(prefix):]]
+            else:
+                relatives = [image_id, *(p + image_id for p in _CHEXPERT_PREFIXES)]
+            names = [n for rel in relatives for n in _with_suffixes(rel, (".jpg", ".png"))]
+            return [root / n for n in names]
+        if source == "MIMIC-CXR-JPG":
+            index, how = self._mimic_index(root)
+            hit = index.get(image_id) or index.get(PurePosixPath(image_id).stem)
+            direct = [root / n for n in _with_suffixes(image_id, _MIMIC_SUFFIXES)]
+            layout = f"{root}/files/pXX/pXXXXXXXX/sXXXXXXXX/{image_id}.jpg ({how})"
+            return ([hit] if hit is not None else [layout]) + direct
+        if source == "ChestX-ray8":
+            folders = ["", "images"] + [
+                part for d in self._subdirs(root, "images") for part in (d, f"{d}/images")
+            ]
+            return [root / folder / image_id if folder else root / image_id for folder in folders]
+        if source == "Padchest":
+            folders = ["", "images", *self._subdirs(root, "digits")]
+            return [root / folder / image_id if folder else root / image_id for folder in folders]
+        if source == "VinDr-CXR":
+            names = _with_suffixes(image_id, _VINDR_SUFFIXES)
+            return [root / folder / n if folder else root / n for folder in ("", "train", "test") for n in names]
+        return [root / n for n in _with_suffixes(image_id, _GENERIC_SUFFIXES)]
+
+    def locate(self, source: str, image_id: str) -> tuple[Path | None, list[str]]:
+        """The first existing file for the row, and everything tried (as strings).
+
+        Raises InputError for an unsafe id (see :func:`check_image_id`).
+        """
+        check_image_id(image_id)
+        source = _canonical(source)
+        tried: list[str] = []
+        if self.resolver is not None:
+            answer = self.resolver(source, image_id)
+            if answer is not None:
+                candidates = [answer] if isinstance(answer, (str, os.PathLike)) else list(answer)
+                for candidate in candidates:
+                    path = Path(candidate)
+                    if path.is_file():
+                        return path, tried
+                    tried.append(f"{path} (from resolver)")
+        for root in self.roots_for(source):
+            for candidate in self._builtin(source, image_id, root):
+                if isinstance(candidate, str):
+                    tried.append(candidate)
+                    continue
+                if candidate.is_file():
+                    return candidate, tried
+                tried.append(str(candidate))
+        return None, tried
+
+    def resolve(self, source: str, image_id: str) -> Path:
+        """The image file of a row; raises :class:`MissingImageError` listing every path tried."""
+        path, tried = self.locate(source, image_id)
+        if path is None:
+            raise MissingImageError(_canonical(source), image_id, tried)
+        return path
+
+    def __call__(self, source: str, image_id: str) -> Path:
+        return self.resolve(source, image_id)
+
+
+def as_resolver(images: ImageResolver | Mapping | PathLike | Resolver | None) -> ImageResolver | None:
+    """Accept an ImageResolver, a roots mapping / folder, or a resolver callable."""
+    if images is None or isinstance(images, ImageResolver):
+        return images
+    if callable(images) and not isinstance(images, (str, os.PathLike, Mapping)):
+        return ImageResolver(resolver=images)
+    return ImageResolver(images)
+
+
+# --------------------------------------------------------------------------- startup check
+
+
+@dataclass
+class ImageCheck:
+    """Outcome of :func:`check_images`.
+
+    Attributes
+    ----------
+    total, found:
+        Rows checked and rows with an image on disk.
+    per_source:
+        Source -> ``(found, total)``.
+    paths:
+        One entry per row, in table order: the image path or None.
+    examples:
+        Up to ``max_examples`` missing rows as ``(source, image_id, tried)``.
+    """
+
+    total: int
+    found: int
+    per_source: dict[str, tuple[int, int]]
+    paths: list[Path | None] = field(repr=False)
+    examples: list[tuple[str, str, list[str]]] = field(default_factory=list, repr=False)
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.found
+
+    def __str__(self) -> str:
+        lines = [f"images on disk: {self.found} of {self.total} rows ({self.missing} missing)"]
+        for source, (found, total) in sorted(self.per_source.items()):
+            lines.append(f"  {source:<14} {found:>8} / {total}")
+        for source, image_id, tried in self.examples:
+            lines.append(f"  missing {source} {image_id!r}; tried {len(tried)} paths, first: {tried[0] if tried else '-'}")
+        return "\n".join(lines)
+
+
+def check_images(
+    table: pl.DataFrame | pl.LazyFrame,
+    images: ImageResolver | Mapping | PathLike | Resolver,
+    *,
+    max_examples: int = 5,
+) -> ImageCheck:
+    """Report how many rows of a canonical table have their image on disk.
+
+    Run it before training: it resolves every row once (building the MIMIC
+    index if needed) and prints nothing; ``str(result)`` is the report.
+    Raises InputError on an unsafe id.
+    """
+    resolver = as_resolver(images)
+    rows = table.lazy().select("source", "image_id").collect()
+    resolver.prepare(rows["source"].unique().to_list())
+    paths: list[Path | None] = []
+    per_source: dict[str, list[int]] = {}
+    examples: list[tuple[str, str, list[str]]] = []
+    for source, image_id in rows.iter_rows():
+        path, tried = resolver.locate(source, image_id)
+        paths.append(path)
+        counts = per_source.setdefault(source, [0, 0])
+        counts[1] += 1
+        if path is not None:
+            counts[0] += 1
+        elif len(examples) < max_examples:
+            examples.append((source, image_id, tried))
+    found = sum(p is not None for p in paths)
+    return ImageCheck(len(paths), found, {s: (f, t) for s, (f, t) in per_source.items()}, paths, examples)

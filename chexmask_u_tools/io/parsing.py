@@ -1,0 +1,195 @@
+"""Parsing of the number strings stored in CheXmask(-U) files, without ``eval``.
+
+Two layouts occur in released files (SPEC section 3), for landmarks, stds and
+latent sigmas alike:
+
+* a flat comma list ``"x0,y0,x1,y1,..."`` (ints in most files, ``363.0``-style
+  floats in some);
+* a numpy-printed array such as ``"[[ 512  300]\\n [ 498  310] ...]"``.
+
+Both are handled by one tokenizer: every run of brackets, whitespace and commas
+is a separator, and each remaining token must be a finite decimal number.  The
+tokenizer is a polars expression, so a whole column of strings is parsed in one
+vectorized, multi-threaded pass; the scalar functions are the batch functions
+applied to one string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from chexmask_u_tools.errors import PointsParseError
+
+_SEPARATORS = r"[\[\]\s,]+"
+
+
+def number_list_expr(column: str | pl.Expr, *, numpy_printed: bool = True) -> pl.Expr:
+    """Polars expression: a String column of number strings -> ``List(Float64)``.
+
+    Missing and blank strings give null.  A token that is not a number gives a
+    null *element* (detect it with :func:`number_list_problem_expr`).
+
+    ``numpy_printed=False`` accepts only the flat comma layout (spaces
+    allowed), which parses about four times faster; a numpy-printed string
+    then shows up as a non-numeric value rather than being misread.
+    """
+    expr = pl.col(column) if isinstance(column, str) else column
+    if numpy_printed:
+        tokens = expr.str.replace_all(_SEPARATORS, ",").str.strip_chars(",")
+    else:
+        tokens = expr.str.replace_all(" ", "", literal=True)
+    return (
+        pl.when(tokens.str.len_bytes() > 0)
+        .then(tokens.str.split(",").cast(pl.List(pl.Float64), strict=False))
+        .otherwise(None)
+    )
+
+
+def number_list_problem_expr(
+    parsed: pl.Expr, *, expected_len: int | None, allow_negative: bool, what: str
+) -> pl.Expr:
+    """Polars expression describing what is wrong with a parsed number list.
+
+    Parameters
+    ----------
+    parsed:
+        An expression of dtype ``List(Float64)`` from :func:`number_list_expr`.
+    expected_len:
+        Required number of values, or ``None`` to require only an even count
+        (points) -- pass ``0`` for "any length".
+    allow_negative:
+        Whether negative values are legal (landmarks may be slightly negative;
+        stds, sigmas, run lengths may not).
+    what:
+        Name of the quantity, used in the message.
+
+    Returns
+    -------
+    A String expression: null when the list is fine (or null), else the reason.
+    """
+    length = parsed.list.len()
+    non_numeric = parsed.list.eval(pl.element().is_null()).list.any()
+    non_finite = parsed.list.eval(~pl.element().is_finite()).list.any()
+    negative = parsed.list.eval(pl.element() < 0).list.any()
+    if expected_len is None:
+        bad_length = (length % 2) == 1
+        length_reason = pl.format("{} has an odd number of values ({})", pl.lit(what), length)
+    elif expected_len == 0:
+        bad_length = pl.lit(False)
+        length_reason = pl.lit("")
+    else:
+        bad_length = length != expected_len
+        length_reason = pl.format(
+            "{} has {} numbers, expected {}", pl.lit(what), length, pl.lit(expected_len)
+        )
+    problem = (
+        pl.when(parsed.is_null())
+        .then(None)
+        .when(non_numeric)
+        .then(pl.lit(f"{what} contains a non-numeric value"))
+        .when(non_finite)
+        .then(pl.lit(f"{what} contains a non-finite value"))
+        .when(bad_length)
+        .then(length_reason)
+    )
+    if not allow_negative:
+        problem = problem.when(negative).then(pl.lit(f"{what} contains a negative value"))
+    return problem.otherwise(None)
+
+
+def parse_numbers_many(
+    texts: Sequence[str | None],
+    *,
+    expected_len: int | None = None,
+    allow_negative: bool = True,
+    what: str = "value list",
+) -> list[np.ndarray | None]:
+    """Parse many number strings into 1-D float64 arrays (``None`` for missing).
+
+    Raises
+    ------
+    PointsParseError
+        Naming the 0-based position (``row``) of the first malformed string.
+    """
+    frame = pl.DataFrame({"text": pl.Series(list(texts), dtype=pl.String)})
+    frame = frame.with_columns(parsed=number_list_expr("text")).with_columns(
+        problem=number_list_problem_expr(
+            pl.col("parsed"), expected_len=expected_len, allow_negative=allow_negative, what=what
+        )
+    )
+    problems = frame["problem"]
+    if problems.null_count() < len(problems):
+        row = int(problems.is_not_null().arg_max())
+        raise PointsParseError(f"{problems[row]}: {_preview(frame['text'][row])}", row=row)
+    return [None if values is None else values.to_numpy() for values in frame["parsed"]]
+
+
+def parse_numbers(text: str, *, expected_len: int | None = None, allow_negative: bool = True) -> np.ndarray:
+    """Parse one number string (either layout) into a 1-D float64 array.
+
+    Raises
+    ------
+    PointsParseError
+        If the string is missing or blank, holds a non-numeric or non-finite
+        token, has the wrong number of values, or (``allow_negative=False``) a
+        negative value.
+    """
+    if text is None or not isinstance(text, str):
+        raise PointsParseError(f"expected a string of numbers, got {type(text).__name__}")
+    try:
+        (values,) = parse_numbers_many(
+            [text], expected_len=expected_len, allow_negative=allow_negative, what="value list"
+        )
+    except PointsParseError as error:
+        raise PointsParseError(error.reason) from None
+    if values is None:
+        raise PointsParseError("empty number string")
+    return values
+
+
+def parse_points(text: str, n_nodes: int | None = None) -> np.ndarray:
+    """Parse a landmark (or std) string into an ``(N, 2)`` float64 array of (x, y).
+
+    Parameters
+    ----------
+    text:
+        ``"x0,y0,x1,y1,..."`` or a numpy-printed ``(N, 2)`` array.
+    n_nodes:
+        If given, the required number of points (120 for CheXmask landmarks).
+
+    Returns
+    -------
+    ``(N, 2)`` float64 array, x = column, y = row, in the file's pixel frame.
+
+    Raises
+    ------
+    PointsParseError
+        On a missing/blank string, a non-numeric or non-finite token, an odd
+        number of values, or a point count other than ``n_nodes``.
+    """
+    values = parse_numbers(text, expected_len=None if n_nodes is None else 2 * n_nodes)
+    if values.size % 2:
+        raise PointsParseError(f"odd number of values ({values.size}): {_preview(text)}")
+    return values.reshape(-1, 2)
+
+
+def format_points(points: np.ndarray, decimals: int | None = None) -> str:
+    """Inverse of :func:`parse_points` in the flat layout: ``(N, 2) -> "x0,y0,..."``.
+
+    ``decimals=None`` writes integers when every value is integral (as the
+    released landmark strings do) and shortest round-trip floats otherwise.
+    """
+    flat = np.asarray(points, dtype=np.float64).reshape(-1)
+    if decimals is not None:
+        return ",".join(f"{value:.{decimals}f}" for value in flat)
+    if np.all(flat == np.round(flat)):
+        return ",".join(str(int(value)) for value in flat)
+    return ",".join(repr(float(value)) for value in flat)
+
+
+def _preview(text: object, limit: int = 60) -> str:
+    text = repr(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

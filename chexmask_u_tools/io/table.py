@@ -1,0 +1,683 @@
+"""Read any CheXmask / CheXmask-U file into the canonical table.
+
+The released files differ per source and pipeline (SPEC sections 1-3): the id
+column is named after the source, landmarks are ``Landmarks (Mean)``, ``Mean``
+or ``Landmarks``, std and latents are optional, a second ``Mean``/``Std`` pair
+may carry the original-resolution copy, values are flat comma lists or
+numpy-printed arrays.  :func:`detect_layout` finds every column by name (never
+by position); :func:`scan_table` turns the file into a lazy canonical table and
+:func:`read_table` collects it.
+
+Bad records
+-----------
+Each row is checked for: a missing image id; missing, non-numeric, non-finite
+or wrongly sized landmarks; a negative or malformed std or latent list;
+non-positive or non-integer Height/Width; non-numeric Dice RCA; run-length
+strings that do not end in an integer pair or whose last run ends past
+``height * width`` (``check_masks=True`` checks every token too; decoding
+always validates every run).  With ``on_error="raise"`` (default) the first bad row
+raises :class:`~chexmask_u_tools.errors.RecordError` naming the file, the
+0-based row and the image id.  With ``on_error="skip"`` bad rows are dropped
+and :class:`~chexmask_u_tools.errors.SkippedRowsWarning` reports how many were
+dropped for each reason (eager :func:`read_table` only; a lazy scan cannot know
+the count before it is collected, so ``scan_table`` drops them silently and
+documents it here).
+
+Fix-ups (documented, deterministic)
+-----------------------------------
+* ``Dice RCA (Mean)`` and ``(Max)`` swapped (known in Padchest subsets): the
+  canonical ``dice_rca_mean`` is the smaller and ``dice_rca_max`` the larger of
+  the two, since a mean can never exceed its maximum.
+* Height/Width written as floats (``1024.0``) are read as integers; empty
+  Height/Width in the preprocessed frame are 1024 (the frame's size).
+* A leading unnamed index column (``Unnamed: 0`` or an empty name) is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from chexmask_u_tools.errors import FileReadError, InputError, RecordError, SchemaError, SkippedRowsWarning
+from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
+from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
+from chexmask_u_tools.sources import REGISTRY, canonical_source, id_column_sources
+from chexmask_u_tools.schema import BASE_SCHEMA, CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS, SOURCES
+from chexmask_u_tools.select.uncertainty import summary_expressions
+
+__all__ = [
+    "ID_COLUMNS",
+    "Layout",
+    "canonicalize_batch",
+    "data_files",
+    "detect_layout",
+    "infer_frame",
+    "infer_source",
+    "read_table",
+    "read_tables",
+    "scan_table",
+]
+
+OnError = Literal["raise", "skip"]
+
+#: id column -> the source it implies (None: generic, source must come from elsewhere).
+ID_COLUMNS: dict[str, str | None] = {**id_column_sources(), "Image ID": None, "Image": None}
+LANDMARK_COLUMNS = ("Landmarks (Mean)", "Mean", "Landmarks")
+STD_COLUMNS = ("Landmarks (Std)", "Std")
+LATENT_COLUMNS = ("latents", "Latents", "latent_sigma")
+RELEASED_MASK_COLUMNS = {"right_lung": "Right Lung", "left_lung": "Left Lung", "heart": "Heart"}
+MEAN_MASK_COLUMNS = {"right_lung": "RL_Mean", "left_lung": "LL_Mean", "heart": "H_Mean"}
+
+# Longest names first so that "MIMIC-CXR-JPG" wins over "MIMIC" in a file name.
+_SOURCE_PATTERNS = sorted(
+    ((spelling, info.name) for info in REGISTRY.values() for spelling in (info.name.lower(), *info.aliases)),
+    key=lambda pattern: -len(pattern[0]),
+)
+_POLARS_NATIVE_SCHEMES = {"s3", "s3a", "gs", "gcs", "gcp", "az", "azure", "abfs", "abfss", "adl", "http", "https", "hf"}
+_TEMP = "__cxu_"
+
+
+def infer_source(file_name: str) -> str | None:
+    """Source named in a file name or path (case-insensitive), or None."""
+    base = os.path.basename(str(file_name).rstrip("/")).lower()
+    for pattern, name in _SOURCE_PATTERNS:
+        if pattern in base:
+            return name
+    return None
+
+
+def infer_frame(file_name: str) -> str | None:
+    """``original`` / ``preprocessed`` when the path says so (``OriginalResolution``, ``Preprocessed``)."""
+    text = str(file_name).lower()
+    if "original" in text:
+        return "original"
+    if "preprocess" in text:
+        return "preprocessed"
+    return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each canonical field lives in one file (column names), and the file's constants."""
+
+    id_column: str
+    source: str | None
+    dataset_column: str | None
+    frame: str
+    landmarks_column: str
+    std_column: str | None
+    latents_column: str | None
+    mask_columns: dict[str, str | None] = field(default_factory=dict)
+    dice_mean_column: str | None = None
+    dice_max_column: str | None = None
+    height_column: str | None = None
+    width_column: str | None = None
+    canonical: bool = False
+
+
+def detect_layout(
+    columns: list[str],
+    *,
+    file_name: str = "",
+    source: str | None = None,
+    frame: str | None = None,
+    masks: Literal["released", "mean"] = "released",
+) -> Layout:
+    """Find the canonical fields among a file's column names.
+
+    Parameters
+    ----------
+    columns:
+        The file's column names (duplicates already renamed ``X``, ``X.1``).
+    file_name:
+        Used to infer source and frame when they are not given.
+    source:
+        Canonical source name (any spelling :func:`canonical_source` knows);
+        inferred from the file name, then from the id column, when None.
+    frame:
+        ``preprocessed`` or ``original``; inferred from the file name when None,
+        else ``preprocessed``.  In a file with a second ``Mean.1``/``Std.1``
+        pair, ``original`` selects that pair.
+    masks:
+        ``released`` reads ``Right Lung``/``Left Lung``/``Heart``; ``mean``
+        reads the masks drawn from the mean landmarks (``RL_Mean``...).
+
+    Raises
+    ------
+    SchemaError
+        When no id or landmark column is present, or the source cannot be
+        determined.
+    """
+    present = set(columns)
+    if frame is not None and frame not in FRAMES:
+        raise SchemaError(f"frame must be one of {FRAMES}, got {frame!r}")
+    if set(BASE_SCHEMA) <= present:
+        return Layout(
+            id_column="image_id",
+            source=None,
+            dataset_column="source",
+            frame=frame or "preprocessed",
+            landmarks_column="landmarks",
+            std_column="landmarks_std",
+            latents_column="latent_sigma",
+            canonical=True,
+        )
+    where = f" in {file_name!r}" if file_name else ""
+    id_column = next((c for c in ID_COLUMNS if c in present), None)
+    if id_column is None:
+        raise SchemaError(
+            f"no image id column{where}: expected one of {list(ID_COLUMNS)}; columns are {columns}"
+        )
+    dataset_column = "Dataset" if "Dataset" in present else None
+    if source is not None:
+        resolved = canonical_source(source) or source
+    else:
+        resolved = infer_source(file_name) if file_name else None
+        if resolved is None and dataset_column is None:
+            resolved = ID_COLUMNS[id_column]
+        if resolved is None and dataset_column is None:
+            raise SchemaError(
+                f"cannot tell the source{where} from its name or its id column {id_column!r}; "
+                f"pass source= (one of {SOURCES})"
+            )
+    frame = frame or (infer_frame(file_name) if file_name else None) or "preprocessed"
+
+    landmarks_column = next((c for c in LANDMARK_COLUMNS if c in present), None)
+    if landmarks_column is None:
+        raise SchemaError(
+            f"no landmark column{where}: expected one of {list(LANDMARK_COLUMNS)}; columns are {columns}"
+        )
+    std_column = next((c for c in STD_COLUMNS if c in present), None)
+    has_second_pair = f"{landmarks_column}.1" in present
+    if frame == "original" and has_second_pair and infer_frame(file_name) != "original":
+        landmarks_column = f"{landmarks_column}.1"
+        std_column = f"{std_column}.1" if std_column and f"{std_column}.1" in present else None
+    mask_names = RELEASED_MASK_COLUMNS if masks == "released" else MEAN_MASK_COLUMNS
+    if masks not in ("released", "mean"):
+        raise SchemaError(f"masks must be 'released' or 'mean', got {masks!r}")
+    return Layout(
+        id_column=id_column,
+        source=resolved,
+        dataset_column=dataset_column if source is None else None,
+        frame=frame,
+        landmarks_column=landmarks_column,
+        std_column=std_column,
+        latents_column=next((c for c in LATENT_COLUMNS if c in present), None),
+        mask_columns={organ: (name if name in present else None) for organ, name in mask_names.items()},
+        dice_mean_column="Dice RCA (Mean)" if "Dice RCA (Mean)" in present else None,
+        dice_max_column="Dice RCA (Max)" if "Dice RCA (Max)" in present else None,
+        height_column="Height" if "Height" in present else None,
+        width_column="Width" if "Width" in present else None,
+    )
+
+
+def _pandas_style_duplicates(columns: list[str]) -> dict[str, str]:
+    """polars names a repeated header ``X_duplicated_0``; pandas (and SPEC) say ``X.1``."""
+    renames = {}
+    for name in columns:
+        match = re.fullmatch(r"(.*)_duplicated_(\d+)", name)
+        if match and match.group(1) in columns:
+            renames[name] = f"{match.group(1)}.{int(match.group(2)) + 1}"
+    return renames
+
+
+def _is_url(path: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) is not None and not path.startswith("file://")
+
+
+def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> tuple[pl.LazyFrame, str]:
+    """Lazy frame of the file's raw columns (CSV: every column a String)."""
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    lower = text.lower()
+    is_parquet = lower.endswith((".parquet", ".pq"))
+    if not is_parquet and not re.search(r"\.csv(\.(gz|xz))?$", lower):
+        raise FileReadError(f"unsupported file type {text!r}: expected .csv, .csv.gz, .csv.xz or .parquet")
+    try:
+        is_remote = _is_url(text) and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES
+        is_compressed_local = not _is_url(text) and re.search(r"\.(gz|xz)$", lower) is not None
+        if is_remote or is_compressed_local:
+            # polars scans neither fsspec-only URLs nor xz, and decompresses a
+            # compressed CSV whole anyway: reading it here surfaces a truncated
+            # or corrupt stream as a FileReadError now, not inside collect().
+            lf = _read_with_fsspec(text, is_parquet, storage_options)
+        elif is_parquet:
+            lf = pl.scan_parquet(text, storage_options=storage_options)
+        else:
+            if not _is_url(text) and lower.endswith(".csv"):
+                _check_not_truncated(text)
+            lf = pl.scan_csv(text, infer_schema=False, storage_options=storage_options)
+        columns = lf.collect_schema().names()
+    except FileNotFoundError as error:
+        raise FileReadError(f"file not found: {text!r}") from error
+    except (pl.exceptions.PolarsError, OSError, ValueError, EOFError) as error:
+        raise FileReadError(f"cannot read {text!r}: {error}") from error
+    renames = _pandas_style_duplicates(columns)
+    drop = [c for c in columns if c == "" or re.fullmatch(r"Unnamed: \d+|__index_level_\d+__", c)]
+    if renames:
+        lf = lf.rename(renames)
+    if drop:
+        lf = lf.drop(drop)
+    return lf, text
+
+
+def _check_not_truncated(path: str) -> None:
+    """A CSV whose last byte is not a line break was cut off mid-record.
+
+    Without this check the cut record would parse with its last fields null and
+    a run-length string shortened to a valid prefix: a silently wrong mask.
+    Compressed files need no check: their decompressors fail on truncation.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            raise FileReadError(f"empty file: {path!r}")
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) not in (b"\n", b"\r"):
+            raise FileReadError(f"{path!r} does not end with a line break: the file looks truncated")
+
+
+def _read_with_fsspec(url: str, is_parquet: bool, storage_options: dict | None) -> pl.LazyFrame:
+    import fsspec
+
+    with fsspec.open(url, "rb", compression="infer", **(storage_options or {})) as handle:
+        data = handle.read()
+    if not is_parquet and data and not data.endswith((b"\n", b"\r")):
+        raise FileReadError(f"{url!r} does not end with a line break: the file looks truncated")
+    frame = pl.read_parquet(data) if is_parquet else pl.read_csv(data, infer_schema=False)
+    return frame.lazy()
+
+
+def _as_text(column: str, schema: pl.Schema) -> pl.Expr:
+    dtype = schema[column]
+    if dtype == pl.String:
+        return pl.col(column)
+    if dtype.is_numeric() or dtype == pl.Null:
+        return pl.col(column).cast(pl.String)
+    raise SchemaError(f"column {column!r} has dtype {dtype}; expected a string column")
+
+
+def _number(column: str | None, schema: pl.Schema, what: str) -> tuple[pl.Expr, pl.Expr]:
+    """(Float64 value, problem) for a scalar numeric column given as text or number."""
+    if column is None:
+        return pl.lit(None, dtype=pl.Float64), pl.lit(None, dtype=pl.String)
+    raw = _as_text(column, schema).str.strip_chars()
+    raw = pl.when(raw.str.len_bytes() > 0).then(raw)
+    value = raw.cast(pl.Float64, strict=False)
+    problem = (
+        pl.when(raw.is_not_null() & (value.is_null() | ~value.is_finite()))
+        .then(pl.format("{} is not a number: {}", pl.lit(what), raw.str.slice(0, 30)))
+        .otherwise(None)
+    )
+    return value, problem
+
+
+def _size(column: str | None, schema: pl.Schema, what: str, default: int | None) -> tuple[pl.Expr, pl.Expr]:
+    value, problem = _number(column, schema, what)
+    bad = value.is_not_null() & ((value <= 0) | (value != value.round(0)) | (value > 2**31 - 1))
+    problem = pl.coalesce(
+        problem, pl.when(bad).then(pl.format("{} must be a positive integer, got {}", pl.lit(what), value))
+    )
+    size = pl.when(bad).then(None).otherwise(value).cast(pl.Int32)
+    if default is not None:
+        size = size.fill_null(default)
+    return size, problem
+
+
+def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -> tuple[pl.Expr, pl.Expr]:
+    """(cleaned RLE string, problem) for one mask column.
+
+    Always checked: the string ends in an integer pair and its last run ends
+    inside ``height * width`` (runs increase, so the last run is the farthest).
+    That reads only the tail of each string.  ``full`` also checks every
+    character and the token count, which costs a pass over all mask text (most
+    of a CheXmask file); decoding validates every run in any case.
+    """
+    raw = _as_text(column, schema)
+    text = pl.when(raw.str.strip_chars().str.len_bytes() > 0).then(raw)
+    last_start = text.str.extract(r"([0-9]+)\s+[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
+    last_length = text.str.extract(r"([0-9]+)\s*$", 1).cast(pl.Int64, strict=False)
+    last_end = last_start + last_length - 1
+    not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
+    problem = pl.when(text.is_null()).then(None).when(last_end.is_null()).then(not_rle)
+    if full:
+        n_tokens = text.str.count_matches(r"[0-9]+")
+        problem = (
+            problem.when(~text.str.contains(r"^\s*[0-9]+(?:\s+[0-9]+)*\s*$"))
+            .then(not_rle)
+            .when(n_tokens % 2 == 1)
+            .then(pl.format("mask {} has an odd number of values ({})", pl.lit(repr(column)), n_tokens))
+        )
+    problem = problem.when(n_pixels.is_not_null() & (last_end > n_pixels)).then(
+        pl.format("mask {} runs to pixel {}, past the mask's {} pixels", pl.lit(repr(column)), last_end, n_pixels)
+    )
+    return text, problem.otherwise(None)
+
+
+def _numpy_printed_columns(lf: pl.LazyFrame, columns: list[str], schema: pl.Schema) -> set[str]:
+    """Columns whose first non-null values are numpy-printed arrays (sniffed from 64 rows)."""
+    if not columns:
+        return set()
+    head = lf.head(64).select(_as_text(c, schema) for c in columns).collect()
+    return {c for c in columns if head[c].str.contains("[", literal=True).any()}
+
+
+def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool = False) -> pl.LazyFrame:
+    """Raw columns -> parsed intermediate columns plus one ``problem`` column per row."""
+    schema = lf.collect_schema()
+    point_columns = [c for c in (layout.landmarks_column, layout.std_column, layout.latents_column) if c]
+    numpy_printed = _numpy_printed_columns(lf, point_columns, schema)
+
+    def numbers(column: str) -> pl.Expr:
+        return number_list_expr(_as_text(column, schema), numpy_printed=column in numpy_printed)
+
+    row = f"{_TEMP}row"
+    lf = lf.with_row_index(row)
+    image_id = _as_text(layout.id_column, schema).str.strip_chars()
+    if layout.dataset_column is not None:
+        dataset = _as_text(layout.dataset_column, schema).str.strip_chars()
+        mapping = dict(_SOURCE_PATTERNS)
+        source = dataset.str.to_lowercase().replace_strict(mapping, default=dataset)
+        if layout.source is not None:
+            source = source.fill_null(layout.source)
+    else:
+        source = pl.lit(layout.source, dtype=pl.String)
+
+    landmarks = numbers(layout.landmarks_column)
+    problems = [
+        pl.when(pl.col("image_id").is_null() | (pl.col("image_id").str.len_bytes() == 0)).then(
+            pl.lit("missing image id")
+        ),
+        pl.when(pl.col(f"{_TEMP}landmarks").is_null()).then(
+            pl.lit(f"missing landmarks ({layout.landmarks_column!r})")
+        ),
+        number_list_problem_expr(
+            pl.col(f"{_TEMP}landmarks"), expected_len=2 * N_NODES, allow_negative=True, what="landmarks"
+        ),
+    ]
+    columns = {
+        "source": source,
+        "image_id": image_id,
+        f"{_TEMP}landmarks": landmarks,
+    }
+    if layout.std_column is not None:
+        columns[f"{_TEMP}std"] = numbers(layout.std_column)
+        problems.append(
+            number_list_problem_expr(
+                pl.col(f"{_TEMP}std"), expected_len=2 * N_NODES, allow_negative=False, what="landmark std"
+            )
+        )
+    if layout.latents_column is not None:
+        columns[f"{_TEMP}latent"] = numbers(layout.latents_column)
+        problems.append(
+            number_list_problem_expr(
+                pl.col(f"{_TEMP}latent"), expected_len=N_LATENT, allow_negative=False, what="latent sigmas"
+            )
+        )
+    default_size = PREPROCESSED_SIZE if layout.frame == "preprocessed" else None
+    height, height_problem = _size(layout.height_column, schema, "Height", default_size)
+    width, width_problem = _size(layout.width_column, schema, "Width", default_size)
+    columns["height"], columns["width"] = height, width
+    problems += [height_problem, width_problem]
+    dice_a, dice_a_problem = _number(layout.dice_mean_column, schema, "Dice RCA (Mean)")
+    dice_b, dice_b_problem = _number(layout.dice_max_column, schema, "Dice RCA (Max)")
+    columns["dice_rca_mean"] = pl.min_horizontal(dice_a, dice_b)
+    columns["dice_rca_max"] = pl.max_horizontal(dice_a, dice_b)
+    problems += [dice_a_problem, dice_b_problem]
+    if layout.frame == "preprocessed":
+        n_pixels = pl.lit(PREPROCESSED_SIZE * PREPROCESSED_SIZE, dtype=pl.Int64)
+    else:
+        n_pixels = pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64)
+    for organ in ORGANS:
+        column = layout.mask_columns.get(organ)
+        if column is None:
+            columns[RLE_COLUMNS[organ]] = pl.lit(None, dtype=pl.String)
+            continue
+        text, problem = _rle_checks(column, schema, n_pixels, check_masks)
+        columns[RLE_COLUMNS[organ]] = text
+        problems.append(problem)
+
+    lf = lf.with_columns(**columns)
+    return lf.with_columns(pl.coalesce(problems).alias(f"{_TEMP}problem"))
+
+
+def _finish(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
+    """Parsed intermediate columns (all rows valid) -> the canonical table."""
+    names = lf.collect_schema().names()
+
+    def points(name: str) -> pl.Expr:
+        if name not in names:
+            return pl.lit(None, dtype=CANONICAL_SCHEMA["landmarks"])
+        return pl.col(name).list.to_array(2 * N_NODES).reshape((-1, N_NODES, 2)).cast(CANONICAL_SCHEMA["landmarks"])
+
+    latent = (
+        pl.col(f"{_TEMP}latent").list.to_array(N_LATENT).cast(CANONICAL_SCHEMA["latent_sigma"])
+        if f"{_TEMP}latent" in names
+        else pl.lit(None, dtype=CANONICAL_SCHEMA["latent_sigma"])
+    )
+    return lf.select(
+        pl.col("source"),
+        pl.col("image_id"),
+        pl.lit(layout.frame, dtype=pl.String).alias("frame"),
+        pl.col("height"),
+        pl.col("width"),
+        pl.col("dice_rca_mean"),
+        pl.col("dice_rca_max"),
+        points(f"{_TEMP}landmarks").alias("landmarks"),
+        points(f"{_TEMP}std").alias("landmarks_std"),
+        latent.alias("latent_sigma"),
+        *(pl.col(column) for column in RLE_COLUMNS.values()),
+    ).with_columns(summary_expressions())
+
+
+def _canonical_passthrough(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """A file already in the canonical layout (e.g. our parquet cache): select and cast."""
+    names = lf.collect_schema().names()
+    base = lf.select(pl.col(name).cast(dtype) for name, dtype in BASE_SCHEMA.items())
+    if all(name in names for name in CANONICAL_SCHEMA):
+        return lf.select(pl.col(name).cast(dtype) for name, dtype in CANONICAL_SCHEMA.items())
+    return base.with_columns(summary_expressions())
+
+
+def _raise_first_problem(file: str):
+    def check(batch: pl.Series) -> pl.Series:
+        problems = batch.struct.field("problem")
+        if problems.null_count() == len(problems):
+            return problems
+        index = int(problems.is_not_null().arg_max())
+        raise RecordError(
+            problems[index],
+            file=file,
+            row=int(batch.struct.field("row")[index]),
+            image_id=batch.struct.field("image_id")[index],
+        )
+
+    return check
+
+
+def _open(path, source, frame, masks, on_error, storage_options) -> tuple[pl.LazyFrame, str, Layout]:
+    if on_error not in ("raise", "skip"):
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    lf, file = _open_raw(path, storage_options)
+    layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
+    return lf, file, layout
+
+
+def scan_table(
+    path: str | os.PathLike,
+    source: str | None = None,
+    *,
+    frame: Literal["preprocessed", "original"] | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: OnError = "raise",
+    check_masks: bool = False,
+    storage_options: dict | None = None,
+) -> pl.LazyFrame:
+    """Lazily read a CheXmask(-U) file as the canonical table.
+
+    Parameters
+    ----------
+    path:
+        A local path or an fsspec/polars URL (``hf://datasets/...``,
+        ``s3://...``, ``memory://...``) of a ``.csv``, ``.csv.gz``,
+        ``.csv.xz`` or ``.parquet`` file, in any released column variant or in the canonical
+        layout.
+    source:
+        The parent database; inferred from the file name, the id column or a
+        ``Dataset`` column when None.
+    frame, masks:
+        See :func:`detect_layout`.
+    on_error:
+        ``raise``: collecting raises :class:`RecordError` for the first bad row;
+        ``skip``: bad rows are dropped (use :func:`read_table` to get counts).
+    check_masks:
+        Also check every character and the token count of each run-length
+        string (a pass over all mask text, most of a file).  By default only
+        each mask's last run is checked against ``height * width``; decoding
+        always validates every run.
+    storage_options:
+        Passed to polars / fsspec for remote paths.
+
+    Returns
+    -------
+    A ``LazyFrame`` with exactly :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
+    Filters and column selections on it are pushed into the scan.
+    """
+    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if layout.canonical:
+        return _canonical_passthrough(lf)
+    parsed = _parsed_frame(lf, layout, file, check_masks)
+    problem = f"{_TEMP}problem"
+    if on_error == "skip":
+        checked = parsed.filter(pl.col(problem).is_null())
+    else:
+        # A filter (not a column) so that projection pushdown cannot prune the check.
+        checked = parsed.filter(
+            pl.struct(problem=pl.col(problem), row=pl.col(f"{_TEMP}row"), image_id=pl.col("image_id"))
+            .map_batches(_raise_first_problem(file), return_dtype=pl.String)
+            .is_null()
+        )
+    return _finish(checked, layout)
+
+
+def read_table(
+    path: str | os.PathLike,
+    source: str | None = None,
+    *,
+    frame: Literal["preprocessed", "original"] | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: OnError = "raise",
+    check_masks: bool = False,
+    storage_options: dict | None = None,
+) -> pl.DataFrame:
+    """Read a CheXmask(-U) file into the canonical table (see :func:`scan_table`).
+
+    With ``on_error="skip"``, dropped rows are reported by a
+    :class:`~chexmask_u_tools.errors.SkippedRowsWarning` whose ``counts``
+    maps each reason to its number of rows.
+
+    Raises
+    ------
+    FileReadError
+        Missing, unreadable or unsupported file.
+    SchemaError
+        No known column variant.
+    RecordError
+        A bad row (``on_error="raise"``), naming file, row and image id.
+    """
+    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if layout.canonical:
+        return _collect(_canonical_passthrough(lf), file)
+    parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
+    problem = parsed[f"{_TEMP}problem"]
+    bad = problem.is_not_null()
+    if bad.any():
+        if on_error == "raise":
+            index = int(bad.arg_max())
+            raise RecordError(
+                problem[index], file=file, row=int(parsed[f"{_TEMP}row"][index]), image_id=parsed["image_id"][index]
+            )
+        counts = dict(
+            parsed.filter(bad).group_by(f"{_TEMP}problem").len().sort("len", descending=True).iter_rows()
+        )
+        warnings.warn(SkippedRowsWarning(file, len(parsed), counts), stacklevel=2)
+        parsed = parsed.filter(~bad)
+    return _finish(parsed.lazy(), layout).collect()
+
+
+def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
+    try:
+        return lf.collect()
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as error:
+        raise FileReadError(f"cannot read {file!r}: {error}") from error
+
+
+def read_tables(paths: list[str | os.PathLike], **kwargs) -> pl.DataFrame:
+    """Read several files (any variants) and concatenate their canonical tables."""
+    return pl.concat([read_table(path, **kwargs) for path in paths], how="vertical")
+
+
+def data_files(directory: str | os.PathLike) -> list[Path]:
+    """The CheXmask(-U) tables (csv, csv.gz, csv.xz, parquet) under a directory, sorted."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileReadError(f"not a directory: {str(root)!r}")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and re.search(r"\.(csv|csv\.gz|csv\.xz|parquet)$", p.name.lower())
+    )
+
+
+def canonicalize_batch(
+    raw: pl.DataFrame,
+    layout: Layout,
+    *,
+    file: str,
+    row_offset: int = 0,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One in-memory batch of a released file's raw columns -> canonical rows.
+
+    Parameters
+    ----------
+    raw:
+        The batch's columns as read (strings or numbers), index columns dropped.
+    layout:
+        The file's :func:`~chexmask_u_tools.io.table.detect_layout`.
+    file, row_offset:
+        For error messages: the file name and the 0-based file row of the
+        batch's first row.
+    on_error:
+        ``raise``: the first bad row raises :class:`RecordError`;
+        ``skip``: bad rows are dropped and counted.
+
+    Returns
+    -------
+    (canonical DataFrame, {reason: rows dropped})
+    """
+    if layout.canonical:
+        return _canonical_passthrough(raw.lazy()).collect(), {}
+    parsed = _parsed_frame(raw.lazy(), layout, file).collect()
+    problem = parsed[f"{_TEMP}problem"]
+    bad = problem.is_not_null()
+    counts: dict[str, int] = {}
+    if bad.any():
+        if on_error == "raise":
+            index = int(bad.arg_max())
+            raise RecordError(
+                problem[index],
+                file=file,
+                row=row_offset + int(parsed[f"{_TEMP}row"][index]),
+                image_id=parsed["image_id"][index],
+            )
+        counts = dict(parsed.filter(bad).group_by(f"{_TEMP}problem").len().iter_rows())
+        parsed = parsed.filter(~bad)
+    return _finish(parsed.lazy(), layout).collect(), counts
