@@ -14,12 +14,12 @@ the figures are reproducible offline.  Each file stays well under 200 kB.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.testing.images import synthetic_xray
 from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_sigma_by_source, plot_soft_mask, row_arrays
 from chexmask_u_tools.io.sample import load_sample
@@ -40,14 +40,13 @@ def figure_pixels(figure) -> np.ndarray:
 
 def write_png(pixels: np.ndarray, path: Path) -> None:
     """Optimised PNG written atomically: RGB when it fits :data:`MAX_BYTES`, else a 256-colour palette."""
-    tmp = path.with_name(f".{path.name}.tmp")
     image = Image.fromarray(pixels)
-    image.save(tmp, format="PNG", optimize=True)
-    if tmp.stat().st_size > MAX_BYTES:
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            tmp, format="PNG", optimize=True
-        )
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG", optimize=True)
+        if temporary.stat().st_size > MAX_BYTES:
+            image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+                temporary, format="PNG", optimize=True
+            )
 
 
 def main() -> int:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import lzma
-import os
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 import chexmask_u_tools as cxu
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.layout import ORGAN_SLICES
 from chexmask_u_tools.masks.raster import rasterize_organs
 from chexmask_u_tools.io.released import to_released, write_released
@@ -124,10 +124,8 @@ def write_source(table: pl.DataFrame, source: str) -> Path:
         out = out.rename({"Dice RCA (Mean)": "Dice RCA (Max)", "Dice RCA (Max)": "Dice RCA (Mean)"})
         out = out.select(["ImageID", "Dice RCA (Max)", "Dice RCA (Mean)", *out.columns[3:]])
         out = out.with_columns(pl.format("{}.0", "Height").alias("Height"), pl.format("{}.0", "Width").alias("Width"))
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with lzma.open(temporary, "wb", preset=9 | lzma.PRESET_EXTREME) as handle:
+        with atomic_path(path) as temporary, lzma.open(temporary, "wb", preset=9 | lzma.PRESET_EXTREME) as handle:
             out.write_csv(handle)
-        os.replace(temporary, path)
     else:
         write_released(table, path, variant)
     return path

@@ -15,7 +15,6 @@ centre of the top-left pixel, which is also where ``imshow`` puts pixel
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.schema import PREPROCESSED_SIZE, RLE_COLUMNS, mask_shape
@@ -80,15 +80,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    # A unique sibling (not mkstemp, whose 0600 mode would stick) keeps the usual umask permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as out:
-            fig.savefig(out, format=fmt, dpi=fig.dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "xb") as out:
+        fig.savefig(out, format=fmt, dpi=fig.dpi)
     return path
 
 

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES
 from chexmask_u_tools.schema import RLE_COLUMNS
@@ -141,19 +142,14 @@ def write_released(table: pl.DataFrame, path: str | os.PathLike, variant: Varian
     """Write :func:`to_released` to ``.csv``, ``.csv.gz``, ``.csv.xz`` or ``.parquet`` atomically (temp file, then rename)."""
     out = to_released(table, variant, **kwargs)
     path = os.fspath(path)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
+    if not path.endswith((".parquet", ".csv.gz", ".csv.xz", ".csv")):
+        raise InputError(f"unsupported output type {path!r}: use .csv, .csv.gz, .csv.xz or .parquet")
+    with atomic_path(path) as temporary:
         if path.endswith(".parquet"):
             out.write_parquet(temporary, compression="zstd")
         elif path.endswith((".csv.gz", ".csv.xz")):
             opener = gzip.open if path.endswith(".gz") else lzma.open
             with opener(temporary, "wb") as handle:
                 out.write_csv(handle)
-        elif path.endswith(".csv"):
-            out.write_csv(temporary)
         else:
-            raise InputError(f"unsupported output type {path!r}: use .csv, .csv.gz, .csv.xz or .parquet")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+            out.write_csv(temporary)

@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.errors import ImageError, InputError
 from chexmask_u_tools.images.preprocess import crop_black_border, pad_to_square, resize_levels
 from chexmask_u_tools.images.read import list_images, read_image
@@ -395,13 +396,8 @@ def _ordered(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _write_atomic(table: pl.DataFrame, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as temporary:
         table.write_parquet(temporary, compression="zstd")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def parts_dir(out: str | os.PathLike) -> Path:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import polars as pl
 
+from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.images.resolver import PathLike, check_image_id
 from chexmask_u_tools.sources import REGISTRY, canonical_source
 
@@ -89,9 +89,8 @@ def write_demo_images(
         image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
         target = root / source / demo_image_path(source, image_id)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(target.name + ".part")
-        Image.fromarray(image).save(temp, format="JPEG" if target.suffix == ".jpg" else "PNG", quality=92)
-        os.replace(temp, target)
+        with atomic_path(target, fsync=False) as temporary:
+            Image.fromarray(image).save(temporary, format="JPEG" if target.suffix == ".jpg" else "PNG", quality=92)
         roots[source] = root / source
     return roots
 
