@@ -48,6 +48,7 @@ from chexmask_u_tools.errors import (
 )
 from chexmask_u_tools.hub import HubRepo, LocalMirror, discover
 from chexmask_u_tools.hub.cache import build_cache, find_cache, open_cache
+from chexmask_u_tools.hub.inputs import open_table
 from chexmask_u_tools.images import (
     ImageResolver,
     MissingImageError,

@@ -21,6 +21,7 @@ from chexmask_u_tools.hub.location import (
     hub_offline,
     open_location,
 )
+from chexmask_u_tools.hub.inputs import open_table
 from chexmask_u_tools.hub.read import load, scan, scan_parts
 from chexmask_u_tools.hub.stream import RetryingReader, iter_file_batches
 from chexmask_u_tools.io.table import canonicalize_batch
@@ -42,6 +43,7 @@ __all__ = [
     "iter_file_batches",
     "load",
     "open_location",
+    "open_table",
     "scan",
     "scan_parts",
 ]

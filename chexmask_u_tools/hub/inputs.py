@@ -1,0 +1,150 @@
+"""One way to name an input: :func:`open_table` turns any input spec into a lazy canonical table.
+
+Every command of the CLI and every reader that takes "an input" goes through
+here, so they all accept the same things:
+
+==================  ===================================================================
+spec                read as
+==================  ===================================================================
+``"sample"``        the embedded synthetic sample (:func:`~chexmask_u_tools.io.sample.load_sample`),
+                    unless a file or folder of that name exists
+a file              :func:`~chexmask_u_tools.io.table.scan_table` (csv, csv.gz, csv.xz, csv.zst, parquet)
+a cache folder      a folder holding ``manifest.json`` of :mod:`chexmask_u_tools.hub.cache`
+any other folder    a local mirror of the dataset repo (:class:`~chexmask_u_tools.hub.location.LocalMirror`):
+                    every data file under it, classified by its path
+a Hub id            ``owner/name``, ``hf://datasets/owner/name[@rev]``: the dataset repo,
+                    cache-first (:func:`~chexmask_u_tools.hub.read.scan`)
+==================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from chexmask_u_tools.errors import FileReadError, InputError
+from chexmask_u_tools.hub.cache import MANIFEST, open_cache
+from chexmask_u_tools.hub.location import open_location
+from chexmask_u_tools.hub.read import scan
+from chexmask_u_tools.io.sample import load_sample
+from chexmask_u_tools.io.table import scan_table
+from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
+
+__all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
+
+INPUT_SPEC_HELP = (
+    "'sample' (the embedded sample), a .csv/.csv.gz/.csv.xz/.csv.zst/.parquet file, a cache folder, "
+    "a folder of data files (a local mirror), or a Hub dataset id (owner/name[@revision])"
+)
+"""How the CLI describes an input spec in ``--help``."""
+
+InputKind = Literal["sample", "file", "cache", "mirror", "hub"]
+
+
+def input_kind(spec: str | os.PathLike) -> InputKind:
+    """What :func:`open_table` will read ``spec`` as, without reading it.
+
+    Examples
+    --------
+    >>> input_kind("sample")
+    'sample'
+    >>> input_kind("mcosarinsky/CheXmask-U")
+    'hub'
+    """
+    text = os.fspath(spec)
+    path = Path(text)
+    if text == "sample" and not path.exists():
+        return "sample"
+    if path.is_file():
+        return "file"
+    if path.is_dir():
+        return "cache" if (path / MANIFEST).is_file() else "mirror"
+    looks_like_repo_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.suffix
+    # A missing path inside an existing local folder is a typo, not a Hub repo.
+    if text.startswith("hf://") or (looks_like_repo_id and not path.parent.is_dir()):
+        return "hub"
+    raise FileReadError(f"input {text!r} not found: expected {INPUT_SPEC_HELP}")
+
+
+def open_table(
+    spec: str | os.PathLike,
+    *,
+    sources: Sequence[str] | str | None = None,
+    frames: Sequence[str] | str | None = None,
+    source: str | None = None,
+    frame: str | None = None,
+    revision: str | None = None,
+    masks: Literal["released", "mean"] = "released",
+    on_error: Literal["raise", "skip"] = "raise",
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> pl.LazyFrame:
+    """A lazy canonical table for any input spec (see the module docstring for what a spec can be).
+
+    Parameters
+    ----------
+    spec:
+        ``"sample"``, a file, a cache folder, a mirror folder or a Hub dataset id.
+    sources, frames:
+        Keep only rows of these sources (any accepted spelling) / frames.
+    source, frame:
+        For a single file whose name or folder does not say which database or
+        frame it holds (CLI ``--source`` / ``--frame``); refused for other inputs.
+    revision:
+        Branch, tag or commit of a Hub dataset repo.
+    masks, on_error:
+        As in :func:`~chexmask_u_tools.io.table.scan_table`.
+    cache_dir, use_cache:
+        Where the parquet cache lives, and whether a complete cache of the same
+        revision is read instead of the files (mirrors and Hub ids).
+
+    Returns
+    -------
+    ``LazyFrame`` with :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
+
+    Raises
+    ------
+    FileReadError
+        The spec is neither an existing file or folder, ``sample``, nor a Hub id.
+    InputError
+        ``source=``/``frame=`` given for an input that is not a single file,
+        or an unknown source or frame name.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> lf = cxu.open_table("sample", sources="CheXpert")
+    >>> lf.select("source").unique().collect()["source"].to_list()
+    ['CheXpert']
+    """
+    kind = input_kind(spec)
+    if (source is not None or frame is not None) and kind != "file":
+        raise InputError(
+            f"source=/frame= (--source/--frame) apply to a single file, but {os.fspath(spec)!r} is a {kind}; "
+            "use sources=/frames= (--sources/--frames) to select rows"
+        )
+    if revision is not None and kind != "hub":
+        raise InputError(f"revision= (--revision) applies to a Hub dataset id, but {os.fspath(spec)!r} is a {kind}")
+    condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    if kind == "sample":
+        lf = load_sample().lazy()
+    elif kind == "file":
+        lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error)
+    elif kind == "cache":
+        lf = open_cache(spec)
+    else:
+        place = open_location(spec, revision=revision)
+        return scan(
+            place,
+            sources=sources,
+            frames=frames,
+            masks=masks,
+            on_error=on_error,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+        )
+    return lf if condition is None else lf.filter(condition)
