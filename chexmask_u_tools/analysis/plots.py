@@ -18,7 +18,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -200,6 +200,14 @@ def _draw_contours(ax: Any, landmarks: np.ndarray, sigma: np.ndarray | None, nor
     return artist
 
 
+def _organ_legend(ax: Any, fontsize: float = 7) -> None:
+    """A legend naming each organ by its colour (right lung, left lung, heart)."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=ORGAN_COLORS[o], edgecolor="none", label=o.replace("_", " ")) for o in ORGANS]
+    ax.legend(handles=handles, loc="lower right", fontsize=fontsize, framealpha=0.8)
+
+
 def _sigma_cmap(name: str) -> Any:
     import matplotlib
 
@@ -265,6 +273,7 @@ def plot_contours(
     cmap_obj = _sigma_cmap(cmap)
     norm = None if sigma is None else _sigma_norm(sigma, vmin, vmax)
     artist = _draw_contours(ax, landmarks, sigma, norm, cmap_obj, marker_size=14)
+    _organ_legend(ax)
     if artist is not None:
         cax = fig.add_axes((0.83, 0.1, 0.035, 0.75))
         fig.colorbar(artist, cax=cax, label="node sigma (px)")
@@ -304,7 +313,7 @@ def plot_band(
     dpi: int = 100,
     path: str | os.PathLike | None = None,
 ) -> Any:
-    """The +-k sigma uncertainty band of each organ, shaded over an image or blank canvas.
+    """The ±k sigma uncertainty band of each organ, shaded over an image or blank canvas.
 
     The band lies between the inner and outer contours of
     :func:`chexmask_u_tools.masks.soft.uncertainty_band` (each node moved along its
@@ -334,7 +343,8 @@ def plot_band(
             if line is not None:
                 ax.add_patch(line)
     _draw_contours(ax, landmarks, None, None, None, marker_size=3)
-    ax.set_title(title if title is not None else f"mean contour and +-{k:g} sigma band", fontsize=10)
+    _organ_legend(ax)
+    ax.set_title(title if title is not None else f"mean contour and ±{k:g}σ band", fontsize=10)
     return _finish(fig, path)
 
 
@@ -379,10 +389,15 @@ def plot_soft_mask(
         # Opacity grows with the probability, so the X-ray stays visible where the organ is surely absent.
         rgba[..., 3] = 0.8 * np.clip(3.0 * shown, 0.0, 1.0)
     ax.imshow(rgba, interpolation="antialiased")
+    for name in ORGANS if organ is None else (organ,):
+        ring = landmarks[ORGAN_SLICES[name]]
+        closed = np.vstack([ring, ring[:1]])
+        ax.plot(closed[:, 0], closed[:, 1], color=ORGAN_COLORS[name], lw=0.8, alpha=0.9, label=name.replace("_", " "))
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.8, title="mean contour", title_fontsize=7)
     cax = fig.add_axes((0.83, 0.1, 0.035, 0.75))
     fig.colorbar(mapping, cax=cax, label="P(pixel inside organ)")
-    name = organ.replace("_", " ") if organ else "all organs"
-    ax.set_title(title if title is not None else f"soft mask ({name})", fontsize=10)
+    name = organ.replace("_", " ") if organ else "all organs, per-pixel maximum"
+    ax.set_title(title if title is not None else f"soft mask: {name}", fontsize=10)
     return _finish(fig, path)
 
 
@@ -413,17 +428,31 @@ def _spread_rows(table: pl.DataFrame, n: int) -> pl.DataFrame:
     return order[picks.tolist()].drop("__sigma")
 
 
-def plot_sample_grid(table: pl.DataFrame, n: int = 4, path: str | os.PathLike | None = None) -> Any:
-    """A grid of ``n`` rows: their masks with landmarks coloured by node sigma, one shared colorbar in px.
+GRID_COLUMNS = 5
+"""Panels per row of :func:`plot_sample_grid`; more rows wrap onto further lines."""
 
-    Rows are chosen evenly along mean node sigma (lowest to highest), so the
-    grid shows the table's range of uncertainty.  Masks come from the rows' RLE
-    columns when present, else are rasterized from the landmarks.
+
+def plot_sample_grid(
+    table: pl.DataFrame,
+    n: int = 4,
+    path: str | os.PathLike | None = None,
+    *,
+    color_by: Literal["sigma", "organ"] = "sigma",
+) -> Any:
+    """A grid of ``n`` rows: their masks with landmarks, at most :data:`GRID_COLUMNS` panels per line.
+
+    ``color_by="sigma"`` colours the nodes by node sigma (one shared colorbar
+    in px) and chooses rows evenly along mean node sigma (lowest to highest),
+    so the grid shows the table's range of uncertainty.  ``color_by="organ"``
+    draws the contours in the organ colours and needs no uncertainty (rows of
+    the parent CheXmask dataset); rows are then spread evenly over the table.
+    Masks come from the rows' RLE columns when present, else are rasterized
+    from the landmarks.  Each panel is 260 px square.
 
     Raises
     ------
     InputError
-        Empty table, ``n < 1``, or no row with landmark std.
+        Empty table, ``n < 1``, or (``color_by="sigma"``) no row with landmark std.
     """
     from matplotlib.colors import ListedColormap
 
@@ -431,28 +460,45 @@ def plot_sample_grid(table: pl.DataFrame, n: int = 4, path: str | os.PathLike | 
         raise InputError(f"n must be at least 1, got {n}")
     if table.height == 0:
         raise InputError("the table is empty: nothing to plot")
-    if "landmarks_std" not in table.columns or table["landmarks_std"].null_count() == table.height:
-        raise InputError("no row has landmark std: plot_sample_grid needs CheXmask-U uncertainty columns")
-    rows = _spread_rows(table.filter(pl.col("landmarks_std").is_not_null()), n)
+    if color_by not in ("sigma", "organ"):
+        raise InputError(f"color_by must be 'sigma' or 'organ', got {color_by!r}")
+    by_sigma = color_by == "sigma"
+    if by_sigma:
+        if "landmarks_std" not in table.columns or table["landmarks_std"].null_count() == table.height:
+            raise InputError(
+                "no row has landmark std: plot_sample_grid(color_by='sigma') needs CheXmask-U uncertainty columns; "
+                "use color_by='organ' to draw the contours only"
+            )
+        rows = _spread_rows(table.filter(pl.col("landmarks_std").is_not_null()), n)
+    else:
+        rows = table[np.unique(np.linspace(0, table.height - 1, n).round().astype(int)).tolist()]
     parsed = [row_arrays(r) for r in rows.iter_rows(named=True)]
-    sigmas = [_node_sigma(std) for _, std, _ in parsed]
-    norm = _sigma_norm(np.concatenate(sigmas), None, None)
+    sigmas = [_node_sigma(std) if by_sigma else None for _, std, _ in parsed]
+    norm = _sigma_norm(np.concatenate(sigmas), None, None) if by_sigma else None
     cmap = _sigma_cmap(SIGMA_CMAP)
     count = len(parsed)
-    panel = 260
-    fig = _figure(panel * count + 110, panel + 50, 100)
+    columns = min(count, GRID_COLUMNS)
+    lines = -(-count // columns)
+    panel, header, colorbar_width = 260, 50, 110 if by_sigma else 10
+    fig = _figure(panel * columns + colorbar_width, (panel + header) * lines, 100)
+    width, height = fig.bbox.width, fig.bbox.height
     label_cmap = ListedColormap(["#f2f2f2", "#aec7e8", "#98df8a", "#ff9896"])
     artist = None
     for i, (row, (landmarks, _, size), sigma) in enumerate(zip(rows.iter_rows(named=True), parsed, sigmas)):
-        left = (i * panel + 5) / fig.bbox.width
-        ax = fig.add_axes((left, 0.03, (panel - 10) / fig.bbox.width, 0.82))
+        line, column = divmod(i, columns)
+        bottom = height - (line + 1) * (panel + header) + 0.03 * (panel + header)
+        ax = fig.add_axes(((column * panel + 5) / width, bottom / height, (panel - 10) / width, 0.82 * (panel + header) / height))
         ax.imshow(_masks_of_row(row, landmarks, size), cmap=label_cmap, vmin=0, vmax=3, interpolation="nearest")
-        artist = _draw_contours(ax, landmarks, sigma, norm, cmap, marker_size=6)
+        artist = _draw_contours(ax, landmarks, sigma, norm, cmap, marker_size=6) or artist
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{row.get('source') or 'row'}\nmean sigma {np.nanmean(sigma):.1f} px", fontsize=8)
-    cax = fig.add_axes(((panel * count + 20) / fig.bbox.width, 0.1, 18 / fig.bbox.width, 0.72))
-    fig.colorbar(artist, cax=cax, label="node sigma (px)")
+        detail = f"mean sigma {np.nanmean(sigma):.1f} px" if sigma is not None else str(row.get("image_id", ""))[:28]
+        ax.set_title(f"{row.get('source') or 'row'}\n{detail}", fontsize=8)
+        if i == 0:
+            _organ_legend(ax, fontsize=6)
+    if by_sigma:
+        cax = fig.add_axes(((panel * columns + 20) / width, 0.1, 18 / width, 0.72 if lines == 1 else 0.8))
+        fig.colorbar(artist, cax=cax, label="node sigma (px)")
     return _finish(fig, path)
 
 
@@ -552,7 +598,8 @@ def plot_sigma_vs_dice(
     else:
         ax.scatter(x, y, s=10, alpha=0.7)
     if threshold is not None:
-        ax.axhline(threshold, color="black", ls="--", lw=1)
+        ax.axhline(threshold, color="black", ls="--", lw=1, label=f"Dice RCA = {threshold:g} (OOD below)")
+        ax.legend(fontsize=8)
     ax.set_xlabel(sigma.replace("_", " ") + (" (px)" if sigma.startswith(("node_", "sigma_")) else ""))
     ax.set_ylabel(dice.replace("_", " "))
     ax.set_title(f"{sigma.replace('_', ' ')} vs {dice.replace('_', ' ')} (n={kept.height})", fontsize=10)
@@ -560,10 +607,19 @@ def plot_sigma_vs_dice(
     return _finish(fig, path)
 
 
+CORRUPTION_UNITS: dict[str, str] = {
+    "noise": "Gaussian noise std, gray levels of 0-255",
+    "blur": "Gaussian blur sigma, px",
+    "occlusion": "occluding square side, px",
+}
+"""Axis label of each corruption's severity (see :mod:`chexmask_u_tools.analysis.corruptions`)."""
+
+
 def plot_uncertainty_vs_corruption(
     results: pl.DataFrame,
     *,
     measures: Sequence[str] = ("node_sigma_mean", "latent_sigma_mean"),
+    random_weights: bool = False,
     width_px: int = 900,
     height_px: int = 400,
     dpi: int = 100,
@@ -573,7 +629,9 @@ def plot_uncertainty_vs_corruption(
 
     ``results`` is the table of
     :func:`chexmask_u_tools.analysis.uncertainty_vs_corruption` (columns
-    ``kind``, ``severity`` and the measures).
+    ``kind``, ``severity`` and the measures).  ``random_weights=True`` says in
+    the title that the model had random weights (the figure then shows the
+    pipeline, not the published model's behaviour).
     """
     for column in ("severity", *measures):
         if column not in results.columns:
@@ -590,9 +648,10 @@ def plot_uncertainty_vs_corruption(
         ]
         ax.boxplot(groups, positions=np.arange(len(severities)))
         ax.set_xticks(np.arange(len(severities)), [f"{s:g}" for s in severities], fontsize=8)
-        ax.set_xlabel(f"{kind} severity")
-        ax.set_ylabel(measure.replace("_", " ") + (" (px)" if measure.startswith("node_") else ""))
-    fig.suptitle(f"uncertainty vs {kind}", fontsize=10)
+        ax.set_xlabel(f"{kind} severity ({CORRUPTION_UNITS.get(kind, 'as given')})")
+        ax.set_ylabel(measure.replace("_", " ") + (" (px, 1024 frame)" if measure.startswith("node_") else " (unitless)"))
+    suffix = " (model with RANDOM weights: illustration only)" if random_weights else ""
+    fig.suptitle(f"uncertainty vs {kind}{suffix}", fontsize=10)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.88, wspace=0.3)
     return _finish(fig, path)
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 
 from chexmask_u_tools.errors import CheXmaskUError
+
+OPTIONAL_EXTRAS = {"torch": "torch", "safetensors": "torch", "pydicom": "dicom"}
+"""Optional module -> the extra of chexmask-u-tools that installs it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chexmask-u",
         description="Tools for the CheXmask-U chest X-ray landmark segmentation dataset.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if module_info.name.startswith("_"):
@@ -31,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         module.register(subparsers)
     return parser
+
+
+def _version() -> str:
+    from chexmask_u_tools import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +55,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheXmaskUError as error:
         print(f"chexmask-u {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as error:
+        if error.name not in OPTIONAL_EXTRAS:
+            raise
+        extra = OPTIONAL_EXTRAS[error.name]
+        print(
+            f"chexmask-u {args.command}: error: this command needs the [{extra}] extra: "
+            f"pip install 'chexmask-u-tools[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
+    except BrokenPipeError:
+        # The reader of our output went away (``chexmask-u info ... | head``): not an error of ours.
+        # Point stdout at devnull so that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

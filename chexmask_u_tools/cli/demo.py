@@ -21,9 +21,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-node-sigma", type=float, default=9.0, help="keep rows whose mean node sigma (px) is below this")
     parser.add_argument("--min-dice-rca-mean", type=float, default=0.7, help="keep rows whose Dice RCA (Mean) is at least this")
-    parser.add_argument("--out", type=Path, default=Path("chexmask_u_demo.png"), help="figure path (.png or .svg)")
-    parser.add_argument("--rows", type=int, default=4, help="number of images in the figure")
+    parser.add_argument("--out", type=_figure_path, default=Path("chexmask_u_demo.png"), help="figure path (.png, .svg or .pdf)")
+    parser.add_argument("--rows", type=_at_least_one, default=4, help="number of images in the figure (laid out in a grid)")
     parser.set_defaults(func=run)
+
+
+def _figure_path(text: str) -> Path:
+    # Checked while parsing, so that a wrong suffix fails before any work is done.
+    if Path(text).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a .png, .svg or .pdf file name")
+    return Path(text)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from chexmask_u_tools.hub.inputs import INPUT_SPEC_HELP
+
     parser = subparsers.add_parser(
         "plot",
         help="draw one row: organ contours with nodes coloured by sigma, a +-k sigma band, or a soft mask",
@@ -19,33 +21,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("key", metavar="ID_OR_ROW", help="image id as in the table, or a 0-based row number")
-    parser.add_argument(
-        "--table", required=True,
-        help="a CheXmask(-U) file, a directory of them, or 'sample' for the embedded synthetic sample",
-    )
+    parser.add_argument("--table", required=True, help=INPUT_SPEC_HELP)
+    parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
+    parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
     parser.add_argument(
         "--image", default=None,
         help="the row's X-ray; a preprocessed-frame row accepts the original image (padded and resized to 1024)",
     )
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--band", type=float, metavar="K", default=None, help="draw the +-K sigma band instead of nodes")
+    what.add_argument("--band", type=float, metavar="K", default=None, help="draw the ±K sigma band instead of nodes")
     what.add_argument("--soft", action="store_true", help="draw the soft mask instead of nodes")
     parser.add_argument("--organ", choices=["right_lung", "left_lung", "heart"], default=None, help="organ for --soft (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="figure path (.png, .svg or .pdf)")
     parser.set_defaults(func=run)
 
 
-def load_table(spec: str) -> Any:
-    """The canonical table named on the command line: a file, a directory of files, or ``sample``."""
-    from chexmask_u_tools.io.sample import load_sample
-    from chexmask_u_tools.io.table import data_files, read_table, read_tables
+def load_table(spec: str, source: str | None = None, frame: str | None = None) -> Any:
+    """The canonical table named on the command line (any input spec of :func:`~chexmask_u_tools.hub.inputs.open_table`)."""
+    from chexmask_u_tools.hub.inputs import open_table
 
-    path = Path(spec)
-    if spec == "sample" and not path.exists():
-        return load_sample()
-    if path.is_dir():
-        return read_tables(data_files(path))
-    return read_table(path)
+    return open_table(spec, source=source, frame=frame).collect()
 
 
 def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> np.ndarray:
@@ -72,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays
     from chexmask_u_tools.errors import InputError
 
-    table = load_table(args.table)
+    table = load_table(args.table, args.source, args.frame)
     row = find_row(table, args.key)
     landmarks, std, size = row_arrays(row)
     image = None if args.image is None else image_in_row_frame(read_image(args.image), row, size)
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.band is not None or args.soft) and std is None:
         raise InputError(f"row {row['image_id']!r} has no landmark std: a band or soft mask needs CheXmask-U uncertainty")
     if args.band is not None:
-        plot_band(landmarks, std, args.band, image=image, size=size, title=f"{title} (+-{args.band:g} sigma)", path=args.out)
+        plot_band(landmarks, std, args.band, image=image, size=size, title=f"{title} (±{args.band:g}σ band)", path=args.out)
     elif args.soft:
         plot_soft_mask(landmarks, std, organ=args.organ, image=image, size=size, title=f"{title} (soft mask)", path=args.out)
     else:

@@ -67,7 +67,7 @@ def input_kind(spec: str | os.PathLike) -> InputKind:
     # A missing path inside an existing local folder is a typo, not a Hub repo.
     if text.startswith("hf://") or (looks_like_repo_id and not path.parent.is_dir()):
         return "hub"
-    raise FileReadError(f"input {text!r} not found: expected {INPUT_SPEC_HELP}")
+    raise FileReadError(f"file not found: {text!r}; an input is {INPUT_SPEC_HELP}")
 
 
 def open_table(
