@@ -40,7 +40,7 @@ def test_a_live_writers_temporary_is_kept(tmp_path):
     mine = temporary_name(target)
     mine.write_bytes(b"in progress")
     assert remove_stale_temporaries(target) == [mine]  # our own pid counts as finished: we are not writing it now
-    other = target.with_name(f".x.tmp-1-abcd")  # pid 1 is alive in any container
+    other = target.with_name(".x.tmp-1-abcd")  # pid 1 is alive in any container
     other.write_bytes(b"busy")
     assert remove_stale_temporaries(target) == []
     assert other.exists()
