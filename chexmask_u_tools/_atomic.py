@@ -27,7 +27,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "fsync_directory", "remove_stale_temporaries", "temporary_name"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "fsync_directory",
+    "process_alive",
+    "remove_stale_temporaries",
+    "temporary_name",
+]
 
 _TEMP_MARK = ".tmp-"
 
@@ -52,7 +59,7 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
         if not candidate.name.startswith(prefix):
             continue
         pid_text = candidate.name[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and process_alive(int(pid_text)):
             continue
         with contextlib.suppress(FileNotFoundError):
             if candidate.is_dir():
@@ -63,7 +70,8 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id is running (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -140,3 +140,39 @@ def test_mask_file_names_are_safe(source, image_id):
     assert all(part not in ("", ".", "..") and "\\" not in part for part in parts)
     assert all(c.isascii() and (c.isalnum() or c in "._-/") for c in name)
     assert mask_file_name(source, image_id + "x") != name
+
+
+def test_export_refuses_rows_whose_pngs_would_collide(table_file, table, tmp_path, capsys):
+    both_frames = pl.concat([table.head(2), table.head(2).with_columns(pl.lit("original").alias("frame"))])
+    path = tmp_path / "both.parquet"
+    both_frames.write_parquet(path)
+    out = tmp_path / "export"
+    assert main(["export", str(path), "--out", str(out), "--png", "--size", "32", "--no-progress"]) == 1
+    assert "appear in more than one row" in capsys.readouterr().err
+    assert not out.exists() and _leftovers(tmp_path) == []
+    assert main(["export", str(path), "--frames", "preprocessed", "--out", str(out), "--png", "--size", "32", "--no-progress"]) == 0
+    assert "kept 2 rows" in capsys.readouterr().out
+    assert len(list((out / "masks").rglob("*.png"))) == 2
+
+
+def test_export_soft_masks_need_std(tmp_path, capsys):
+    table = cxu.load_sample().head(2).with_columns(pl.lit(None).cast(pl.Array(pl.Float32, (120, 2))).alias("landmarks_std"))
+    path = tmp_path / "no_std.parquet"
+    table.write_parquet(path)
+    assert main(["export", str(path), "--out", str(tmp_path / "o"), "--png", "--masks", "soft", "--no-progress"]) == 1
+    assert "has no landmark std" in capsys.readouterr().err
+
+
+def test_rerun_restores_an_overwrite_killed_between_its_renames(table_file, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", str(table_file), "--out", str(out), "--no-progress"]) == 0
+    before = (out / "subset.parquet").read_bytes()
+    # What a SIGKILL between the two renames of --overwrite leaves: OUT moved aside, the new output staged.
+    dead_pid = 2**22 + 12345  # beyond pid_max of common kernels: no such process
+    (out).rename(tmp_path / f".export.old-{dead_pid}")
+    (tmp_path / f".export.tmp-{dead_pid}").mkdir()
+    assert main(["export", str(table_file), "--out", str(out), "--min-dice", "0.99", "--no-progress"]) == 1
+    err_out = capsys.readouterr()
+    assert "restored" in err_out.out and "exists; pass --overwrite" in err_out.err
+    assert (out / "subset.parquet").read_bytes() == before
+    assert _leftovers(tmp_path) == []

@@ -81,36 +81,42 @@ def mask_file_name(source: str, image_id: str) -> str:
 
 
 def _open_input(args: argparse.Namespace):
-    import polars as pl
+    from chexmask_u_tools.hub.inputs import open_table
 
-    from chexmask_u_tools.hub.cache import MANIFEST as CACHE_MANIFEST
-    from chexmask_u_tools.hub.cache import shard_files
-    from chexmask_u_tools.hub.read import scan_parts
-    from chexmask_u_tools.io.sample import load_sample
-    from chexmask_u_tools.schema import CANONICAL_SCHEMA
-    from chexmask_u_tools.io.table import canonical_source, scan_table
+    return open_table(
+        args.source,
+        sources=args.sources,
+        frames=args.frames,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+    )
 
-    if args.source == "sample" and not os.path.exists(args.source):
-        lf = load_sample().lazy()
-    elif os.path.isfile(args.source):
-        lf = scan_table(args.source)
-    elif os.path.isfile(os.path.join(args.source, CACHE_MANIFEST)):
-        lf = pl.concat([pl.scan_parquet(s, schema=CANONICAL_SCHEMA) for s in shard_files(args.source)], how="vertical")
-    else:
-        parts = scan_parts(
-            args.source,
-            sources=args.sources,
-            frames=args.frames,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-            use_cache=not args.no_cache,
-        )
-        return pl.concat([part for _, part in parts], how="vertical")
-    if args.sources:
-        lf = lf.filter(pl.col("source").is_in([canonical_source(s) or s for s in args.sources]))
-    if args.frames:
-        lf = lf.filter(pl.col("frame").is_in(args.frames))
-    return lf
+
+def recover_interrupted(out: Path) -> list[str]:
+    """Finish or undo what a killed export into ``out`` left behind; returns what was done.
+
+    A run killed between moving the old ``OUT`` aside and moving the new one in
+    leaves ``OUT`` missing and the old output in ``.OUT.old-PID``: it is put
+    back.  A run killed after both moves leaves only the stale ``.OUT.old-PID``,
+    and a run killed while writing leaves ``.OUT.tmp-PID``: both are removed
+    once their process is gone.
+    """
+    from chexmask_u_tools._atomic import process_alive, remove_stale_temporaries
+
+    done = []
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+            continue
+        if not out.exists():
+            os.replace(old, out)
+            done.append(f"restored {out} from the interrupted overwrite {old.name}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"removed {old.name} left by an interrupted overwrite")
+    done += [f"removed {p.name} left by an interrupted export" for p in remove_stale_temporaries(out)]
+    return done
 
 
 def _roots(values: list[str] | None):
@@ -149,6 +155,22 @@ def _original_size(row: dict, resolver) -> tuple[int, int] | None:
         return read_image(path).shape
 
 
+def _check_unique_names(subset) -> None:
+    import polars as pl
+
+    from chexmask_u_tools.errors import InputError
+
+    repeated = subset.group_by("source", "image_id").agg(pl.len().alias("rows"), pl.col("frame").unique().alias("frames"))
+    repeated = repeated.filter(pl.col("rows") > 1)
+    if repeated.height:
+        first = repeated.row(0, named=True)
+        raise InputError(
+            f"{repeated.height} image(s) appear in more than one row (e.g. {first['source']} {first['image_id']!r}: "
+            f"{first['rows']} rows, frames {sorted(first['frames'])}); their mask PNGs would overwrite each other. "
+            "Keep one row per image: --frames preprocessed (or original) for a table holding both, or deduplicate it"
+        )
+
+
 def _write_pngs(subset, args, directory: Path) -> list[str]:
     import numpy as np
     from PIL import Image
@@ -159,6 +181,7 @@ def _write_pngs(subset, args, directory: Path) -> list[str]:
     from chexmask_u_tools.masks.frames import landmarks_on_image
     from chexmask_u_tools.masks.raster import rasterize_organs
 
+    _check_unique_names(subset)
     resolver = as_resolver(_roots(args.images))
     names: list[str] = []
     columns = ["source", "image_id", "frame", "height", "width", "landmarks", "landmarks_std"]
@@ -178,7 +201,12 @@ def _write_pngs(subset, args, directory: Path) -> list[str]:
             frame=args.frame,
             size=args.size,
         )
-        if args.masks == "soft" and std is not None:
+        if args.masks == "soft" and std is None:
+            raise InputError(
+                f"row {row['source']} {row['image_id']!r} has no landmark std, so it has no soft mask; "
+                "--masks soft needs CheXmask-U uncertainty columns (use --masks hard for such rows)"
+            )
+        if args.masks == "soft":
             from chexmask_u_tools.masks.soft import soft_mask_organs
 
             masks = np.rint(soft_mask_organs(landmarks, std, height, width) * 255.0).astype(np.uint8)
@@ -200,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.select.weights import SampleWeighting
 
     out = Path(args.out)
+    for line in recover_interrupted(out):
+        print(line)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.size is not None and not 8 <= args.size <= 8192:
