@@ -79,6 +79,10 @@ dataset = CheXmaskUDataset(
     transform=RandomAffine(degrees=5, translate=0.03, scale=(0.95, 1.05)),
 )
 sample = dataset[0]
+size = args.size
+assert sample["image"].shape == (1, size, size) and sample["masks"].shape == (3, size, size)
+assert sample["soft_masks"].shape == (3, size, size) and sample["pixel_weight"].shape == (3, size, size)
+assert sample["landmarks"].shape == (120, 2) and sample["mask_valid"].shape == (3,)
 print("\none sample:")
 for key, value in sample.items():
     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
@@ -143,6 +147,8 @@ for rank in range(2):
     rows.append([int(s["row"]) for s in shard])
 print(f"\nrank 0: {len(rows[0])} rows, rank 1: {len(rows[1])} rows, overlap {len(set(rows[0]) & set(rows[1]))}, "
       f"together {len(set(rows[0]) | set(rows[1]))} = rows kept {kept.height}")
+assert not set(rows[0]) & set(rows[1]), "a row went to both ranks"
+assert len(rows[0]) + len(rows[1]) == kept.height, "a kept row went to no rank"
 
 # A picture: image, soft heart mask, pixel weights, prediction.
 import matplotlib  # noqa: E402
@@ -168,4 +174,5 @@ for axis, (picture, title, cmap) in zip(axes, panels):
     axis.axis("off")
 figure.tight_layout()
 figure.savefig(args.out / "training_sample.png", dpi=100)
+assert (args.out / "training_sample.png").stat().st_size > 10_000
 print(f"\nfigure: {args.out / 'training_sample.png'}; took {time.perf_counter() - started:.1f} s")

@@ -66,6 +66,11 @@ n_samples = 50 if published else 10
 table = predict(image_dir, model=model, n_samples=n_samples, seed=0, source="my-hospital", workers=1)
 print(f"\n{table.height} rows ({n_samples} latent samples per image):")
 print(table.select("image_id", "frame", "height", "width", "node_sigma_mean", "node_sigma_max", "latent_sigma_mean"))
+assert table.height == 2 * len(sizes), "one row per image and frame"
+assert sorted(set(table["image_id"])) == [f"patient{i}.png" for i in range(len(sizes))]
+assert (table["node_sigma_mean"] >= 0).all() and table["landmarks_std"].null_count() == 0
+original = table.filter(pl.col("frame") == "original").sort("image_id")
+assert original.select("height", "width").rows() == sizes, "original-frame rows carry each image's own size"
 path = args.out / "predictions.parquet"
 table.write_parquet(path)
 print(f"wrote {path}")
@@ -79,4 +84,5 @@ landmarks, std, size = row_arrays(row)
 note = "published weights" if published else "RANDOM weights (not meaningful)"
 figure_path = args.out / "patient1_prediction.png"
 plot_contours(landmarks, std, image=read_image(image_dir / "patient1.png"), title=f"patient1.png: {note}", path=figure_path)
+assert figure_path.stat().st_size > 10_000
 print(f"wrote {figure_path}")

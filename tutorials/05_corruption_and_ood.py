@@ -40,7 +40,10 @@ offline = args.offline or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
 # 1. OOD scoring on released-style rows (the embedded synthetic sample carries sigmas and Dice RCA).
 sample = load_sample()
 print("OOD = Dice RCA (Max) < 0.7; ROC-AUC of each uncertainty score on the embedded sample:")
-print(ood_scores(sample))
+scores = ood_scores(sample)
+print(scores)
+assert set(scores["score"]) == {"node_sigma_mean", "node_sigma_max", "latent_sigma_mean"}
+assert scores["auc"].is_between(0, 1).all() and (scores["n"] == sample.height).all()
 label = (sample["dice_rca_max"] < 0.7).to_numpy()
 plot_roc(label, {name: sample[name].to_numpy() for name in ("node_sigma_mean", "node_sigma_max", "latent_sigma_mean")},
          path=args.out / "ood_roc_sample.png")
@@ -69,10 +72,12 @@ side = model.input_size / 1024
 occlusion = uncertainty_vs_corruption(
     model, images, [0, 100 * side, 200 * side], "occlusion", n_samples=n_samples, seed=0, landmarks=truth
 )
+assert noise.height == 4 * len(images) and occlusion.height == 3 * len(images)
+assert noise["node_sigma_mean"].is_not_null().all() and (noise["latent_sigma_mean"] > 0).all()
 for name, result in (("noise", noise), ("occlusion", occlusion)):
     print(f"\n{name}: median over images per severity")
     print(result.group_by("severity", maintain_order=True).agg(pl.col("node_sigma_mean", "latent_sigma_mean").median()))
-    plot_uncertainty_vs_corruption(result, path=args.out / f"uncertainty_vs_{name}.png")
+    plot_uncertainty_vs_corruption(result, random_weights=not published, path=args.out / f"uncertainty_vs_{name}.png")
 
 # 4. OOD on synthetic images: heavily corrupted (noise std >= 100) versus clean and mildly corrupted.
 is_ood = (noise["severity"] >= 100).to_numpy()
@@ -83,6 +88,7 @@ for score in ("node_sigma_mean", "latent_sigma_mean"):
 ids = [str(i) for i in range(len(images))]
 stats = predict_batch(model, to_model_input(images, model.input_size, "cpu"), draw_eps(0, ids, n_samples, model.latents))
 result = node_error_vs_sigma(stats["mean"].numpy(), stats["std"].numpy(), np.stack(truth))
+assert result.n == len(images) * 120
 print(f"\nnode error vs node sigma over {result.n} nodes: Pearson r = {result.pearson:.3f}, "
       f"Spearman rho = {result.spearman:.3f}" + ("" if published else "  (random weights: not meaningful)"))
 print(f"\nfigures in {args.out}")
