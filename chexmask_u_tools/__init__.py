@@ -33,6 +33,7 @@ from chexmask_u_tools.analysis import (
     roc_auc,
     uncertainty_vs_corruption,
 )
+from chexmask_u_tools.citation import cite
 from chexmask_u_tools.errors import (
     CheXmaskUError,
     FileReadError,
