@@ -102,6 +102,8 @@ from chexmask_u_tools.masks import (
     truncate_points,
     uncertainty_band,
 )
+from chexmask_u_tools.io.hf import from_hf_dataset
+from chexmask_u_tools.publish import save_hub_folder, to_hf_dataset
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
 from chexmask_u_tools.select import (
     Rule,

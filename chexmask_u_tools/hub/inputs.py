@@ -14,6 +14,8 @@ any other folder    a local mirror of the dataset repo (:class:`~chexmask_u_tool
                     every data file under it, classified by its path
 a Hub id            ``owner/name``, ``hf://datasets/owner/name[@rev]``: the dataset repo,
                     cache-first (:func:`~chexmask_u_tools.hub.read.scan`)
+a ``datasets``      a ``datasets.Dataset`` or ``IterableDataset`` holding the canonical columns
+object              (:func:`~chexmask_u_tools.io.hf.from_hf_dataset`)
 ==================  ===================================================================
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -30,6 +32,7 @@ from chexmask_u_tools.errors import FileReadError, InputError
 from chexmask_u_tools.hub.cache import MANIFEST, open_cache
 from chexmask_u_tools.hub.location import open_location
 from chexmask_u_tools.hub.read import scan
+from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
@@ -42,10 +45,14 @@ INPUT_SPEC_HELP = (
 )
 """How the CLI describes an input spec in ``--help``."""
 
-InputKind = Literal["sample", "file", "cache", "mirror", "hub"]
+InputKind = Literal["sample", "file", "cache", "mirror", "hub", "dataset"]
 
 
-def input_kind(spec: str | os.PathLike) -> InputKind:
+def _is_hf_dataset(spec: object) -> bool:
+    return type(spec).__module__.startswith("datasets.") and type(spec).__name__ in ("Dataset", "IterableDataset")
+
+
+def input_kind(spec: str | os.PathLike | Any) -> InputKind:
     """What :func:`open_table` will read ``spec`` as, without reading it.
 
     Examples
@@ -55,6 +62,8 @@ def input_kind(spec: str | os.PathLike) -> InputKind:
     >>> input_kind("mcosarinsky/CheXmask-U")
     'hub'
     """
+    if _is_hf_dataset(spec):
+        return "dataset"
     text = os.fspath(spec)
     path = Path(text)
     if text == "sample" and not path.exists():
@@ -70,8 +79,12 @@ def input_kind(spec: str | os.PathLike) -> InputKind:
     raise FileReadError(f"file not found: {text!r}; an input is {INPUT_SPEC_HELP}")
 
 
+def _name(spec: object) -> str:
+    return type(spec).__name__ if _is_hf_dataset(spec) else os.fspath(spec)
+
+
 def open_table(
-    spec: str | os.PathLike,
+    spec: str | os.PathLike | Any,
     *,
     sources: Sequence[str] | str | None = None,
     frames: Sequence[str] | str | None = None,
@@ -124,14 +137,16 @@ def open_table(
     kind = input_kind(spec)
     if (source is not None or frame is not None) and kind != "file":
         raise InputError(
-            f"source=/frame= (--source/--frame) apply to a single file, but {os.fspath(spec)!r} is a {kind}; "
+            f"source=/frame= (--source/--frame) apply to a single file, but {_name(spec)!r} is a {kind}; "
             "use sources=/frames= (--sources/--frames) to select rows"
         )
     if revision is not None and kind != "hub":
-        raise InputError(f"revision= (--revision) applies to a Hub dataset id, but {os.fspath(spec)!r} is a {kind}")
+        raise InputError(f"revision= (--revision) applies to a Hub dataset id, but {_name(spec)!r} is a {kind}")
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
     if kind == "sample":
         lf = load_sample().lazy()
+    elif kind == "dataset":
+        lf = from_hf_dataset(spec).lazy()
     elif kind == "file":
         lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error)
     elif kind == "cache":
