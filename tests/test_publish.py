@@ -91,3 +91,14 @@ def test_hub_folder_refuses_to_overwrite_and_null_splits(table, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["hub"]  # no staging left behind
     with pytest.raises(InputError, match="null split"):
         cxu.save_hub_folder(table.head(2).with_columns(pl.lit(None, pl.String).alias("split")), tmp_path / "other")
+
+
+def test_export_hub_folder_command(tmp_path, capsys):
+    from chexmask_u_tools.cli import main
+
+    out = tmp_path / "hub"
+    assert main(["export", "sample", "--min-dice", "0.7", "--hub-folder", "--out", str(out), "--no-progress"]) == 0
+    assert "Hub folder" in capsys.readouterr().out
+    loaded = cxu.from_hf_dataset(datasets.load_dataset(str(out), split="train"))
+    expected = cxu.apply_rules(cxu.load_sample(), ["dice.mean>=0.7"])
+    assert sorted(loaded["image_id"]) == sorted(expected["image_id"])

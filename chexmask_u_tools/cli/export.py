@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", choices=["none", "exp", "inverse", "rank"], default="none", help="sample weighting")
     parser.add_argument("--tau", type=float, default=8.0, help="tau (px) of the exp / inverse weighting")
     parser.add_argument("--png", action="store_true", help="write one RGB PNG of masks per row")
+    parser.add_argument(
+        "--hub-folder",
+        action="store_true",
+        help="write OUT as a Hugging Face Hub dataset folder (parquet shards + README card) instead; "
+        "upload it with huggingface_hub.upload_folder",
+    )
+    parser.add_argument("--name", default="CheXmask-U subset", help="the dataset card's title (--hub-folder)")
     parser.add_argument("--masks", choices=["hard", "soft"], default="hard", help="PNG mask kind")
     parser.add_argument("--frame", choices=["preprocessed", "original"], default="preprocessed", help="PNG frame")
     parser.add_argument("--size", type=int, default=None, help="PNG side S (default 1024 / native size)")
@@ -240,11 +247,22 @@ def run(args: argparse.Namespace) -> int:
     if args.max_node_sigma is not None:
         texts.append(f"image.mean<={args.max_node_sigma!r}")
     rules = parse_rules(texts)
+    if args.hub_folder and args.png:
+        raise InputError("--hub-folder writes parquet shards and a card; it does not take --png")
     lf = _open_input(args)
     report = rule_report(lf, rules) if rules else None
     weighting = SampleWeighting(args.weights, tau=args.tau)
     weight = weighting.expr() if args.weights != "none" else pl.lit(1.0, pl.Float64)
     kept = apply_rules(lf, rules).with_columns((weight * pl.col("rule_weight")).cast(pl.Float32).alias("sample_weight"))
+
+    if args.hub_folder:
+        from chexmask_u_tools.publish.hub_folder import save_hub_folder
+
+        subset = kept.collect()
+        save_hub_folder(subset, out, name=args.name, overwrite=args.overwrite)
+        print(f"kept {subset.height} rows -> Hub folder {out} (upload: huggingface_hub.upload_folder("
+              f"folder_path={str(out)!r}, repo_id=..., repo_type='dataset'))")
+        return 0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
