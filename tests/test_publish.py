@@ -74,7 +74,7 @@ def test_hub_folder_loads_back_with_splits(table, tmp_path):
     assert card.startswith("---\n") and "config_name: default" in card and "array2_d" in card
     assert "@inproceedings{cosarinsky2026chexmasku" in card
     assert len(list((folder / "data").glob("train-*.parquet"))) > 1  # sharded by size
-    loaded = datasets.load_dataset(str(folder))
+    loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
     assert set(loaded) == {"train", "test"}
     assert loaded["train"].features["landmarks"] == datasets.Array2D((120, 2), "float32")
     for split in ("train", "test"):
@@ -87,7 +87,7 @@ def test_hub_folder_refuses_to_overwrite_and_null_splits(table, tmp_path):
     with pytest.raises(InputError, match="overwrite=True"):
         cxu.save_hub_folder(table.head(3), folder)
     cxu.save_hub_folder(table.head(4), folder, overwrite=True)
-    assert cxu.from_hf_dataset(datasets.load_dataset(str(folder), split="train")).height == 4
+    assert cxu.from_hf_dataset(datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "hf-cache"))).height == 4
     assert [p.name for p in tmp_path.iterdir()] == ["hub"]  # no staging left behind
     with pytest.raises(InputError, match="null split"):
         cxu.save_hub_folder(table.head(2).with_columns(pl.lit(None, pl.String).alias("split")), tmp_path / "other")
@@ -99,6 +99,6 @@ def test_export_hub_folder_command(tmp_path, capsys):
     out = tmp_path / "hub"
     assert main(["export", "sample", "--min-dice", "0.7", "--hub-folder", "--out", str(out), "--no-progress"]) == 0
     assert "Hub folder" in capsys.readouterr().out
-    loaded = cxu.from_hf_dataset(datasets.load_dataset(str(out), split="train"))
+    loaded = cxu.from_hf_dataset(datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache")))
     expected = cxu.apply_rules(cxu.load_sample(), ["dice.mean>=0.7"])
     assert sorted(loaded["image_id"]) == sorted(expected["image_id"])

@@ -112,8 +112,9 @@ def save_hub_folder(
     --------
     >>> import tempfile, datasets, chexmask_u_tools as cxu
     >>> table = cxu.load_sample().head(6)
-    >>> folder = cxu.save_hub_folder(table, tempfile.mkdtemp() + "/subset")
-    >>> loaded = datasets.load_dataset(str(folder), split="train")
+    >>> work = tempfile.mkdtemp()
+    >>> folder = cxu.save_hub_folder(table, work + "/subset")
+    >>> loaded = datasets.load_dataset(str(folder), split="train", cache_dir=work + "/hf-cache")
     >>> cxu.from_hf_dataset(loaded).equals(table)
     True
     """
