@@ -94,24 +94,24 @@ def test_apply_filters_matches_row_by_row_python(table, dice, sigma, sigma_max, 
         max_latent_sigma_mean=latent,
         sources=sorted(sources) if sources else None,
     )
-    got = apply_filters(table.lazy(), **criteria).collect()
+    got = apply_filters(table.lazy(), missing="drop", **criteria).collect()
     expected = [row["image_id"] for row in table.iter_rows(named=True) if python_keep(row, **criteria)]
     assert got["image_id"].to_list() == expected
-    report = filter_report(table, **criteria)
+    report = filter_report(table, missing="drop", **criteria)
     assert report["remaining"][-1] == len(expected)
     assert report["removed"].sum() == table.height - len(expected)
 
 
 def test_thresholds_are_inclusive_and_nulls_removed(table):
     value = float(table["dice_rca_mean"].drop_nulls().sort()[10])
-    kept = apply_filters(table, min_dice_rca_mean=value)
+    kept = apply_filters(table, min_dice_rca_mean=value, missing="drop")
     assert kept["dice_rca_mean"].min() == value
     assert kept.height == int((table["dice_rca_mean"] >= value).sum())
-    assert not apply_filters(table, max_node_sigma_mean=1e9)["image_id"].str.ends_with("-blank").any()
+    assert not apply_filters(table, max_node_sigma_mean=1e9, missing="drop")["image_id"].str.ends_with("-blank").any()
 
 
 def test_report_counts_sequential_and_alone(table):
-    criteria = dict(sources=["CheXpert", "Padchest"], min_dice_rca_mean=0.7, max_node_sigma_mean=9.0)
+    criteria = dict(sources=["CheXpert", "Padchest"], min_dice_rca_mean=0.7, max_node_sigma_mean=9.0, missing="drop")
     report = filter_report(table.lazy(), **criteria)
     assert report["criterion"].to_list() == ["(input)", "sources", "min_dice_rca_mean", "max_node_sigma_mean"]
     assert report["remaining"][0] == table.height

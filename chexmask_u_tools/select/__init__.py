@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from chexmask_u_tools.select.filtering import apply_filters, filter_criteria, filter_report
+from chexmask_u_tools.select.filtering import (
+    apply_filters,
+    filter_criteria,
+    filter_report,
+)
 from chexmask_u_tools.select.rules import (
     Rule,
     apply_rules,
@@ -24,7 +28,12 @@ from chexmask_u_tools.select.uncertainty import (
     organ_sigma_mean,
     summary_by_source,
 )
-from chexmask_u_tools.select.weights import SampleWeighting, node_weights, sample_weights, soft_pixel_weights
+from chexmask_u_tools.select.weights import (
+    SampleWeighting,
+    node_weights,
+    sample_weights,
+    soft_pixel_weights,
+)
 
 __all__ = [
     "Rule",

@@ -77,16 +77,22 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, TypeVar, Union
+from typing import ClassVar, Literal, TypeVar
 
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import ORGAN_SIZES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.schema import FRAMES, ORGAN_SIGMA_COLUMNS
-from chexmask_u_tools.select.uncertainty import latent_sigma_mean, node_sigma, node_sigma_max, node_sigma_mean, node_sigma_quantile
+from chexmask_u_tools.select.uncertainty import (
+    latent_sigma_mean,
+    node_sigma,
+    node_sigma_max,
+    node_sigma_mean,
+    node_sigma_quantile,
+)
 from chexmask_u_tools.sources import require_source
 
 __all__ = [
@@ -104,7 +110,6 @@ __all__ = [
     "Rule",
     "apply_rules",
     "check_rules",
-    "column_rule",
     "dice_rule",
     "image_rule",
     "latent_rule",
@@ -114,6 +119,7 @@ __all__ = [
     "parse_rule",
     "parse_rules",
     "parse_statistic",
+    "require_organ",
     "rule_report",
 ]
 
@@ -161,9 +167,27 @@ def _did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def require_organ(organ: str, *, argument: str = "organ") -> str:
+    """``organ`` if it is one of :data:`~chexmask_u_tools.layout.ORGANS`, else :class:`InputError`
+    naming ``argument`` and the closest organ.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import require_organ
+    >>> require_organ("hart")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unknown organ 'hart' (did you mean 'heart'?); expected one of ('right_lung', 'left_lung', 'heart')
+    """
+    if organ not in ORGANS:
+        where = "" if argument == "organ" else f" in {argument}"
+        raise InputError(f"unknown organ {organ!r}{where}{_did_you_mean(str(organ), ORGANS)}; expected one of {ORGANS}")
+    return organ
+
+
 def _check_organ(organ: str | None) -> None:
-    if organ is not None and organ not in ORGANS:
-        raise InputError(f"unknown organ {organ!r}{_did_you_mean(organ, ORGANS)}; expected one of {ORGANS}")
+    if organ is not None:
+        require_organ(organ)
 
 
 def _unit_fraction(text: str) -> float | None:
@@ -322,7 +346,7 @@ class DiceStat:
         return compare(value)
 
 
-Statistic = Union[NodeStat, OrganStat, ImageStat, LatentStat, DiceStat]
+Statistic = NodeStat | OrganStat | ImageStat | LatentStat | DiceStat
 _STAT_CHOICES: dict[str, str] = {
     "node": "'all' or 'frac<f>' (f in [0, 1])",
     "organ": "'mean' or 'max'",
@@ -653,7 +677,7 @@ class ColumnRule:
     @property
     def needs(self) -> str:
         """The table column the rule reads (a label rule reads the finding's own column)."""
-        return self.column[len(LABEL_PREFIX) :] if self.column.startswith(LABEL_PREFIX) else self.column
+        return self.column.removeprefix(LABEL_PREFIX)
 
     def reads(self, columns: Container[str] = ()) -> str:
         """The column the rule's expression reads (always :attr:`needs`)."""
@@ -689,7 +713,7 @@ class ColumnRule:
         return self.passes(organ, columns).fill_null(self.missing == "keep")
 
 
-AnyRule = Union[Rule, ColumnRule]
+AnyRule = Rule | ColumnRule
 
 
 # --------------------------------------------------------------------------- constructors
