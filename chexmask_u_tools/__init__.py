@@ -102,14 +102,17 @@ from chexmask_u_tools.masks import (
 )
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
 from chexmask_u_tools.select import (
+    ColumnRule,
     Rule,
     SampleWeighting,
     add_summaries,
     apply_filters,
     apply_rules,
+    check_rules,
     dice_rule,
     filter_criteria,
     filter_report,
+    filter_rules,
     image_rule,
     latent_rule,
     latent_sigma_mean,
@@ -122,6 +125,8 @@ from chexmask_u_tools.select import (
     organ_rule,
     organ_sigma_mean,
     parse_rule,
+    parse_rules,
+    require_uncertainty,
     rule_report,
     sample_weights,
     soft_pixel_weights,

@@ -140,17 +140,17 @@ def criteria_from_args(args: argparse.Namespace) -> dict:
     if args.image_ids is not None:
         with open(args.image_ids, encoding="utf-8") as handle:
             image_ids = [line.strip() for line in handle if line.strip()]
-    return dict(
-        sources=args.sources,
-        frames=args.frames,
-        min_dice_rca_mean=args.min_dice,
-        min_dice_rca_max=args.min_dice_rca_max,
-        max_node_sigma_mean=args.max_node_sigma,
-        max_node_sigma_max=args.max_node_sigma_max,
-        max_organ_sigma=_organ_thresholds(args.max_organ_sigma),
-        max_latent_sigma_mean=args.max_latent_sigma,
-        image_ids=image_ids,
-    )
+    return {
+        "sources": args.sources,
+        "frames": args.frames,
+        "min_dice_rca_mean": args.min_dice,
+        "min_dice_rca_max": args.min_dice_rca_max,
+        "max_node_sigma_mean": args.max_node_sigma,
+        "max_node_sigma_max": args.max_node_sigma_max,
+        "max_organ_sigma": _organ_thresholds(args.max_organ_sigma),
+        "max_latent_sigma_mean": args.max_latent_sigma,
+        "image_ids": image_ids,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
