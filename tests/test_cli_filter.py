@@ -69,3 +69,24 @@ def test_rules_that_do_not_remove_rows_are_refused(mirror, tmp_path, capsys):
     assert _filter(mirror, out, "--rule", "view in PA") == 1
     assert "attach_metadata" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_out_is_not_overwritten_without_flag(mirror, tmp_path, capsys):
+    out = tmp_path / "kept.parquet"
+    out.write_bytes(b"keep me")
+    assert _filter(mirror, out, "--sources", "mimic") == 1
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert _filter(mirror, out, "--sources", "mimic", "--overwrite") == 0
+    assert pl.read_parquet(out).height == 12
+
+
+def test_image_ids_not_in_the_input_are_counted(mirror, tmp_path, capsys):
+    table = expected_table(mirror)
+    ids = table["image_id"].head(2).to_list()
+    listing = tmp_path / "ids.txt"
+    listing.write_text("\n".join([*ids, "nowhere/1.png", "nowhere/2.png"]) + "\n")
+    out = tmp_path / "kept.parquet"
+    assert _filter(mirror, out, "--image-ids", str(listing), "--missing", "drop") == 0
+    captured = capsys.readouterr()
+    assert "2 of 4 ids" in captured.err and "'nowhere/1.png'" in captured.err
+    assert set(pl.read_parquet(out)["image_id"]) == set(ids)

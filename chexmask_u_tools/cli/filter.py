@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 _CLI_FIX = (
     "pass --missing drop to remove those rows or --missing keep to keep them "
@@ -44,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source_path", metavar="CACHE_OR_LOCATION")
-    parser.add_argument("--out", required=True, help="output .parquet file")
+    parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument(
         "--rule",
         action="append",
@@ -167,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.out.endswith(".parquet"):
         raise InputError(f"--out must end with .parquet, got {args.out!r}")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise InputError(f"{args.out} exists; pass --overwrite to replace it")
     criteria = criteria_from_args(args)
     rules = parse_rules(args.rule)
     for rule in rules:
@@ -189,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         )
     whole = pl.concat([lf for _, lf in parts], how="vertical")
     check_rules(whole, named, fix=_CLI_FIX)
+    unmatched = _unmatched_ids(whole, criteria["image_ids"])
     report = filter_report(whole, rules=rules, missing=args.missing, check_missing=False, **criteria)
     temporary = f"{args.out}.tmp-{os.getpid()}"
     kept = 0
@@ -204,5 +209,22 @@ def run(args: argparse.Namespace) -> int:
         if os.path.exists(temporary):
             os.remove(temporary)
     print(format_report(report))
+    if unmatched:
+        shown = ", ".join(repr(i) for i in unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+        print(
+            f"warning: {len(unmatched)} of {len(set(criteria['image_ids']))} ids in {args.image_ids} are not in the input: {shown}",
+            file=sys.stderr,
+        )
     print(f"kept {kept} of {report['remaining'][0]} rows -> {args.out}")
     return 0
+
+
+def _unmatched_ids(table, image_ids: list[str] | None) -> list[str]:
+    """The listed ids that no row of ``table`` has (sorted), so that they can be reported."""
+    import polars as pl
+
+    if not image_ids:
+        return []
+    wanted = sorted(set(image_ids))
+    found = set(table.filter(pl.col("image_id").is_in(wanted)).select(pl.col("image_id").unique()).collect()["image_id"])
+    return [image_id for image_id in wanted if image_id not in found]
