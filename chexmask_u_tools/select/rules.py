@@ -619,7 +619,9 @@ class ColumnRule:
     values:
         The value (or, for ``in`` / ``not in``, the values) compared with.
         Sources are stored under their canonical name (any accepted spelling
-        is read), views upper-cased and checked against :data:`VIEWS`.
+        is read), views upper-cased and checked against :data:`VIEWS`.  In the
+        text form values are separated by commas, so a value holding ``,``,
+        ``:`` or ``;`` can only be given to the object, not written as text.
     action, weight, missing:
         As for :class:`Rule` (``drop_organ`` is not available: the criterion
         is about the whole image).  ``missing`` is about null values in the
