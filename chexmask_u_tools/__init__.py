@@ -106,14 +106,17 @@ from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.publish import save_hub_folder, to_hf_dataset
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
 from chexmask_u_tools.select import (
+    ColumnRule,
     Rule,
     SampleWeighting,
     add_summaries,
     apply_filters,
     apply_rules,
+    check_rules,
     dice_rule,
     filter_criteria,
     filter_report,
+    filter_rules,
     image_rule,
     latent_rule,
     latent_sigma_mean,
@@ -126,6 +129,8 @@ from chexmask_u_tools.select import (
     organ_rule,
     organ_sigma_mean,
     parse_rule,
+    parse_rules,
+    require_uncertainty,
     rule_report,
     sample_weights,
     soft_pixel_weights,

@@ -227,6 +227,8 @@ def test_cli_cache_and_filter(tmp_path, mirror, capsys):
             "--sources",
             "chexpert",
             "padchest",
+            "--missing",
+            "drop",
             "--no-progress",
         ]
     )
@@ -246,7 +248,7 @@ def test_cli_cache_and_filter(tmp_path, mirror, capsys):
     # From the location (the cache is found) gives the same subset.
     again = tmp_path / "again.parquet"
     code = main(["filter", str(mirror), "--cache-dir", str(tmp_path / "c"), "--out", str(again), "--max-node-sigma", "10",
-                 "--min-dice-rca-mean", "0.7", "--sources", "chexpert", "padchest", "--no-progress"])
+                 "--min-dice-rca-mean", "0.7", "--sources", "chexpert", "padchest", "--missing", "drop", "--no-progress"])
     assert code == 0 and pl.read_parquet(again).equals(table.filter(keep))
     assert main(["filter", str(directory), "--out", str(tmp_path / "x.csv")]) == 1
     assert main(["filter", str(directory), "--out", str(tmp_path / "y.parquet"), "--max-organ-sigma", "lung=3"]) == 1

@@ -1,9 +1,32 @@
-"""``chexmask-u filter``: write the rows passing quality / uncertainty thresholds, and say what each removed."""
+"""``chexmask-u filter``: write the rows passing quality / uncertainty / metadata rules, and say what each removed.
+
+The threshold flags are shortcuts for rules (the vocabulary of ``export --rule``):
+
+=================================================  ==============================
+flag (aliases)                                     rule
+=================================================  ==============================
+``--sources A B``                                  ``source in A,B``
+``--frames F``                                     ``frame in F``
+``--min-dice X`` (``--min-dice-rca-mean``)         ``dice.mean>=X``
+``--min-dice-rca-max X``                           ``dice.max>=X``
+``--max-node-sigma X`` (``--max-node-sigma-mean``)  ``image.mean<=X``
+``--max-node-sigma-max X``                         ``image.max<=X``
+``--max-organ-sigma [ORGAN=]X``                    ``organ.<organ>.mean<=X``
+``--max-latent-sigma X`` (``--max-latent-sigma-mean``)  ``latent.mean<=X``
+``--image-ids FILE``                               ``image_id in <ids of FILE>``
+=================================================  ==============================
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+_CLI_FIX = (
+    "pass --missing drop to remove those rows or --missing keep to keep them "
+    "(for a --rule, add ';missing=drop' or ';missing=keep'), or narrow the input with --sources"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,27 +37,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Filter CACHE_OR_LOCATION (a cache directory holding manifest.json, a local mirror directory or "
             "a Hub dataset repo id; a location uses its cache when one exists) and write the kept canonical "
             "rows to --out.  Prints how many rows each criterion removed, in order and on its own.  "
-            "Thresholds are inclusive; rows missing the filtered value are removed.  With a location and "
-            "--sources, files of other sources are not read, so the '(input)' count covers the files read."
+            "Criteria are rules, written as for 'export --rule' (e.g. 'image.q0.9<=12', 'dice.max>=0.8', "
+            "'source in CheXpert,Padchest'); each threshold flag is a shortcut for one rule.  Thresholds are "
+            "inclusive.  Rows lacking a filtered value are an error unless --missing says what to do.  With a "
+            "location and --sources, files of other sources are not read, so the '(input)' count covers the "
+            "files read."
         ),
     )
     parser.add_argument("source_path", metavar="CACHE_OR_LOCATION")
-    parser.add_argument("--out", required=True, help="output .parquet file")
-    parser.add_argument("--sources", nargs="+", default=None)
-    parser.add_argument("--frames", nargs="+", default=None, choices=["preprocessed", "original"])
-    parser.add_argument("--min-dice-rca-mean", type=float, default=None)
-    parser.add_argument("--min-dice-rca-max", type=float, default=None)
-    parser.add_argument("--max-node-sigma", type=float, default=None, help="max mean node sigma (px)")
-    parser.add_argument("--max-node-sigma-max", type=float, default=None, help="max largest node sigma (px)")
+    parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="a rule that removes failing rows, e.g. 'image.mean<=8' or 'dice.mean>=0.7;missing=drop' (repeatable)",
+    )
+    parser.add_argument("--sources", nargs="+", default=None, help="rule 'source in ...'")
+    parser.add_argument("--frames", nargs="+", default=None, choices=["preprocessed", "original"], help="rule 'frame in ...'")
+    parser.add_argument(
+        "--min-dice", "--min-dice-rca-mean", dest="min_dice", type=float, default=None, metavar="X", help="rule dice.mean>=X"
+    )
+    parser.add_argument("--min-dice-rca-max", type=float, default=None, metavar="X", help="rule dice.max>=X")
+    parser.add_argument(
+        "--max-node-sigma",
+        "--max-node-sigma-mean",
+        dest="max_node_sigma",
+        type=float,
+        default=None,
+        metavar="X",
+        help="rule image.mean<=X (mean node sigma, px)",
+    )
+    parser.add_argument("--max-node-sigma-max", type=float, default=None, metavar="X", help="rule image.max<=X (px)")
     parser.add_argument(
         "--max-organ-sigma",
         nargs="+",
         default=None,
         metavar="[ORGAN=]X",
-        help="max organ mean node sigma: X for all organs, or right_lung=X left_lung=Y heart=Z",
+        help="rule organ.<organ>.mean<=X: X for all organs, or right_lung=X left_lung=Y heart=Z",
     )
-    parser.add_argument("--max-latent-sigma", type=float, default=None, help="max mean latent sigma")
+    parser.add_argument(
+        "--max-latent-sigma",
+        "--max-latent-sigma-mean",
+        dest="max_latent_sigma",
+        type=float,
+        default=None,
+        metavar="X",
+        help="rule latent.mean<=X",
+    )
     parser.add_argument("--image-ids", default=None, metavar="FILE", help="keep only the ids listed in FILE (one per line)")
+    parser.add_argument(
+        "--missing",
+        choices=["raise", "drop", "keep"],
+        default="raise",
+        help="rows lacking a value a threshold flag filters on: error (default), remove or keep them",
+    )
     parser.add_argument("--revision", default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--no-cache", action="store_true", help="read the data files even if a cache exists")
@@ -78,34 +136,50 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
+def criteria_from_args(args: argparse.Namespace) -> dict:
+    """The keyword criteria of :func:`~chexmask_u_tools.select.filtering.filter_rules` that the flags set."""
+    image_ids = None
+    if args.image_ids is not None:
+        with open(args.image_ids, encoding="utf-8") as handle:
+            image_ids = [line.strip() for line in handle if line.strip()]
+    return {
+        "sources": args.sources,
+        "frames": args.frames,
+        "min_dice_rca_mean": args.min_dice,
+        "min_dice_rca_max": args.min_dice_rca_max,
+        "max_node_sigma_mean": args.max_node_sigma,
+        "max_node_sigma_max": args.max_node_sigma_max,
+        "max_organ_sigma": _organ_thresholds(args.max_organ_sigma),
+        "max_latent_sigma_mean": args.max_latent_sigma,
+        "image_ids": image_ids,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import polars as pl
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from chexmask_u_tools.hub.cache import MANIFEST, shard_files
     from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.select.filtering import apply_filters, filter_report
+    from chexmask_u_tools.hub.cache import MANIFEST, shard_files
     from chexmask_u_tools.hub.read import scan_parts
     from chexmask_u_tools.schema import CANONICAL_SCHEMA
+    from chexmask_u_tools.select.filtering import apply_filters, filter_report, filter_rules
+    from chexmask_u_tools.select.rules import check_rules, parse_rules
 
     if not args.out.endswith(".parquet"):
         raise InputError(f"--out must end with .parquet, got {args.out!r}")
-    image_ids = None
-    if args.image_ids is not None:
-        with open(args.image_ids, encoding="utf-8") as handle:
-            image_ids = [line.strip() for line in handle if line.strip()]
-    criteria = dict(
-        sources=args.sources,
-        frames=args.frames,
-        min_dice_rca_mean=args.min_dice_rca_mean,
-        min_dice_rca_max=args.min_dice_rca_max,
-        max_node_sigma_mean=args.max_node_sigma,
-        max_node_sigma_max=args.max_node_sigma_max,
-        max_organ_sigma=_organ_thresholds(args.max_organ_sigma),
-        max_latent_sigma_mean=args.max_latent_sigma,
-        image_ids=image_ids,
-    )
+    if os.path.exists(args.out) and not args.overwrite:
+        raise InputError(f"{args.out} exists; pass --overwrite to replace it")
+    criteria = criteria_from_args(args)
+    rules = parse_rules(args.rule)
+    for rule in rules:
+        if rule.action != "drop_image":
+            raise InputError(
+                f"--rule {rule.name!r} has action {rule.action!r}; filter keeps or removes whole rows: "
+                "use 'chexmask-u export --rule' to mark organs or weight rows"
+            )
+    named = [*filter_rules(missing=args.missing, **criteria).values(), *rules]
     if os.path.isfile(os.path.join(args.source_path, MANIFEST)):
         parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(args.source_path)]
     else:
@@ -117,14 +191,17 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
         )
-    report = filter_report(pl.concat([lf for _, lf in parts], how="vertical"), **criteria)
+    whole = pl.concat([lf for _, lf in parts], how="vertical")
+    check_rules(whole, named, fix=_CLI_FIX)
+    unmatched = _unmatched_ids(whole, criteria["image_ids"])
+    report = filter_report(whole, rules=rules, missing=args.missing, check_missing=False, **criteria)
     temporary = f"{args.out}.tmp-{os.getpid()}"
     kept = 0
     try:
         schema = pl.DataFrame(schema=CANONICAL_SCHEMA).to_arrow().schema
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             for _, lf in tqdm(parts, desc="filtering", unit="file", disable=args.no_progress):
-                subset = apply_filters(lf, **criteria).collect()
+                subset = apply_filters(lf, rules=rules, missing=args.missing, check_missing=False, **criteria).collect()
                 writer.write_table(subset.to_arrow())
                 kept += subset.height
         os.replace(temporary, args.out)
@@ -132,5 +209,22 @@ def run(args: argparse.Namespace) -> int:
         if os.path.exists(temporary):
             os.remove(temporary)
     print(format_report(report))
+    if unmatched:
+        shown = ", ".join(repr(i) for i in unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+        print(
+            f"warning: {len(unmatched)} of {len(set(criteria['image_ids']))} ids in {args.image_ids} are not in the input: {shown}",
+            file=sys.stderr,
+        )
     print(f"kept {kept} of {report['remaining'][0]} rows -> {args.out}")
     return 0
+
+
+def _unmatched_ids(table, image_ids: list[str] | None) -> list[str]:
+    """The listed ids that no row of ``table`` has (sorted), so that they can be reported."""
+    import polars as pl
+
+    if not image_ids:
+        return []
+    wanted = sorted(set(image_ids))
+    found = set(table.filter(pl.col("image_id").is_in(wanted)).select(pl.col("image_id").unique()).collect()["image_id"])
+    return [image_id for image_id in wanted if image_id not in found]

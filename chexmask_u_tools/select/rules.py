@@ -1,4 +1,4 @@
-"""Uncertainty and quality rules: which rows (and organs) to train on, and how much.
+"""Uncertainty, quality and metadata rules: which rows (and organs) to train on, and how much.
 
 A :class:`Rule` compares one statistic of a row with a threshold and says what
 to do when the row fails:
@@ -17,7 +17,22 @@ level       statistic (pixels of the row's frame, SPEC section 5)  passes when
 ``dice``    ``Dice RCA (Mean)`` (``stat="mean"``) or ``(Max)``     ``>= t``
 ==========  =====================================================  ==============
 
-(``<`` / ``>`` give strict comparisons.)  Actions on failure:
+(``<`` / ``>`` give strict comparisons.)  A rule's statistic is read once, when
+the rule is made, into a typed object (:class:`NodeStat`, :class:`OrganStat`,
+:class:`ImageStat`, :class:`LatentStat`, :class:`DiceStat`: ``rule.statistic``)
+that knows the data it needs, the stored summary column it can read instead,
+and its polars expression.
+
+A :class:`ColumnRule` is a criterion on a plain column of the table: the row's
+``source``, ``frame`` or ``image_id``, or the metadata that
+``cxu.attach_metadata`` joins from the source database (``view``, ``sex``,
+``age``, ``split``, ``patient_id``, ``study_id`` and one column per finding
+label, named ``label.<Finding>`` in a rule)::
+
+    view in PA,AP     age>=18     split==train     label.Cardiomegaly==1
+    source in CheXpert,Padchest   label.Pleural Effusion!=1;missing=keep
+
+Actions on failure:
 
 * ``"drop_image"``: the row is removed;
 * ``"drop_organ"``: the row stays, the failing organ's mask is marked missing
@@ -27,21 +42,26 @@ level       statistic (pixels of the row's frame, SPEC section 5)  passes when
 * ``"weight"``: the row stays and its ``rule_weight`` is multiplied by the
   rule's ``weight`` factor (once per rule, however many organs fail).
 
-Rules compose: :func:`apply_rules` applies any list of them (uncertainty and
-Dice RCA alike) to a ``DataFrame`` or ``LazyFrame``.  Every rule is a polars
-expression, so on a lazy scan the row filter runs in the scan (polars pushes
-the Dice and stored-summary comparisons into parquet scans; list statistics
-such as quantiles filter right after the scan, before anything else).  Where
-the table has the canonical summary column of a statistic (``node_sigma_mean``,
-``node_sigma_max``, ``sigma_<organ>``, ``latent_sigma_mean``) the rule reads
-it instead of recomputing it from ``landmarks_std`` (one float per row instead
-of 240); the other statistics are computed from ``landmarks_std``.
+Rules compose: :func:`apply_rules` applies any list of them (uncertainty,
+Dice RCA and metadata alike) to a ``DataFrame`` or ``LazyFrame``.  Every rule
+is a polars expression, so on a lazy scan the row filter runs in the scan
+(polars pushes the Dice, metadata and stored-summary comparisons into parquet
+scans; list statistics such as quantiles filter right after the scan, before
+anything else).  Where the table has the canonical summary column of a
+statistic (``node_sigma_mean``, ``node_sigma_max``, ``sigma_<organ>``,
+``latent_sigma_mean``) the rule reads it instead of recomputing it from
+``landmarks_std`` (one float per row instead of 240); the other statistics are
+computed from ``landmarks_std``.
 
 Rows without the data a rule needs (``landmarks_std`` for node / organ / image
-rules, ``latent_sigma`` for latent rules, the Dice column for dice rules):
-``missing="raise"`` (default) raises :class:`~chexmask_u_tools.errors.RecordError`
-naming the rule, how many rows lack the data and the first such image id;
-``missing="keep"`` lets them pass, ``missing="drop"`` makes them fail.
+rules, ``latent_sigma`` for latent rules, the Dice column for dice rules, the
+column itself for column rules): ``missing="raise"`` (default) raises
+:class:`~chexmask_u_tools.errors.RecordError` naming the rule, how many rows
+lack the data and the first such image id (rows that another ``drop_image``
+rule removes anyway are not counted); ``missing="keep"`` lets them pass,
+``missing="drop"`` makes them fail.  A rule on a column the table does not
+have raises :class:`~chexmask_u_tools.errors.InputError` naming the column and
+what adds it, whatever the policy.
 
 Rules also have a text form, used by the command line and by ``str(rule)``
 (:func:`parse_rule` reads it back)::
@@ -49,28 +69,47 @@ Rules also have a text form, used by the command line and by ``str(rule)``
     image.mean<=8                 image.q0.9<12:weight=0.3
     organ.heart.mean<=10:drop_organ   node.left_lung.frac0.05<=25:drop_organ
     latent.mean<=1.1              dice.mean>=0.7;missing=keep
+    view in PA,AP                 age>=18;missing=drop
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Container, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, TypeVar
 
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import ORGAN_SIZES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.schema import ORGAN_SIGMA_COLUMNS
-from chexmask_u_tools.select.uncertainty import latent_sigma_mean, node_sigma, node_sigma_max, node_sigma_mean, node_sigma_quantile
+from chexmask_u_tools.schema import FRAMES, ORGAN_SIGMA_COLUMNS
+from chexmask_u_tools.select.uncertainty import (
+    latent_sigma_mean,
+    node_sigma,
+    node_sigma_max,
+    node_sigma_mean,
+    node_sigma_quantile,
+)
+from chexmask_u_tools.sources import require_source
 
 __all__ = [
     "ACTIONS",
+    "COLUMN_CRITERIA",
     "LEVELS",
+    "VIEWS",
+    "AnyRule",
+    "ColumnRule",
+    "DiceStat",
+    "ImageStat",
+    "LatentStat",
+    "NodeStat",
+    "OrganStat",
     "Rule",
     "apply_rules",
+    "check_rules",
     "dice_rule",
     "image_rule",
     "latent_rule",
@@ -79,6 +118,8 @@ __all__ = [
     "organ_rule",
     "parse_rule",
     "parse_rules",
+    "parse_statistic",
+    "require_organ",
     "rule_report",
 ]
 
@@ -86,20 +127,34 @@ Level = Literal["node", "organ", "image", "latent", "dice"]
 Action = Literal["drop_image", "drop_organ", "weight"]
 Missing = Literal["raise", "keep", "drop"]
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+Compare = Callable[[pl.Expr], pl.Expr]
 
 LEVELS: tuple[str, ...] = ("node", "organ", "image", "latent", "dice")
 ACTIONS: tuple[str, ...] = ("drop_image", "drop_organ", "weight")
-_MISSING: tuple[str, ...] = ("raise", "keep", "drop")
-_STATS: dict[str, tuple[str, ...]] = {
-    "node": ("all",),  # plus fracF
-    "organ": ("mean", "max"),
-    "image": ("mean", "max", "median"),  # plus qF
-    "latent": ("mean", "max"),
-    "dice": ("mean", "max"),
+MISSING_POLICIES: tuple[str, ...] = ("raise", "keep", "drop")
+#: The view codes of the metadata tables (``cxu.read_metadata``).
+VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL")
+#: Column criteria: name in a rule -> (kind, where the column comes from).  Kinds:
+#: ``"text"`` (``==``, ``!=``, ``in``, ``not in``), ``"id"`` (text, compared as
+#: strings whatever the column's dtype) and ``"number"`` (also ``<``, ``<=``,
+#: ``>``, ``>=``).  Finding labels are ``label.<name>`` (kind number, metadata).
+COLUMN_CRITERIA: dict[str, tuple[str, str]] = {
+    "source": ("text", "table"),
+    "frame": ("text", "table"),
+    "image_id": ("id", "table"),
+    "patient_id": ("id", "metadata"),
+    "study_id": ("id", "metadata"),
+    "view": ("text", "metadata"),
+    "sex": ("text", "metadata"),
+    "age": ("number", "metadata"),
+    "split": ("text", "metadata"),
 }
-_NEEDS: dict[str, str] = {"node": "landmarks_std", "organ": "landmarks_std", "image": "landmarks_std", "latent": "latent_sigma"}
-
+LABEL_PREFIX = "label."
 RULE_WEIGHT_COLUMN = "rule_weight"
+_METADATA_FIX = (
+    "it comes from the source database's metadata: join it first with "
+    "cxu.attach_metadata(table, cxu.read_metadata(source, files)) (command line: --metadata DIR)"
+)
 
 
 def mask_valid_columns() -> dict[str, str]:
@@ -107,19 +162,272 @@ def mask_valid_columns() -> dict[str, str]:
     return {organ: f"mask_valid_{organ}" for organ in ORGANS}
 
 
-def _stat_fraction(stat: str, prefix: str) -> float | None:
-    if not stat.startswith(prefix):
-        return None
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def require_organ(organ: str, *, argument: str = "organ") -> str:
+    """``organ`` if it is one of :data:`~chexmask_u_tools.layout.ORGANS`, else :class:`InputError`
+    naming ``argument`` and the closest organ.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import require_organ
+    >>> require_organ("hart")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unknown organ 'hart' (did you mean 'heart'?); expected one of ('right_lung', 'left_lung', 'heart')
+    """
+    if organ not in ORGANS:
+        where = "" if argument == "organ" else f" in {argument}"
+        raise InputError(f"unknown organ {organ!r}{where}{_did_you_mean(str(organ), ORGANS)}; expected one of {ORGANS}")
+    return organ
+
+
+def _check_organ(organ: str | None) -> None:
+    if organ is not None:
+        require_organ(organ)
+
+
+def _unit_fraction(text: str) -> float | None:
+    """``text`` as a number in [0, 1], else None."""
     try:
-        value = float(stat[len(prefix):])
+        value = float(text)
     except ValueError:
         return None
     return value if 0.0 <= value <= 1.0 else None
 
 
+def _organ_node_sigmas(organ: str) -> pl.Expr:
+    """The organ's node sigmas as a list expression (null without std)."""
+    part = ORGAN_SLICES[organ]
+    return node_sigma().arr.to_list().list.slice(part.start, ORGAN_SIZES[organ])
+
+
+def _require_organ(level: str, organ: str | None) -> str:
+    if organ not in ORGANS:
+        raise InputError(f"{level} rules are evaluated per organ; pass one of {ORGANS}")
+    return organ
+
+
+# --------------------------------------------------------------------------- statistics
+# One small frozen class per level.  Each knows the raw column it needs, the
+# stored summary column that may replace it, and its value expression.
+
+
+@dataclass(frozen=True)
+class NodeStat:
+    """Node sigmas of one organ (or each organ): their largest value, or the fraction above the threshold.
+
+    ``fraction=None`` (text ``"all"``): the value is the organ's largest node
+    sigma, compared with the threshold.  ``fraction=f`` (text ``"frac<f>"``):
+    the value is the fraction of the organ's nodes failing the threshold, and
+    the organ passes when it is ``<= f``.
+    """
+
+    organ: str | None = None
+    fraction: float | None = None
+    level: ClassVar[str] = "node"
+    needs: ClassVar[str] = "landmarks_std"
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return (self.organ,) if self.organ is not None else ORGANS
+
+    def stored_column(self, organ: str | None = None) -> str | None:
+        return None
+
+    def value(self, organ: str | None, columns: Container[str], compare: Compare) -> pl.Expr:
+        sigmas = _organ_node_sigmas(_require_organ(self.level, organ))
+        if self.fraction is None:
+            return sigmas.list.max().cast(pl.Float32)
+        return sigmas.list.eval(~compare(pl.element())).list.mean().cast(pl.Float32)
+
+    def passes(self, value: pl.Expr, compare: Compare) -> pl.Expr:
+        return compare(value) if self.fraction is None else value <= self.fraction
+
+
+@dataclass(frozen=True)
+class OrganStat:
+    """Mean or max node sigma of one organ (or of each organ, judged on its own)."""
+
+    organ: str | None = None
+    stat: Literal["mean", "max"] = "mean"
+    level: ClassVar[str] = "organ"
+    needs: ClassVar[str] = "landmarks_std"
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return (self.organ,) if self.organ is not None else ORGANS
+
+    def stored_column(self, organ: str | None = None) -> str | None:
+        return ORGAN_SIGMA_COLUMNS[organ] if self.stat == "mean" and organ is not None else None
+
+    def value(self, organ: str | None, columns: Container[str], compare: Compare) -> pl.Expr:
+        stored = self.stored_column(organ)
+        if stored is not None and stored in columns:
+            return pl.col(stored).cast(pl.Float32)
+        sigmas = _organ_node_sigmas(_require_organ(self.level, organ))
+        return (sigmas.list.mean() if self.stat == "mean" else sigmas.list.max()).cast(pl.Float32)
+
+    def passes(self, value: pl.Expr, compare: Compare) -> pl.Expr:
+        return compare(value)
+
+
+@dataclass(frozen=True)
+class ImageStat:
+    """Mean, max or quantile ``q`` of the image's 120 node sigmas (``"median"`` is ``q=0.5``)."""
+
+    stat: Literal["mean", "max", "quantile"] = "mean"
+    q: float | None = None
+    level: ClassVar[str] = "image"
+    needs: ClassVar[str] = "landmarks_std"
+    organs: ClassVar[tuple[str, ...]] = ()
+
+    def stored_column(self, organ: str | None = None) -> str | None:
+        return f"node_sigma_{self.stat}" if self.stat in ("mean", "max") else None
+
+    def value(self, organ: str | None, columns: Container[str], compare: Compare) -> pl.Expr:
+        stored = self.stored_column()
+        if stored is not None and stored in columns:
+            return pl.col(stored).cast(pl.Float32)
+        if self.stat == "mean":
+            return node_sigma_mean()
+        if self.stat == "max":
+            return node_sigma_max()
+        return node_sigma_quantile(self.q)
+
+    def passes(self, value: pl.Expr, compare: Compare) -> pl.Expr:
+        return compare(value)
+
+
+@dataclass(frozen=True)
+class LatentStat:
+    """Mean or max of the 64 latent posterior sigmas."""
+
+    stat: Literal["mean", "max"] = "mean"
+    level: ClassVar[str] = "latent"
+    needs: ClassVar[str] = "latent_sigma"
+    organs: ClassVar[tuple[str, ...]] = ()
+
+    def stored_column(self, organ: str | None = None) -> str | None:
+        return "latent_sigma_mean" if self.stat == "mean" else None
+
+    def value(self, organ: str | None, columns: Container[str], compare: Compare) -> pl.Expr:
+        stored = self.stored_column()
+        if stored is not None and stored in columns:
+            return pl.col(stored).cast(pl.Float32)
+        return latent_sigma_mean() if self.stat == "mean" else pl.col(self.needs).arr.max().cast(pl.Float32)
+
+    def passes(self, value: pl.Expr, compare: Compare) -> pl.Expr:
+        return compare(value)
+
+
+@dataclass(frozen=True)
+class DiceStat:
+    """The released ``Dice RCA (Mean)`` or ``(Max)`` of the row."""
+
+    stat: Literal["mean", "max"] = "mean"
+    level: ClassVar[str] = "dice"
+    organs: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def needs(self) -> str:
+        return f"dice_rca_{self.stat}"
+
+    def stored_column(self, organ: str | None = None) -> str | None:
+        return None
+
+    def value(self, organ: str | None, columns: Container[str], compare: Compare) -> pl.Expr:
+        return pl.col(self.needs).cast(pl.Float64)
+
+    def passes(self, value: pl.Expr, compare: Compare) -> pl.Expr:
+        return compare(value)
+
+
+Statistic = NodeStat | OrganStat | ImageStat | LatentStat | DiceStat
+_STAT_CHOICES: dict[str, str] = {
+    "node": "'all' or 'frac<f>' (f in [0, 1])",
+    "organ": "'mean' or 'max'",
+    "image": "'mean', 'max', 'median' or 'q<q>' (q in [0, 1])",
+    "latent": "'mean' or 'max'",
+    "dice": "'mean' or 'max'",
+}
+
+
+def _read_statistic(level: str, stat: str, organ: str | None) -> Statistic | None:
+    if level == "node":
+        if stat == "all":
+            return NodeStat(organ)
+        fraction = _unit_fraction(stat[4:]) if stat.startswith("frac") else None
+        return None if fraction is None else NodeStat(organ, fraction)
+    if level == "organ":
+        return OrganStat(organ, stat) if stat in ("mean", "max") else None
+    if level == "image":
+        if stat in ("mean", "max"):
+            return ImageStat(stat)
+        if stat == "median":
+            return ImageStat("quantile", 0.5)
+        q = _unit_fraction(stat[1:]) if stat.startswith("q") else None
+        return None if q is None else ImageStat("quantile", q)
+    if level == "latent":
+        return LatentStat(stat) if stat in ("mean", "max") else None
+    if level == "dice":
+        return DiceStat(stat) if stat in ("mean", "max") else None
+    return None
+
+
+def parse_statistic(level: str, stat: str, organ: str | None = None) -> Statistic:
+    """The typed statistic of a rule level from its text (``"mean"``, ``"q0.9"``, ``"frac0.05"`` ...).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import parse_statistic
+    >>> parse_statistic("image", "q0.9")
+    ImageStat(stat='quantile', q=0.9)
+    >>> parse_statistic("node", "frac0.05", "heart")
+    NodeStat(organ='heart', fraction=0.05)
+    """
+    if level not in LEVELS:
+        raise InputError(f"rule level must be one of {LEVELS}, got {level!r}{_did_you_mean(level, LEVELS)}")
+    _check_organ(organ)
+    if organ is not None and level not in ("node", "organ"):
+        raise InputError(f"{level} rules cover the whole image; organ={organ!r} is only for node/organ rules")
+    statistic = _read_statistic(level, stat, organ)
+    if statistic is None:
+        raise InputError(f"{level} rules take stat {_STAT_CHOICES[level]}, got {stat!r}")
+    return statistic
+
+
+def _check_policy(action: str, missing: str, weight: float) -> float:
+    """Validate action and missing policy; return the stored weight factor."""
+    if action not in ACTIONS:
+        raise InputError(f"rule action must be one of {ACTIONS}, got {action!r}{_did_you_mean(action, ACTIONS)}")
+    if missing not in MISSING_POLICIES:
+        raise InputError(f"rule missing policy must be one of {MISSING_POLICIES}, got {missing!r}")
+    try:
+        factor = float(weight)
+    except (TypeError, ValueError):
+        raise InputError(f"rule weight factor must be a number, got {weight!r}") from None
+    if not 0.0 <= factor <= 1.0:
+        raise InputError(f"rule weight factor must lie in [0, 1], got {weight}")
+    # The factor means nothing for the drop actions; a fixed value keeps equality meaningful.
+    return factor if action == "weight" else 0.5
+
+
+def _action_text(action: str, weight: float, missing: str) -> str:
+    text = ""
+    if action != "drop_image":
+        text += f":{action}" + (f"={weight!r}" if action == "weight" else "")
+    if missing != "raise":
+        text += f";missing={missing}"
+    return text
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One threshold rule (see the module docstring for levels, statistics and actions).
+    """One threshold rule on an uncertainty or quality statistic (see the module docstring).
 
     Parameters
     ----------
@@ -132,7 +440,7 @@ class Rule:
         ``node``: ``"all"`` or ``"frac<f>"`` (at most a fraction f of the organ's
         nodes above the threshold); ``organ``: ``"mean"``/``"max"``; ``image``:
         ``"mean"``/``"max"``/``"median"``/``"q<q>"``; ``latent``: ``"mean"``/``"max"``;
-        ``dice``: ``"mean"``/``"max"``.
+        ``dice``: ``"mean"``/``"max"``.  Read once into :attr:`statistic`.
     op:
         ``"<="`` or ``"<"`` for sigma rules, ``">="`` or ``">"`` for dice rules.
     organ:
@@ -144,6 +452,13 @@ class Rule:
         ignored, and stored as 0.5, for the other actions).
     missing:
         ``"raise"``, ``"keep"`` or ``"drop"``: rows without the needed data.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import Rule
+    >>> rule = Rule("organ", 10, "mean", organ="heart", action="drop_organ")
+    >>> str(rule), rule.statistic
+    ('organ.heart.mean<=10.0:drop_organ', OrganStat(organ='heart', stat='mean'))
     """
 
     level: str
@@ -154,12 +469,12 @@ class Rule:
     action: str = "drop_image"
     weight: float = 0.5
     missing: str = "raise"
+    statistic: Statistic = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
-            raise InputError(f"rule level must be one of {LEVELS}, got {self.level!r}")
-        default_stat = "all" if self.level == "node" else "mean"
-        object.__setattr__(self, "stat", self.stat or default_stat)
+            raise InputError(f"rule level must be one of {LEVELS}, got {self.level!r}{_did_you_mean(self.level, LEVELS)}")
+        object.__setattr__(self, "stat", self.stat or ("all" if self.level == "node" else "mean"))
         object.__setattr__(self, "op", self.op or (">=" if self.level == "dice" else "<="))
         try:
             threshold = float(self.threshold)
@@ -168,45 +483,18 @@ class Rule:
         if not math.isfinite(threshold):
             raise InputError(f"rule threshold must be finite, got {threshold}")
         object.__setattr__(self, "threshold", threshold)
-        stat_ok = self.stat in _STATS[self.level] or (
-            (self.level == "node" and _stat_fraction(self.stat, "frac") is not None)
-            or (self.level == "image" and _stat_fraction(self.stat, "q") is not None)
-        )
-        if not stat_ok:
-            extra = {"node": " or frac<f>", "image": " or q<q>"}.get(self.level, "")
-            raise InputError(f"{self.level} rules take stat {_STATS[self.level]}{extra}, got {self.stat!r}")
+        object.__setattr__(self, "statistic", parse_statistic(self.level, self.stat, self.organ))
         allowed_ops = (">=", ">") if self.level == "dice" else ("<=", "<")
         if self.op not in allowed_ops:
             raise InputError(f"{self.level} rules pass when the value is {' or '.join(allowed_ops)} the threshold, got op {self.op!r}")
-        if self.organ is not None:
-            if self.level not in ("node", "organ"):
-                raise InputError(f"{self.level} rules cover the whole image; organ={self.organ!r} is only for node/organ rules")
-            if self.organ not in ORGANS:
-                raise InputError(f"unknown organ {self.organ!r}; expected one of {ORGANS}")
-        if self.action not in ACTIONS:
-            raise InputError(f"rule action must be one of {ACTIONS}, got {self.action!r}")
         if self.action == "drop_organ" and self.level not in ("node", "organ"):
             raise InputError(f"action 'drop_organ' needs an organ-wise (node or organ) rule, not a {self.level} rule")
-        weight = float(self.weight)
-        if not 0.0 <= weight <= 1.0:
-            raise InputError(f"rule weight factor must lie in [0, 1], got {self.weight}")
-        # The factor means nothing for the drop actions; a fixed value keeps equality meaningful.
-        object.__setattr__(self, "weight", weight if self.action == "weight" else 0.5)
-        if self.missing not in _MISSING:
-            raise InputError(f"rule missing policy must be one of {_MISSING}, got {self.missing!r}")
+        object.__setattr__(self, "weight", _check_policy(self.action, self.missing, self.weight))
 
     # ------------------------------------------------------------------ text form
     def __str__(self) -> str:
-        parts = [self.level]
-        if self.organ is not None:
-            parts.append(self.organ)
-        parts.append(self.stat)
-        text = ".".join(parts) + f"{self.op}{self.threshold!r}"
-        if self.action != "drop_image":
-            text += f":{self.action}" + (f"={self.weight!r}" if self.action == "weight" else "")
-        if self.missing != "raise":
-            text += f";missing={self.missing}"
-        return text
+        target = ".".join([self.level, *([self.organ] if self.organ is not None else []), self.stat])
+        return f"{target}{self.op}{self.threshold!r}" + _action_text(self.action, self.weight, self.missing)
 
     @property
     def name(self) -> str:
@@ -216,19 +504,11 @@ class Rule:
     @property
     def needs(self) -> str:
         """The column whose data this rule needs (null there = missing data)."""
-        if self.level == "dice":
-            return "dice_rca_max" if self.stat == "max" else "dice_rca_mean"
-        return _NEEDS[self.level]
+        return self.statistic.needs
 
     def stored_column(self, organ: str | None = None) -> str | None:
         """The canonical summary column holding this rule's statistic, if there is one."""
-        if self.level == "image" and self.stat in ("mean", "max"):
-            return f"node_sigma_{self.stat}"
-        if self.level == "organ" and self.stat == "mean" and organ is not None:
-            return ORGAN_SIGMA_COLUMNS[organ]
-        if self.level == "latent" and self.stat == "mean":
-            return "latent_sigma_mean"
-        return None
+        return self.statistic.stored_column(organ)
 
     def reads(self, columns: Container[str] = ()) -> str:
         """The column the rule's expression reads from a table with ``columns``.
@@ -244,9 +524,11 @@ class Rule:
     @property
     def organs(self) -> tuple[str, ...]:
         """Organs the rule is evaluated on (empty for whole-image rules)."""
-        if self.level not in ("node", "organ"):
-            return ()
-        return (self.organ,) if self.organ is not None else ORGANS
+        return self.statistic.organs
+
+    def missing_column_error(self, columns: Container[str]) -> InputError:
+        """The error for a table without the column this rule reads."""
+        return InputError(f"rule {self.name!r} needs column {self.needs!r}, which the table does not have")
 
     # ------------------------------------------------------------ expressions
     def _compare(self, value: pl.Expr) -> pl.Expr:
@@ -263,46 +545,177 @@ class Rule:
         summary column among them is read instead of recomputing it from the
         raw data (see :meth:`reads`).
         """
-        stored = self.stored_column(organ)
-        if stored is not None and stored in columns:
-            return pl.col(stored).cast(pl.Float32)
-        if self.level in ("node", "organ"):
-            if organ not in ORGANS:
-                raise InputError(f"{self.level} rules are evaluated per organ; pass one of {ORGANS}")
-            part = ORGAN_SLICES[organ]
-            sigmas = node_sigma().arr.to_list().list.slice(part.start, ORGAN_SIZES[organ])
-            if self.level == "organ":
-                return (sigmas.list.mean() if self.stat == "mean" else sigmas.list.max()).cast(pl.Float32)
-            if self.stat == "all":
-                return sigmas.list.max().cast(pl.Float32)
-            fails = ~self._compare(pl.element())
-            return sigmas.list.eval(fails).list.mean().cast(pl.Float32)
-        if self.level == "image":
-            if self.stat == "mean":
-                return node_sigma_mean()
-            if self.stat == "max":
-                return node_sigma_max()
-            q = 0.5 if self.stat == "median" else float(self.stat[1:])
-            return node_sigma_quantile(q)
-        if self.level == "latent":
-            if self.stat == "mean":
-                return latent_sigma_mean()
-            return pl.col("latent_sigma").arr.max().cast(pl.Float32)
-        return pl.col(self.needs).cast(pl.Float64)
+        return self.statistic.value(organ, columns, self._compare)
+
+    def passes(self, organ: str | None = None, columns: Container[str] = ()) -> pl.Expr:
+        """Boolean expression: True where the row (organ) passes, null where its data is missing."""
+        if self.organs and organ is None:
+            return pl.all_horizontal([self.passes(o, columns) for o in self.organs])
+        return self.statistic.passes(self.value_expr(organ, columns), self._compare)
 
     def pass_expr(self, organ: str | None = None, columns: Container[str] = ()) -> pl.Expr:
         """Boolean expression: True where the row (organ) passes; missing data per ``missing``.
 
         Organ-wise rules without ``organ`` pass only when every selected organ passes.
         """
-        if self.level in ("node", "organ") and organ is None:
+        if self.organs and organ is None:
             return pl.all_horizontal([self.pass_expr(o, columns) for o in self.organs])
-        value = self.value_expr(organ, columns)
-        if self.level == "node" and self.stat != "all":
-            passed = value <= _stat_fraction(self.stat, "frac")
-        else:
-            passed = self._compare(value)
-        return passed.fill_null(self.missing == "keep")
+        return self.passes(organ, columns).fill_null(self.missing == "keep")
+
+
+_COLUMN_OPS: tuple[str, ...] = ("==", "!=", "in", "not in", "<=", ">=", "<", ">")
+_ORDER_OPS: tuple[str, ...] = ("<=", ">=", "<", ">")
+
+
+def _column_kind(column: str) -> tuple[str, str]:
+    if column.startswith(LABEL_PREFIX) and len(column) > len(LABEL_PREFIX):
+        return "number", "metadata"
+    if column in COLUMN_CRITERIA:
+        return COLUMN_CRITERIA[column]
+    choices = [*COLUMN_CRITERIA, *(f"{level}.mean" for level in LEVELS if level != "node"), "node", "label.<finding>"]
+    raise InputError(
+        f"unknown rule target {column!r}{_did_you_mean(column, choices)}; expected one of {LEVELS} "
+        f"(uncertainty and Dice rules), a column {tuple(COLUMN_CRITERIA)} or label.<finding>"
+    )
+
+
+def _column_value(column: str, kind: str, value: object) -> str | float:
+    if kind == "number":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"rule on {column!r} compares numbers; {value!r} is not one") from None
+        if not math.isfinite(number):
+            raise InputError(f"rule on {column!r}: value must be finite, got {number}")
+        return number
+    text = str(value).strip()
+    if not text:
+        raise InputError(f"rule on {column!r}: empty value")
+    if column == "source":
+        return require_source(text, argument="source in the rule")
+    if column == "frame" and text not in FRAMES:
+        raise InputError(f"unknown frame {text!r}{_did_you_mean(text, FRAMES)}; expected one of {FRAMES}")
+    if column == "view":
+        if text.upper() not in VIEWS:
+            raise InputError(f"unknown view {text!r}{_did_you_mean(text.upper(), VIEWS)}; expected one of {VIEWS}")
+        return text.upper()
+    return text
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """A criterion on a plain column: ``source``/``frame``/``image_id`` or joined metadata.
+
+    Parameters
+    ----------
+    column:
+        ``"source"``, ``"frame"``, ``"image_id"``, ``"patient_id"``,
+        ``"study_id"``, ``"view"``, ``"sex"``, ``"age"`` (years), ``"split"``,
+        or ``"label.<finding>"`` for the finding column ``<finding>`` (Float32:
+        1 positive, 0 negative, -1 uncertain, null not mentioned).
+    op:
+        ``"=="``, ``"!="``, ``"in"`` or ``"not in"``; numbers (``age``,
+        labels) also ``"<="``, ``"<"``, ``">="``, ``">"``.
+    values:
+        The value (or, for ``in`` / ``not in``, the values) compared with.
+        Sources are stored under their canonical name (any accepted spelling
+        is read), views upper-cased and checked against :data:`VIEWS`.  In the
+        text form values are separated by commas, so a value holding ``,``,
+        ``:`` or ``;`` can only be given to the object, not written as text.
+    action, weight, missing:
+        As for :class:`Rule` (``drop_organ`` is not available: the criterion
+        is about the whole image).  ``missing`` is about null values in the
+        column; a column absent from the table is always an error.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import ColumnRule
+    >>> str(ColumnRule("view", "in", ("pa", "AP")))
+    'view in PA,AP'
+    >>> str(ColumnRule("label.Cardiomegaly", "==", 1, missing="drop"))
+    'label.Cardiomegaly==1.0;missing=drop'
+    """
+
+    column: str
+    op: str
+    values: tuple[str | float, ...] | str | float
+    action: str = "drop_image"
+    weight: float = 0.5
+    missing: str = "raise"
+    organs: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        kind, _ = _column_kind(self.column)
+        if self.op not in _COLUMN_OPS:
+            raise InputError(f"column rules compare with one of {_COLUMN_OPS}, got {self.op!r}")
+        if self.op in _ORDER_OPS and kind != "number":
+            raise InputError(f"{self.column!r} is not a number; compare it with ==, !=, in or not in, not {self.op!r}")
+        raw = (self.values,) if isinstance(self.values, (str, int, float)) else tuple(self.values)
+        if not raw:
+            raise InputError(f"rule on {self.column!r} needs at least one value")
+        if len(raw) > 1 and self.op not in ("in", "not in"):
+            raise InputError(f"rule on {self.column!r}: op {self.op!r} takes one value; use 'in' for several")
+        values = tuple(dict.fromkeys(_column_value(self.column, kind, value) for value in raw))
+        object.__setattr__(self, "values", values)
+        if self.action == "drop_organ":
+            raise InputError(f"action 'drop_organ' needs an organ-wise (node or organ) rule, not a rule on {self.column!r}")
+        object.__setattr__(self, "weight", _check_policy(self.action, self.missing, self.weight))
+
+    def __str__(self) -> str:
+        shown = ",".join(repr(v) if isinstance(v, float) else v for v in self.values)
+        separator = f" {self.op} " if self.op in ("in", "not in") else self.op
+        return f"{self.column}{separator}{shown}" + _action_text(self.action, self.weight, self.missing)
+
+    @property
+    def name(self) -> str:
+        """The rule's text form, used in reports and error messages."""
+        return str(self)
+
+    @property
+    def kind(self) -> str:
+        """``"text"``, ``"id"`` or ``"number"``."""
+        return _column_kind(self.column)[0]
+
+    @property
+    def needs(self) -> str:
+        """The table column the rule reads (a label rule reads the finding's own column)."""
+        return self.column.removeprefix(LABEL_PREFIX)
+
+    def reads(self, columns: Container[str] = ()) -> str:
+        """The column the rule's expression reads (always :attr:`needs`)."""
+        return self.needs
+
+    def missing_column_error(self, columns: Iterable[str]) -> InputError:
+        """The error for a table without :attr:`needs`, naming what adds it and close column names."""
+        present = [str(c) for c in columns]
+        hint = _did_you_mean(self.needs, present)
+        origin = _column_kind(self.column)[1]
+        fix = _METADATA_FIX if origin == "metadata" else "every canonical table has it (cxu.read_table)"
+        what = f"finding column {self.needs!r}" if self.column.startswith(LABEL_PREFIX) else f"column {self.needs!r}"
+        return InputError(f"rule {self.name!r} needs {what}, which the table does not have{hint}; {fix}")
+
+    def value_expr(self, organ: str | None = None, columns: Container[str] = ()) -> pl.Expr:
+        """The column as compared (Float64 for numbers, String for ids)."""
+        column = pl.col(self.needs)
+        if self.kind == "number":
+            return column.cast(pl.Float64)
+        return column.cast(pl.String) if self.kind == "id" else column
+
+    def passes(self, organ: str | None = None, columns: Container[str] = ()) -> pl.Expr:
+        """Boolean expression: True where the row passes, null where the column is null."""
+        value = self.value_expr()
+        if self.op in ("in", "not in"):
+            inside = value.is_in(list(self.values))  # null for a null value
+            return inside if self.op == "in" else ~inside
+        v = self.values[0]
+        return {"==": value == v, "!=": value != v, "<=": value <= v, "<": value < v, ">=": value >= v, ">": value > v}[self.op]
+
+    def pass_expr(self, organ: str | None = None, columns: Container[str] = ()) -> pl.Expr:
+        """Boolean expression: True where the row passes; null values per ``missing``."""
+        return self.passes(organ, columns).fill_null(self.missing == "keep")
+
+
+AnyRule = Rule | ColumnRule
 
 
 # --------------------------------------------------------------------------- constructors
@@ -374,96 +787,141 @@ def dice_rule(
 # --------------------------------------------------------------------------- parsing
 
 _RULE_RE = re.compile(
-    r"""^\s*(?P<target>[a-z_]+(?:\.[a-z_]+)?(?:\.[a-z_]*[0-9.eE+-]*)?)\s*
-        (?P<op><=|>=|<|>)\s*
-        (?P<threshold>[-+0-9.eE]+)\s*
-        (?::\s*(?P<action>[a-z_]+)\s*(?:=\s*(?P<weight>[-+0-9.eE]+))?)?\s*
+    r"""^\s*(?P<target>[^<>=!:;]+?)\s*
+        (?P<op><=|>=|==|!=|<|>|\s(?:not\s+)?in\s)\s*
+        (?P<value>[^:;]*?)\s*
+        (?::\s*(?P<action>[a-z_]+)\s*(?:=\s*(?P<weight>[^;]*?))?)?\s*
         (?:;\s*missing\s*=\s*(?P<missing>[a-z]+))?\s*$""",
     re.VERBOSE,
 )
+_RULE_FORM = (
+    "expected level[.organ][.stat]OP threshold[:action[=w]][;missing=m] or COLUMN OP value, "
+    "e.g. 'image.mean<=8', 'organ.heart.mean<=10:drop_organ', 'view in PA,AP' or 'age>=18'"
+)
 
 
-def parse_rule(text: str) -> Rule:
-    """Read a rule from its text form ``level[.organ][.stat]OP threshold[:action[=w]][;missing=m]``.
+def _split_target(level: str, rest: str, text: str) -> tuple[str | None, str]:
+    """``rest`` of ``level.rest`` -> (organ, stat); an organ-like word that is no organ is reported as one."""
+    head, dot, tail = rest.partition(".")
+    if head in ORGANS:
+        return head, tail
+    if (
+        level in ("node", "organ")
+        and _read_statistic(level, rest, None) is None
+        and re.fullmatch(r"[a-z_]+", head)
+        and (dot or _did_you_mean(head, ORGANS))
+    ):
+        raise InputError(f"rule {text!r}: unknown organ {head!r}{_did_you_mean(head, ORGANS)}; expected one of {ORGANS}")
+    return None, rest
 
-    Examples: ``"image.q0.9<=12"``, ``"organ.heart.mean<=10:drop_organ"``,
-    ``"node.frac0.05<=25:weight=0.2"``, ``"dice.mean>=0.7;missing=keep"``.
-    ``parse_rule(str(rule)) == rule`` for every valid rule.
+
+def parse_rule(text: str) -> AnyRule:
+    """Read a rule from its text form.
+
+    Uncertainty and Dice rules: ``level[.organ][.stat]OP threshold[:action[=w]][;missing=m]``;
+    column and metadata rules: ``COLUMN OP value[:weight=w][;missing=m]`` with OP one of
+    ``==``, ``!=``, ``in``, ``not in`` (values separated by commas) and, for numbers,
+    ``<=``, ``<``, ``>=``, ``>``.  ``parse_rule(str(rule)) == rule`` for every valid rule.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import parse_rule
+    >>> parse_rule("organ.heart.mean<=10:drop_organ")
+    Rule(level='organ', threshold=10.0, stat='mean', op='<=', organ='heart', action='drop_organ', weight=0.5, missing='raise')
+    >>> str(parse_rule("image.q0.9<12:weight=0.3")), str(parse_rule("dice.mean>=0.7;missing=keep"))
+    ('image.q0.9<12.0:weight=0.3', 'dice.mean>=0.7;missing=keep')
+    >>> parse_rule("view in pa, AP")
+    ColumnRule(column='view', op='in', values=('PA', 'AP'), action='drop_image', weight=0.5, missing='raise')
+    >>> parse_rule("organ.hart.mean<=9")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: rule 'organ.hart.mean<=9': unknown organ 'hart' (did you mean 'heart'?); expected one of ('right_lung', 'left_lung', 'heart')
     """
     match = _RULE_RE.match(text or "")
     if match is None:
-        raise InputError(
-            f"cannot read rule {text!r}; expected level[.organ][.stat]OP threshold[:action[=w]][;missing=m], "
-            "e.g. 'image.mean<=8' or 'organ.heart.mean<=10:drop_organ'"
-        )
-    target = match["target"]
-    level, _, rest = target.partition(".")
-    organ = None
-    for candidate in ORGANS:
-        if rest == candidate or rest.startswith(candidate + "."):
-            organ, rest = candidate, rest[len(candidate) + 1 :]
-            break
-    try:
-        threshold = float(match["threshold"])
-    except ValueError:
-        raise InputError(f"rule {text!r}: threshold {match['threshold']!r} is not a number") from None
+        raise InputError(f"cannot read rule {text!r}; {_RULE_FORM}")
+    target, op, value = match["target"].strip(), " ".join(match["op"].split()), match["value"]
     action = match["action"] or "drop_image"
     weight = 0.5
     if match["weight"] is not None:
         if action != "weight":
             raise InputError(f"rule {text!r}: only the 'weight' action takes a factor")
-        weight = float(match["weight"])
-    return Rule(
-        level,
-        threshold,
-        rest,
-        op=match["op"],
-        organ=organ,
-        action=action,
-        weight=weight,
-        missing=match["missing"] or "raise",
-    )
+        try:
+            weight = float(match["weight"])
+        except ValueError:
+            raise InputError(f"rule {text!r}: weight factor {match['weight']!r} is not a number") from None
+    missing = match["missing"] or "raise"
+    level, _, rest = target.partition(".")
+    if level not in LEVELS:
+        values = [part.strip() for part in value.split(",")] if op in ("in", "not in") else [value]
+        return ColumnRule(target, op, tuple(values), action=action, weight=weight, missing=missing)
+    organ, stat = _split_target(level, rest, text)
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise InputError(f"rule {text!r}: threshold {value!r} is not a number") from None
+    return Rule(level, threshold, stat, op=op, organ=organ, action=action, weight=weight, missing=missing)
 
 
-def parse_rules(texts: Iterable[str | Rule]) -> list[Rule]:
-    """:func:`parse_rule` over a list (Rule objects pass through)."""
-    return [text if isinstance(text, Rule) else parse_rule(text) for text in texts]
+def parse_rules(texts: Iterable[str | AnyRule]) -> list[AnyRule]:
+    """:func:`parse_rule` over a list (rule objects pass through)."""
+    return [text if isinstance(text, (Rule, ColumnRule)) else parse_rule(text) for text in texts]
 
 
 # --------------------------------------------------------------------------- applying
 
+_DEFAULT_FIX = "add ';missing=keep' or ';missing=drop' to the rule, or filter those rows out first"
 
-def _check_missing(frame: pl.DataFrame | pl.LazyFrame, rules: Sequence[Rule]) -> None:
+
+def check_rules(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[AnyRule | str], *, fix: str | None = None) -> None:
+    """Raise unless every rule can be judged on every row that matters.
+
+    * A rule on a column the table lacks raises :class:`InputError` naming the
+      column (and, for metadata, ``attach_metadata`` / ``--metadata``), whatever
+      its ``missing`` policy.
+    * A ``missing="raise"`` rule raises :class:`RecordError` when rows lack its
+      data: "rule 'image.mean<=8.0' needs landmarks_std, but 56 of 56 rows have
+      none; ...", with the first such image id.  Rows that another
+      ``drop_image`` rule removes anyway are not counted.
+
+    ``fix``: the advice ending the message (default: add ``;missing=keep`` or
+    ``;missing=drop`` to the rule); callers with other knobs (a keyword, a flag)
+    name theirs.  On a ``LazyFrame`` this collects one small aggregate.
+    """
+    rules = parse_rules(rules)
+    columns = frame.collect_schema().names()
+    present = set(columns)
+    for rule in rules:
+        if rule.reads(present) not in present:
+            raise rule.missing_column_error(columns)
     strict = [rule for rule in rules if rule.missing == "raise"]
     if not strict:
         return
-    columns = set(frame.collect_schema().names())
-    needed = sorted({rule.reads(columns) for rule in strict})
-    absent = [c for c in needed if c not in columns]
-    if absent:
-        rule = next(r for r in strict if r.reads(columns) in absent)
-        raise InputError(f"rule {rule.name!r} needs column {rule.needs!r}, which the table does not have")
-    id_column = "image_id" if "image_id" in columns else None
-    exprs = []
-    for column in needed:
-        exprs.append(pl.col(column).is_null().sum().alias(f"n:{column}"))
+    drops = [rule for rule in rules if rule.action == "drop_image"]
+    id_column = "image_id" if "image_id" in present else None
+    exprs: list[pl.Expr] = []
+    for i, rule in enumerate(strict):
+        others = [other.passes(columns=present).fill_null(True) for other in drops if other is not rule]
+        null = pl.col(rule.reads(present)).is_null()
+        judged = pl.all_horizontal(others) if others else None
+        lacking = null if judged is None else judged & null
+        exprs.append((pl.len() if judged is None else judged.sum()).alias(f"rows{i}"))
+        exprs.append(lacking.sum().alias(f"lacking{i}"))
         if id_column:
-            exprs.append(pl.col(id_column).filter(pl.col(column).is_null()).first().alias(f"id:{column}"))
-    exprs.append(pl.len().alias("n_rows"))
+            exprs.append(pl.col(id_column).filter(lacking).first().alias(f"id{i}"))
     stats = frame.lazy().select(exprs).collect().row(0, named=True)
-    for column in needed:
-        count = stats[f"n:{column}"]
+    for i, rule in enumerate(strict):
+        count = stats[f"lacking{i}"]
         if count:
-            rule = next(r for r in strict if r.reads(columns) == column)
             raise RecordError(
-                f"rule {rule.name!r} needs {rule.needs}, but {count} of {stats['n_rows']} rows have none; "
-                f"add ';missing=keep' or ';missing=drop' to the rule, or filter those rows out first",
-                image_id=stats.get(f"id:{column}"),
-                column=column,
+                f"rule {rule.name!r} needs {rule.needs}, but {count} of {stats[f'rows{i}']} rows have none; "
+                f"{fix or _DEFAULT_FIX}",
+                image_id=stats.get(f"id{i}"),
+                column=rule.reads(present),
             )
 
 
-def apply_rules(frame: Frame, rules: Iterable[Rule | str], *, check_missing: bool = True) -> Frame:
+def apply_rules(frame: Frame, rules: Iterable[AnyRule | str], *, check_missing: bool = True) -> Frame:
     """Apply rules to a canonical table (eager or lazy); the result has the same kind.
 
     Parameters
@@ -471,11 +929,13 @@ def apply_rules(frame: Frame, rules: Iterable[Rule | str], *, check_missing: boo
     frame:
         Canonical table or scan (needs the columns the rules read; see ``Rule.needs``).
     rules:
-        Rules or their text forms, in any order (they commute).
+        :class:`Rule` / :class:`ColumnRule` objects or their text forms, in any
+        order (they commute).
     check_missing:
-        Raise for ``missing="raise"`` rules when needed data is null.  On a
-        ``LazyFrame`` this collects one small aggregate over the needed columns
-        (a projection of the scan) before returning.
+        Run :func:`check_rules` first: raise for ``missing="raise"`` rules when
+        needed data is null, and for rules on absent columns.  On a
+        ``LazyFrame`` this collects one small aggregate over the needed
+        columns (a projection of the scan) before returning.
 
     Returns
     -------
@@ -484,10 +944,23 @@ def apply_rules(frame: Frame, rules: Iterable[Rule | str], *, check_missing: boo
     an existing column is AND-ed so that successive calls compose) and
     ``rule_weight`` (Float32, product of the failing ``weight`` rules' factors,
     multiplied into an existing column).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> kept = cxu.apply_rules(table, ["dice.mean>=0.7", "image.q0.9<=14", "organ.heart.mean<=9:drop_organ"])
+    >>> kept.height, table.height, int(kept["mask_valid_heart"].sum())
+    (157, 200, 133)
+    >>> rows_without_std = table.head(3).with_columns(landmarks_std=None, node_sigma_mean=None)
+    >>> cxu.apply_rules(rows_without_std, ["image.mean<=8"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.RecordError: rule 'image.mean<=8.0' needs landmarks_std, but 3 of 3 rows have none; ...
     """
     rules = parse_rules(rules)
     if check_missing:
-        _check_missing(frame, rules)
+        check_rules(frame, rules)
     names = set(frame.collect_schema().names())
     drop = [rule.pass_expr(columns=names) for rule in rules if rule.action == "drop_image"]
     if drop:
@@ -508,21 +981,53 @@ def apply_rules(frame: Frame, rules: Iterable[Rule | str], *, check_missing: boo
     return frame.with_columns(*valid_exprs, weight.cast(pl.Float32).alias(RULE_WEIGHT_COLUMN))
 
 
-def rule_report(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[Rule | str]) -> pl.DataFrame:
-    """How many rows each rule fails, without applying anything.
+def rule_report(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[AnyRule | str]) -> pl.DataFrame:
+    """How many rows each rule fails, without applying anything (one pass over the needed columns).
 
-    Returns a DataFrame with one row per rule: ``rule`` (text form), ``action``,
-    ``rows`` (rows in ``frame``), ``missing`` (rows lacking the needed data),
-    ``failed`` (rows failing; for organ-wise rules, rows where any selected
-    organ fails; missing rows count as failed only under ``missing="drop"``).
+    Returns a DataFrame with one row per rule, in the given order:
+
+    ``rule``, ``action``
+        text form and action;
+    ``rows``
+        rows in ``frame``;
+    ``missing``
+        rows lacking the needed data;
+    ``failed``
+        rows failing the rule on its own (for organ-wise rules, rows where any
+        selected organ fails; missing rows count as failed only under
+        ``missing="drop"``);
+    ``removed``
+        ``drop_image`` rules: rows removed by this rule after the
+        ``drop_image`` rules above it (these add up to ``rows`` minus the
+        rows kept); null for the other actions, which remove nothing;
+    ``remaining``
+        rows left after the ``drop_image`` rules down to this one.
+
+    Rules on columns the table lacks raise :class:`InputError` (see :func:`check_rules`).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> report = cxu.rule_report(cxu.load_sample(), ["dice.mean>=0.7", "image.mean<=8"])
+    >>> report.select("rule", "failed", "removed", "remaining").rows()
+    [('dice.mean>=0.7', 21, 21, 179), ('image.mean<=8.0', 96, 75, 104)]
     """
     rules = parse_rules(rules)
-    names = set(frame.collect_schema().names())
+    columns = frame.collect_schema().names()
+    names = set(columns)
+    for rule in rules:
+        if rule.reads(names) not in names:
+            raise rule.missing_column_error(columns)
     exprs: list[pl.Expr] = [pl.len().alias("rows")]
+    kept_so_far: pl.Expr | None = None  # None: nothing removed yet
     for i, rule in enumerate(rules):
-        exprs.append((~rule.pass_expr(columns=names)).sum().alias(f"failed{i}"))
-        null = pl.col(rule.reads(names)).is_null().sum() if rule.reads(names) in names else pl.len()
-        exprs.append(null.alias(f"missing{i}"))
+        passed = rule.pass_expr(columns=names)
+        exprs.append((~passed).sum().alias(f"failed{i}"))
+        exprs.append(pl.col(rule.reads(names)).is_null().sum().alias(f"missing{i}"))
+        if rule.action == "drop_image":
+            exprs.append((~passed if kept_so_far is None else kept_so_far & ~passed).sum().alias(f"removed{i}"))
+            kept_so_far = passed if kept_so_far is None else kept_so_far & passed
+        exprs.append((pl.len() if kept_so_far is None else kept_so_far.sum()).alias(f"remaining{i}"))
     stats = frame.lazy().select(exprs).collect().row(0, named=True)
     return pl.DataFrame(
         {
@@ -531,6 +1036,16 @@ def rule_report(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[Rule | str])
             "rows": [stats["rows"]] * len(rules),
             "missing": [stats[f"missing{i}"] for i in range(len(rules))],
             "failed": [stats[f"failed{i}"] for i in range(len(rules))],
+            "removed": [stats.get(f"removed{i}") for i in range(len(rules))],
+            "remaining": [stats[f"remaining{i}"] for i in range(len(rules))],
         },
-        schema={"rule": pl.String, "action": pl.String, "rows": pl.Int64, "missing": pl.Int64, "failed": pl.Int64},
+        schema={
+            "rule": pl.String,
+            "action": pl.String,
+            "rows": pl.Int64,
+            "missing": pl.Int64,
+            "failed": pl.Int64,
+            "removed": pl.Int64,
+            "remaining": pl.Int64,
+        },
     )

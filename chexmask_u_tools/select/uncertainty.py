@@ -5,21 +5,39 @@ Definitions (SPEC section 5): a node's scalar uncertainty is
 the mean of ``sigma_node`` over its 120 nodes.  The latent uncertainty of an
 image is the mean of its 64 posterior sigmas.
 
-Every function here returns a ``polars.Expr``, so the summaries work the same
-on an eager ``DataFrame`` and on a ``LazyFrame`` (where filters on them are
-pushed into the scan), e.g.::
+Every summary function here returns a ``polars.Expr``, so the summaries work
+the same on an eager ``DataFrame`` and on a ``LazyFrame`` (where filters on
+them are pushed into the scan), e.g.::
 
     lf.filter(cxu.node_sigma_mean() < 8.0)
+
+Rows without the data: an expression is null on a row whose ``landmarks_std``
+(or ``latent_sigma``) is null, as in the parent CheXmask files, which carry no
+std.  A comparison with null is null, and ``filter`` drops those rows, so the
+line above keeps *no* row of a file without std and says nothing: an
+expression cannot raise on its own.  Check the data first with
+:func:`require_uncertainty` (``cxu.require_uncertainty(table, "std")``), which
+raises a :class:`~chexmask_u_tools.errors.RecordError` saying how many rows
+lack it, or drops them when asked (``missing="drop"``); the rules and filters
+(:func:`~chexmask_u_tools.select.rules.apply_rules`,
+:func:`~chexmask_u_tools.select.filtering.apply_filters`) do this themselves.
 """
 
 from __future__ import annotations
 
+from typing import Literal, TypeVar
+
 import numpy as np
 import polars as pl
 
-from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.schema import ORGAN_SIGMA_COLUMNS
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+#: What :func:`require_uncertainty` checks: kind -> the column holding it.
+UNCERTAINTY_COLUMNS: dict[str, str] = {"std": "landmarks_std", "latent": "latent_sigma"}
 
 
 def _flat_std(std_column: str) -> pl.Expr:
@@ -44,7 +62,19 @@ def node_sigma(std_column: str = "landmarks_std") -> pl.Expr:
 def node_sigma_mean(std_column: str = "landmarks_std") -> pl.Expr:
     """Image-level sigma: mean node sigma over the 120 nodes (Float32, pixels).
 
-    Equal to the mean of all 240 stds, which is how it is computed.
+    Equal to the mean of all 240 stds, which is how it is computed.  Null on
+    rows without std: check with :func:`require_uncertainty` before filtering
+    on it (a filter silently drops null rows).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> sigma = table.select(cxu.node_sigma_mean())["landmarks_std"]
+    >>> [round(value, 2) for value in sigma.head(2)]
+    [12.63, 10.3]
+    >>> cxu.require_uncertainty(table, "std").filter(cxu.node_sigma_mean() < 8.0).height
+    104
     """
     return pl.col(std_column).reshape((-1, 2 * N_NODES)).arr.mean().cast(pl.Float32)
 
@@ -108,7 +138,15 @@ def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     median / 90th percentile of image-level node sigma (px), median of the
     per-image max node sigma (px), median latent sigma, median ``dice_rca_mean``
     and the fraction of rows with ``dice_rca_mean >= 0.7`` (the parent
-    dataset's advised quality cut).
+    dataset's advised quality cut).  Sigma statistics are over the rows that
+    have std (null for a source without any).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> summary = cxu.summary_by_source(cxu.load_sample())
+    >>> summary.select("source", "rows", "with_std").rows()[:2]
+    [('CheXpert', 40, 40), ('ChestX-ray8', 40, 40)]
     """
     return (
         table.lazy()
@@ -126,3 +164,79 @@ def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         .sort("source")
         .collect()
     )
+
+
+def require_uncertainty(
+    table: Frame,
+    kind: Literal["std", "latent"] = "std",
+    *,
+    missing: Literal["raise", "drop", "keep"] = "raise",
+    what: str = "this computation",
+    fix: str | None = None,
+) -> Frame:
+    """Check that the rows carry the uncertainty an expression, plot or experiment reads.
+
+    Parameters
+    ----------
+    table:
+        Canonical table or scan.
+    kind:
+        ``"std"`` (column ``landmarks_std``: node sigmas and everything built on
+        them) or ``"latent"`` (column ``latent_sigma``).
+    missing:
+        ``"raise"`` (default): raise :class:`~chexmask_u_tools.errors.RecordError`
+        when any row lacks it, saying how many and the first image id;
+        ``"drop"``: return only the rows that have it (still an error when no
+        row has it: an empty result is never what was asked);
+        ``"keep"``: return ``table`` unchanged.
+    what:
+        Who needs it, for the message (``"experiment ood"``, ``"plot-stats"``).
+    fix:
+        The advice ending the message (default: ``missing='drop'`` or a filter);
+        a command names its flag here.
+
+    Returns
+    -------
+    ``table`` (or its rows with the data, for ``"drop"``), of the same kind; a
+    ``LazyFrame`` stays lazy (one small aggregate is collected for the check).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> cxu.require_uncertainty(table, "std").height
+    200
+    >>> parent = table.with_columns(landmarks_std=None)  # the parent CheXmask files carry no std
+    >>> cxu.require_uncertainty(parent, "std", what="node_sigma_mean()")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.RecordError: node_sigma_mean() needs landmarks_std, but 200 of 200 rows have none; ...
+    """
+    if kind not in UNCERTAINTY_COLUMNS:
+        raise InputError(f"kind must be one of {tuple(UNCERTAINTY_COLUMNS)}, got {kind!r}")
+    if missing not in ("raise", "drop", "keep"):
+        raise InputError(f"missing must be 'raise', 'drop' or 'keep', got {missing!r}")
+    column = UNCERTAINTY_COLUMNS[kind]
+    names = table.collect_schema().names()
+    if column not in names:
+        raise InputError(f"{what} needs column {column!r}, which the table does not have (is it a canonical table?)")
+    if missing == "keep":
+        return table
+    aggregates = [pl.len().alias("rows"), pl.col(column).is_null().sum().alias("lacking")]
+    if "image_id" in names:
+        aggregates.append(pl.col("image_id").filter(pl.col(column).is_null()).first().alias("first"))
+    stats = table.lazy().select(aggregates).collect().row(0, named=True)
+    if not stats["lacking"]:
+        return table
+    advice = fix or (
+        f"pass missing='drop' to use only the rows that have it, or filter first: "
+        f"table.filter(pl.col({column!r}).is_not_null())"
+    )
+    if missing == "raise" or stats["lacking"] == stats["rows"]:
+        raise RecordError(
+            f"{what} needs {column}, but {stats['lacking']} of {stats['rows']} rows have none; "
+            + (advice if missing == "raise" else "no row is left"),
+            image_id=stats.get("first"),
+            column=column,
+        )
+    return table.filter(pl.col(column).is_not_null())

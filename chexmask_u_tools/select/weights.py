@@ -251,6 +251,16 @@ def sample_weights(frame: pl.DataFrame | pl.LazyFrame, weighting: SampleWeightin
     If the table has a ``rule_weight`` column (:func:`~chexmask_u_tools.select.rules.apply_rules`),
     it is multiplied in.  Raises :class:`~chexmask_u_tools.errors.InputError`
     when ``stat`` is missing from the table or null on a row and ``missing`` is None.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> weights = cxu.sample_weights(table, cxu.SampleWeighting("exp", tau=8.0))
+    >>> weights.shape, weights.dtype, [round(float(w), 3) for w in weights[:3]]
+    ((200,), dtype('float32'), [0.206, 0.276, 0.42])
+    >>> cxu.sample_weights(table.head(4), cxu.SampleWeighting("rank", clip=(0.1, 1.0))).tolist()
+    [0.10000000149011612, 0.4000000059604645, 0.699999988079071, 1.0]
     """
     weighting = weighting or SampleWeighting()
     names = frame.collect_schema().names()
