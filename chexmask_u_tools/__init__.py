@@ -7,6 +7,7 @@ each importing only from those listed below it:
 ========== ====================================================================
 ``cli``      the ``chexmask-u`` command: argument parsing and printing only
 ``testing``  synthetic images and the straightforward reference model
+``cohorts``  source metadata, patient splits and dataset cards
 ``analysis`` the paper's experiments, corruptions and plots
 ``train``    PyTorch datasets and transforms (needs torch)
 ``model``    HybridGNet in plain PyTorch, weights and prediction (needs torch)
@@ -32,6 +33,19 @@ from chexmask_u_tools.analysis import (
     ood_scores,
     roc_auc,
     uncertainty_vs_corruption,
+)
+from chexmask_u_tools.cohorts import (
+    JoinReport,
+    MetadataWarning,
+    attach_metadata,
+    check_leakage,
+    citation_bibtex,
+    describe,
+    label_columns,
+    patient_split,
+    read_metadata,
+    select_cohort,
+    unique_patients,
 )
 from chexmask_u_tools.errors import (
     CheXmaskUError,
