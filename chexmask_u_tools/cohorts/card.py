@@ -20,7 +20,7 @@ import polars as pl
 from chexmask_u_tools.analysis.plots import plot_sigma_by_source
 from chexmask_u_tools.cohorts.splits import PATIENT, check_leakage
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.select.rules import Rule, apply_rules, parse_rules, rule_report
+from chexmask_u_tools.select.rules import Rule, apply_rules, parse_rules
 
 __all__ = ["CITATIONS", "citation_bibtex", "describe", "select_cohort"]
 

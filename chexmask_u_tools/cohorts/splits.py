@@ -73,7 +73,7 @@ def patient_hash(seed: int, sources: list[str], patients: list[str]) -> np.ndarr
     >>> patient_hash(0, ["CheXpert", "CheXpert"], ["patient00001", "patient00001"]).tolist() == [patient_hash(0, ["CheXpert"], ["patient00001"])[0]] * 2
     True
     """
-    digests = [hashlib.sha256(f"{seed}|{s}|{p}".encode()).digest()[:8] for s, p in zip(sources, patients)]
+    digests = [hashlib.sha256(f"{seed}|{s}|{p}".encode()).digest()[:8] for s, p in zip(sources, patients, strict=True)]
     return np.array([int.from_bytes(d, "big") for d in digests], dtype=np.float64) / 2.0**64
 
 
