@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="[SOURCE=]PATH",
         help="a source's metadata folder or file (repeatable); without SOURCE= the source is detected from the columns",
     )
+    parser.add_argument("--matched-only", action="store_true", help="keep only the rows that --metadata matched")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule in text form, e.g. dice.mean>=0.7 (repeatable)")
     parser.add_argument("--patient-split", action="store_true", help="add a patient-level split (80/10/10 by default)")
     parser.add_argument("--fractions", nargs="+", default=None, metavar="NAME=F", help="split fractions, e.g. train=0.8 val=0.1 test=0.1")
@@ -87,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             metadata.append(read_metadata(None, item, duplicates=args.duplicates))
     if metadata:
-        table, report = attach_metadata(table, metadata, return_report=True)
+        table, report = attach_metadata(table, metadata, how="inner" if args.matched_only else "left", return_report=True)
         print(report)
+    if args.matched_only and not metadata:
+        raise InputError("--matched-only needs --metadata")
     if args.official_split and not args.patient_split:
         raise InputError("--official-split only applies with --patient-split")
     if args.patient_split:

@@ -46,7 +46,7 @@ def _check_no_null_patients(frame: pl.DataFrame, what: str) -> None:
         example = nulls.row(0, named=True)
         raise InputError(
             f"{what}: {nulls.height} rows have no patient_id (e.g. {example['source']} {example.get('image_id')!r}), "
-            "usually rows the metadata did not match; drop them or attach metadata that covers them"
+            "usually rows the metadata did not match; drop them (attach_metadata(..., how='inner')) or attach metadata that covers them"
         )
 
 
@@ -139,7 +139,8 @@ def patient_split(
         if "official_split" not in names:
             raise InputError("official_split=True needs the column 'official_split': attach_metadata writes it from the source's split")
         extra.append("official_split")
-    rows = table.lazy().select(*PATIENT, *dict.fromkeys(extra)).collect()
+    ids = ["image_id"] if "image_id" in names else []
+    rows = table.lazy().select(*PATIENT, *ids, *dict.fromkeys(extra)).collect()
     _check_no_null_patients(rows, "patient_split")
     patients = rows.select(PATIENT).unique(maintain_order=True)
     u = patient_hash(int(seed), patients["source"].to_list(), patients["patient_id"].cast(pl.String).to_list())
