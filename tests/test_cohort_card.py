@@ -36,7 +36,10 @@ def test_card_sections_counts_and_figures(tmp_path):
         assert (out.parent / png).stat().st_size > 1000 and f"]({png})" in card
     kept, steps = cxu.select_cohort(table, {"PA only": pl.col("view") == "PA"}, ["dice.mean>=0.75"])
     pa = table.filter(pl.col("view") == "PA")
-    assert steps.rows() == [("PA only", 200, 200 - pa.height, pa.height), ("dice.mean>=0.75", pa.height, pa.height - kept.height, kept.height)]
+    assert steps.rows() == [
+        ("PA only", 200, 200 - pa.height, pa.height),
+        ("dice.mean>=0.75", pa.height, pa.height - kept.height, kept.height),
+    ]
     assert f"| PA only | 200 | {200 - pa.height} | {pa.height} |" in card
     assert f"{kept.height} images from 5 sources." in card
     for source, rows in kept.group_by("source"):
@@ -87,7 +90,10 @@ def test_citations_are_those_of_citation_cff():
 def chexpert_metadata_for(table: pl.DataFrame, folder: Path) -> Path:
     ids = table.filter(pl.col("source") == "CheXpert")["image_id"].to_list()
     header = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
-    rows = [f"CheXpert-v1.0-small/{i},Female,50,Frontal,{'PA' if k % 2 else 'AP'},1.0" + "," * (len(CHEXPERT_LABELS) - 1) for k, i in enumerate(ids)]
+    rows = [
+        f"CheXpert-v1.0-small/{i},Female,50,Frontal,{'PA' if k % 2 else 'AP'},1.0" + "," * (len(CHEXPERT_LABELS) - 1)
+        for k, i in enumerate(ids)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     return folder
@@ -116,7 +122,9 @@ def test_cli_describe_sample_with_metadata_and_split(tmp_path, capsys):
 def test_cli_describe_errors(tmp_path, capsys):
     nothing = tmp_path / "vindr"
     nothing.mkdir()
-    (nothing / "image_labels_test.csv").write_text("image_id," + ",".join(cxu.sources.REGISTRY["VinDr-CXR"].metadata.labels) + "\nzzz" + ",0" * 28 + "\n")
+    (nothing / "image_labels_test.csv").write_text(
+        "image_id," + ",".join(cxu.sources.REGISTRY["VinDr-CXR"].metadata.labels) + "\nzzz" + ",0" * 28 + "\n"
+    )
     assert main(["describe", "sample", "--metadata", f"vindr={nothing}", "--out", str(tmp_path / "c.md")]) == 1
     assert "no row matched" in capsys.readouterr().err
     assert main(["describe", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "c.md")]) == 1

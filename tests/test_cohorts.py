@@ -46,7 +46,10 @@ def mimic_files(folder: Path, labels: dict[str, list[str]] | None = None) -> Pat
         ("d4", "10000764", "57375967", "AP AXIAL", "2022", "2022"),
         ("d5", "10000764", "57375967", "", "2022", "2022"),
     ]
-    rows = [[d, s, st_, "CHEST (PA AND LAT)", v, r, c, "21800506", "213014.531", "CHEST (PA AND LAT)", "postero-anterior", "Erect"] for d, s, st_, v, r, c in images]
+    rows = [
+        [d, s, st_, "CHEST (PA AND LAT)", v, r, c, "21800506", "213014.531", "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
+        for d, s, st_, v, r, c in images
+    ]
     write_csv(folder / "mimic-cxr-2.0.0-metadata.csv.gz", MIMIC_META_HEADER, rows)
     write_csv(
         folder / "mimic-cxr-2.0.0-split.csv.gz",
@@ -67,14 +70,38 @@ def chexpert_files(folder: Path) -> Path:
     """patient00001 has three images over two studies; prefixes small, full and none; labels 1.0/0.0/-1.0/blank/1/0."""
     rest = [""] * (len(CHEXPERT_LABELS) - 4)
     train = [
-        ["CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg", "Female", "68", "Frontal", "AP", "1.0", "", "-1.0", "0.0", *rest],
+        [
+            "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg",
+            "Female",
+            "68",
+            "Frontal",
+            "AP",
+            "1.0",
+            "",
+            "-1.0",
+            "0.0",
+            *rest,
+        ],
         ["CheXpert-v1.0-small/train/patient00001/study1/view2_lateral.jpg", "Female", "68", "Lateral", "", "1", "0", "", "", *rest],
         ["CheXpert-v1.0-small/train/patient00001/study2/view1_frontal.jpg", "Female", "69", "Frontal", "PA", "", "", "", "1.0", *rest],
         ["train/patient00002/study1/view1_frontal.jpg", "Male", "87", "Frontal", "RL", "0.0", "", "", "", *rest],
         ["CheXpert-v1.0-small/train/patient00003/study1/view1_frontal.jpg", "Unknown", "", "Frontal", "AP", "", "", "", "", *rest],
     ]
     write_csv(folder / "train.csv", CHEXPERT_HEADER, train)
-    valid = [["CheXpert-v1.0/valid/patient64541/study1/view1_frontal.jpg", "Male", "73", "Frontal", "AP", "0.0", "1.0", "0.0", "0.0", *["0.0"] * len(rest)]]
+    valid = [
+        [
+            "CheXpert-v1.0/valid/patient64541/study1/view1_frontal.jpg",
+            "Male",
+            "73",
+            "Frontal",
+            "AP",
+            "0.0",
+            "1.0",
+            "0.0",
+            "0.0",
+            *["0.0"] * len(rest),
+        ]
+    ]
     write_csv(folder / "valid.csv", CHEXPERT_HEADER, valid)
     return folder
 
@@ -107,7 +134,7 @@ PADCHEST_HEADER = [
 
 
 def padchest_files(folder: Path, labels: list[str] | None = None) -> Path:
-    labels = labels or ['"[\'normal\']"', '"[\'pleural effusion\', \' cardiomegaly\']"', '"[]"', "", '"[\'cardiomegaly\', ""pacemaker""]"']
+    labels = labels or ["\"['normal']\"", "\"['pleural effusion', ' cardiomegaly']\"", '"[]"', "", '"[\'cardiomegaly\', ""pacemaker""]"']
     base = [
         ("1_a-1-1.png", "20140930", "s1", "p1", "1937.0", "M", "POSTEROANTERIOR", "PA", "2828", "2320"),
         ("1_b-1-1.png", "20140930", "s1", "p1", "1937.0", "M", "LATERAL", "L", "2828", "2320"),
@@ -115,7 +142,10 @@ def padchest_files(folder: Path, labels: list[str] | None = None) -> Path:
         ("3_a-3-3.png", "20150102", "s3", "p3", "", "F", "", "COSTAL", "2000", "2000"),
         ("4_a-4-4.png", "20160512", "s4", "", "1960.0", "", "PA", "PA", "2000", "2000"),
     ]
-    rows = [[str(i), b[0], "0", *b[1:7], b[7], "Manual review of DICOM fields", "No", b[8], b[9], lab, '"[]"'] for i, (b, lab) in enumerate(zip(base, labels, strict=True))]
+    rows = [
+        [str(i), b[0], "0", *b[1:7], b[7], "Manual review of DICOM fields", "No", b[8], b[9], lab, '"[]"']
+        for i, (b, lab) in enumerate(zip(base, labels, strict=True))
+    ]
     write_csv(folder / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", PADCHEST_HEADER, rows)
     return folder
 
@@ -235,12 +265,12 @@ def test_padchest_list_labels_without_eval_and_age(tmp_path):
 
 
 def test_padchest_labels_that_are_not_a_list(tmp_path):
-    bad = ['"[\'normal\']"', "normal", '"[]"', "", '"[]"']
+    bad = ["\"['normal']\"", "normal", '"[]"', "", '"[]"']
     with pytest.raises(RecordError) as error, warnings.catch_warnings():
         warnings.simplefilter("ignore", MetadataWarning)
         cxu.read_metadata("padchest", padchest_files(tmp_path, labels=bad))
     assert error.value.row == 1 and error.value.image_id == "1_b-1-1.png" and error.value.column == "Labels"
-    sneaky = ['"[__import__(\'os\')]"', '"[]"', '"[]"', '"[]"', '"[]"']
+    sneaky = ["\"[__import__('os')]\"", '"[]"', '"[]"', '"[]"', '"[]"']
     with pytest.raises(RecordError), warnings.catch_warnings():
         warnings.simplefilter("ignore", MetadataWarning)
         cxu.read_metadata("padchest", padchest_files(tmp_path / "2", labels=sneaky))
@@ -429,7 +459,9 @@ def test_metadata_key_normalises_both_sides():
 def test_read_then_attach_end_to_end(tmp_path):
     meta = cxu.read_metadata("CheXpert", chexpert_files(tmp_path))
     table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(2)
-    table = table.with_columns(pl.Series("image_id", ["train/patient00001/study1/view1_frontal", "valid/patient64541/study1/view1_frontal.jpg"]))
+    table = table.with_columns(
+        pl.Series("image_id", ["train/patient00001/study1/view1_frontal", "valid/patient64541/study1/view1_frontal.jpg"])
+    )
     joined = cxu.attach_metadata(table, meta)
     assert joined["patient_id"].to_list() == ["patient00001", "patient64541"]
     assert joined["official_split"].to_list() == ["train", "val"]
@@ -459,7 +491,15 @@ def test_patient_split_deterministic_and_stable_under_added_rows():
     assert first.select(table.columns).equals(table) and first.columns == [*table.columns, "split"]
     assert first.equals(cxu.patient_split(table, seed=3))
     assert not first["split"].equals(cxu.patient_split(table, seed=4)["split"])
-    more = pl.concat([patients_table(300, seed=9).with_columns(("new" + pl.col("patient_id")).alias("patient_id"), ("new" + pl.col("image_id")).alias("image_id")), table.head(50), table])
+    more = pl.concat(
+        [
+            patients_table(300, seed=9).with_columns(
+                ("new" + pl.col("patient_id")).alias("patient_id"), ("new" + pl.col("image_id")).alias("image_id")
+            ),
+            table.head(50),
+            table,
+        ]
+    )
     again = cxu.patient_split(more.sample(fraction=1.0, shuffle=True, seed=1), seed=3)
     old = first.select("image_id", "split").join(again.select("image_id", "split").unique(), on="image_id", suffix="_again")
     assert old.height == table.height and (old["split"] == old["split_again"]).all()
@@ -508,7 +548,9 @@ def test_official_split_is_kept_and_filled():
 
 
 def test_stratified_split_exact_per_stratum():
-    table = patients_table(1000, images=1).with_columns(pl.when(pl.col("value") < 0.3).then(pl.lit("rare")).otherwise(pl.lit("common")).alias("stratum"))
+    table = patients_table(1000, images=1).with_columns(
+        pl.when(pl.col("value") < 0.3).then(pl.lit("rare")).otherwise(pl.lit("common")).alias("stratum")
+    )
     split = cxu.patient_split(table, {"train": 0.5, "test": 0.5}, stratify="stratum")
     counts = split.group_by("stratum", "split").len().sort("stratum", "split")
     for stratum, rows in counts.group_by("stratum"):

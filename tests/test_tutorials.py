@@ -15,7 +15,7 @@ TIMEOUT_S = 180  # each tutorial aims for well under 60 s; the margin absorbs a 
 
 def test_tutorials_exist():
     names = [p.name for p in TUTORIALS]
-    for prefix in ("01_", "02_", "04_", "05_"):
+    for prefix in ("01_", "02_", "04_", "05_", "06_"):
         assert any(n.startswith(prefix) for n in names), f"no tutorial {prefix}*.py"
 
 

@@ -259,7 +259,12 @@ def describe(
             lines += ["Patients per source and split:", "", markdown_table(_counts(patients, "__split", "split")), ""]
             leaks = check_leakage(kept, split_column)
             if leaks.height:
-                lines += [f"**Leakage: {leaks.height} patients appear in more than one split.** First ones:", "", markdown_table(leaks.head(10)), ""]
+                lines += [
+                    f"**Leakage: {leaks.height} patients appear in more than one split.** First ones:",
+                    "",
+                    markdown_table(leaks.head(10)),
+                    "",
+                ]
             else:
                 lines += ["Leakage check: no patient appears in more than one split.", ""]
         else:

@@ -175,9 +175,11 @@ def attach_metadata(
     sizes = [c for c in ("original_height", "original_width") if c in meta.columns]
     hits = meta.select("source", _KEY, *sizes, pl.lit(True).alias("__hit"))
     probe = keys.join(hits, on=["source", _KEY], how="left", maintain_order="left").with_columns(pl.col("__hit").fill_null(False))
-    per_source = probe.group_by("source", maintain_order=True).agg(
-        pl.len().cast(pl.Int64).alias("rows"), pl.col("__hit").sum().cast(pl.Int64).alias("matched")
-    ).with_columns((pl.col("rows") - pl.col("matched")).alias("unmatched"))
+    per_source = (
+        probe.group_by("source", maintain_order=True)
+        .agg(pl.len().cast(pl.Int64).alias("rows"), pl.col("__hit").sum().cast(pl.Int64).alias("matched"))
+        .with_columns((pl.col("rows") - pl.col("matched")).alias("unmatched"))
+    )
     if keys.height and per_source["matched"].sum() == 0:
         table_id = keys.row(0, named=True)
         meta_id = meta.row(0, named=True) if meta.height else None
@@ -197,12 +199,7 @@ def attach_metadata(
             ),
             stacklevel=2,
         )
-    joined = (
-        table.lazy()
-        .with_columns(metadata_key())
-        .join(meta.lazy(), on=["source", _KEY], how=how, maintain_order="left")
-        .drop(_KEY)
-    )
+    joined = table.lazy().with_columns(metadata_key()).join(meta.lazy(), on=["source", _KEY], how=how, maintain_order="left").drop(_KEY)
     result = joined if lazy else joined.collect()
     report = JoinReport(per_source=per_source, size_mismatches=mismatches)
     return (result, report) if return_report else result
@@ -211,7 +208,16 @@ def attach_metadata(
 def _size_mismatches(probe: pl.DataFrame) -> pl.DataFrame:
     columns = ["source", "image_id", "height", "width", "original_height", "original_width"]
     if not all(c in probe.columns for c in columns):
-        return pl.DataFrame(schema={"source": pl.String, "image_id": pl.String, "height": pl.Int32, "width": pl.Int32, "original_height": pl.Int32, "original_width": pl.Int32})
+        return pl.DataFrame(
+            schema={
+                "source": pl.String,
+                "image_id": pl.String,
+                "height": pl.Int32,
+                "width": pl.Int32,
+                "original_height": pl.Int32,
+                "original_width": pl.Int32,
+            }
+        )
     carries_size = pl.lit(True)
     if "frame" in probe.columns:
         default = (pl.col("height") == PREPROCESSED_SIZE) & (pl.col("width") == PREPROCESSED_SIZE)
@@ -220,4 +226,3 @@ def _size_mismatches(probe: pl.DataFrame) -> pl.DataFrame:
     return probe.filter(carries_size & differs.fill_null(False)).select(
         "source", "image_id", *(pl.col(c).cast(pl.Int32) for c in columns[2:])
     )
-

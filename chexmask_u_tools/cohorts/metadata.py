@@ -229,10 +229,7 @@ def detect_metadata_source(path: str | os.PathLike) -> str:
 def _refuse(path: Path, columns: set[str], info: SourceInfo) -> None:
     for other in REGISTRY.values():
         if other.name != info.name and other.metadata is not None and _roles(columns, other.metadata):
-            raise InputError(
-                f"{path} has the columns of a {other.name} metadata file, not {info.name}; "
-                f"pass it with source={other.name!r}"
-            )
+            raise InputError(f"{path} has the columns of a {other.name} metadata file, not {info.name}; pass it with source={other.name!r}")
     fmt = _format(info)
     missing = {role: [c for c in needed if not _has(columns, c)] for role, needed in fmt.roles.items()}
     closest = min(missing.items(), key=lambda item: len(item[1]))
@@ -271,7 +268,9 @@ def _number(frame: pl.DataFrame, column: str | None, id_column: str, what: str) 
         return pl.Series(what, [None] * frame.height, pl.Float64)
     text = frame.select(_text(column, frame)).to_series()
     value = text.cast(pl.Float64, strict=False)
-    bad = _first_bad(frame.with_columns(text.alias("__t"), value.alias("__v")), pl.col("__t").is_not_null() & pl.col("__v").is_null(), id_column)
+    bad = _first_bad(
+        frame.with_columns(text.alias("__t"), value.alias("__v")), pl.col("__t").is_not_null() & pl.col("__v").is_null(), id_column
+    )
     if bad is not None:
         raise RecordError(f"{what} is not a number", file=bad[_FILE], row=bad[_ROW], image_id=bad[id_column], column=column)
     return value.alias(what)
@@ -285,9 +284,13 @@ def _ages(frame: pl.DataFrame, column: str | None, id_column: str) -> pl.Series:
     parts = text.str.extract_groups(_AGE.pattern)
     number = parts.struct.field("1").cast(pl.Float64)
     unit = parts.struct.field("2").str.to_uppercase().replace_strict(_AGE_UNIT, default=None, return_dtype=pl.Float64)
-    bad = _first_bad(frame.with_columns(text.alias("__t"), number.alias("__n")), pl.col("__t").is_not_null() & pl.col("__n").is_null(), id_column)
+    bad = _first_bad(
+        frame.with_columns(text.alias("__t"), number.alias("__n")), pl.col("__t").is_not_null() & pl.col("__n").is_null(), id_column
+    )
     if bad is not None:
-        raise RecordError("age is not a number of years (or 058Y / 8M / 3W / 10D)", file=bad[_FILE], row=bad[_ROW], image_id=bad[id_column], column=column)
+        raise RecordError(
+            "age is not a number of years (or 058Y / 8M / 3W / 10D)", file=bad[_FILE], row=bad[_ROW], image_id=bad[id_column], column=column
+        )
     return (number * unit).cast(pl.Float32).alias("age")
 
 
@@ -303,7 +306,11 @@ def _label_values(frame: pl.DataFrame, labels, id_column: str) -> list[pl.Series
         text = frame.select(_text(label, frame)).to_series()
         value = text.cast(pl.Float64, strict=False)
         ok = value.is_in(list(_LABEL_VALUES))
-        bad = _first_bad(frame.with_columns(text.alias("__t"), ok.alias("__ok")), pl.col("__t").is_not_null() & ~pl.col("__ok").fill_null(False), id_column)
+        bad = _first_bad(
+            frame.with_columns(text.alias("__t"), ok.alias("__ok")),
+            pl.col("__t").is_not_null() & ~pl.col("__ok").fill_null(False),
+            id_column,
+        )
         if bad is not None:
             found = frame.filter((pl.col(_FILE) == bad[_FILE]) & (pl.col(_ROW) == bad[_ROW]))[label][0]
             raise RecordError(
@@ -359,11 +366,15 @@ def _finish(frame: pl.DataFrame, labels: list[str]) -> pl.DataFrame:
     if missing_patient.any():
         n = int(missing_patient.sum())
         warnings.warn(
-            MetadataWarning(f"{n} of {frame.height} {frame['source'][0]} metadata rows have no patient id; each is its own patient (patient_id = image_id)"),
+            MetadataWarning(
+                f"{n} of {frame.height} {frame['source'][0]} metadata rows have no patient id; each is its own patient (patient_id = image_id)"
+            ),
             stacklevel=3,
         )
         frame = frame.with_columns(pl.coalesce("patient_id", "image_id").alias("patient_id"))
-    columns = [pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name) for name, dtype in METADATA_SCHEMA.items()]
+    columns = [
+        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name) for name, dtype in METADATA_SCHEMA.items()
+    ]
     return frame.select(*columns, *(pl.col(LABEL_PREFIX + label) for label in labels))
 
 
@@ -380,7 +391,9 @@ def _read_mimic(info, files, duplicates, labeler, **_):
     if len(kinds) < len(label_files):
         raise InputError(f"several {info.name} label files of one labeler: {[f[_FILE][0] for f in label_files]}; pass one")
     if labeler is None and len(kinds) > 1:
-        raise InputError(f"{info.name}: both the chexpert and the negbio label files were given; choose with labeler='chexpert' or 'negbio'")
+        raise InputError(
+            f"{info.name}: both the chexpert and the negbio label files were given; choose with labeler='chexpert' or 'negbio'"
+        )
     if labeler is not None:
         if labeler not in ("chexpert", "negbio"):
             raise InputError(f"labeler must be 'chexpert' or 'negbio', got {labeler!r}")
@@ -388,7 +401,9 @@ def _read_mimic(info, files, duplicates, labeler, **_):
             raise InputError(f"labeler={labeler!r} but no {labeler} label file was given (found: {sorted(kinds)})")
         kinds = {labeler: kinds[labeler]} if labeler in kinds else {}
     if not images and not splits:
-        raise InputError(f"{info.name} labels are per study: also pass mimic-cxr-2.0.0-metadata.csv(.gz) or -split.csv(.gz) to get one row per image")
+        raise InputError(
+            f"{info.name} labels are per study: also pass mimic-cxr-2.0.0-metadata.csv(.gz) or -split.csv(.gz) to get one row per image"
+        )
     keys = ["dicom_id"]
     if images:
         table = _check_duplicates(_concat(images), keys, duplicates, "dicom_id values", "dicom_id")
@@ -426,7 +441,9 @@ def _read_mimic(info, files, duplicates, labeler, **_):
 
 
 def _unknown_split(frame, split, raw, source, id_column):
-    bad = _first_bad(frame.with_columns(split.alias("__s"), raw.alias("__r")), pl.col("__r").is_not_null() & pl.col("__s").is_null(), id_column)
+    bad = _first_bad(
+        frame.with_columns(split.alias("__s"), raw.alias("__r")), pl.col("__r").is_not_null() & pl.col("__s").is_null(), id_column
+    )
     if bad is not None:
         raise RecordError(f"unknown {source} split value", file=bad[_FILE], row=bad[_ROW], image_id=bad[id_column], column="split")
 
@@ -477,8 +494,18 @@ def _read_nih(info, files, duplicates, lists, **_):
     names = findings.explode().str.strip_chars().drop_nulls().unique()
     unknown = names.filter(~names.is_in(list(fmt.labels)))
     if unknown.len():
-        bad = _first_bad(table.with_columns(findings.list.eval(pl.element().str.strip_chars().is_in(list(fmt.labels)).not_()).list.any().alias("__bad")), pl.col("__bad"), "image_id")
-        raise RecordError(f"unknown finding {unknown[0]!r} (the {info.name} labels are {list(fmt.labels)})", file=bad[_FILE], row=bad[_ROW], image_id=bad["image_id"], column="Finding Labels")
+        bad = _first_bad(
+            table.with_columns(findings.list.eval(pl.element().str.strip_chars().is_in(list(fmt.labels)).not_()).list.any().alias("__bad")),
+            pl.col("__bad"),
+            "image_id",
+        )
+        raise RecordError(
+            f"unknown finding {unknown[0]!r} (the {info.name} labels are {list(fmt.labels)})",
+            file=bad[_FILE],
+            row=bad[_ROW],
+            image_id=bad["image_id"],
+            column="Finding Labels",
+        )
     stripped = findings.list.eval(pl.element().str.strip_chars())
     labels = [
         pl.when(findings.is_null()).then(None).otherwise(stripped.list.contains(label)).cast(pl.Float32).alias(LABEL_PREFIX + label)
@@ -509,7 +536,9 @@ def _list_splits(lists: list[tuple[Path, str]], table: pl.DataFrame) -> pl.Serie
     listed = pl.concat(frames)
     twice = listed.filter(pl.col("image_id").is_duplicated())
     if twice.height:
-        raise RecordError(f"image listed more than once across {sorted(set(twice['__list']))}", file=twice["__list"][0], image_id=twice["image_id"][0])
+        raise RecordError(
+            f"image listed more than once across {sorted(set(twice['__list']))}", file=twice["__list"][0], image_id=twice["image_id"][0]
+        )
     joined = table.select("image_id").join(listed, on="image_id", how="left", maintain_order="left")
     return joined["__split"].alias("split")
 
@@ -530,7 +559,10 @@ def _read_padchest(info, files, duplicates, **_):
         parsed.append(items or None)
     found = pl.Series("__labels", parsed, pl.List(pl.String))
     names = sorted(found.explode().drop_nulls().unique().to_list())
-    labels = [pl.when(found.is_null()).then(None).otherwise(found.list.contains(name)).cast(pl.Float32).alias(LABEL_PREFIX + name) for name in names]
+    labels = [
+        pl.when(found.is_null()).then(None).otherwise(found.list.contains(name)).cast(pl.Float32).alias(LABEL_PREFIX + name)
+        for name in names
+    ]
     birth = _number(table, cols["birth_year"], "image_id", "birth")
     study_date = table.select(_text(cols["study_date"], table)).to_series()
     study_year = study_date.str.slice(0, 4).cast(pl.Float64, strict=False)
@@ -570,7 +602,10 @@ def _read_vindr(info, files, duplicates, readers, **_):
     label_cols = [LABEL_PREFIX + label for label in fmt.labels]
     if readers == "majority":
         votes = [
-            pl.when(pl.col(c).is_not_null().sum() == 0).then(None).otherwise(((pl.col(c) == 1).sum() * 2 > pl.col(c).is_not_null().sum()).cast(pl.Float32)).alias(c)
+            pl.when(pl.col(c).is_not_null().sum() == 0)
+            .then(None)
+            .otherwise(((pl.col(c) == 1).sum() * 2 > pl.col(c).is_not_null().sum()).cast(pl.Float32))
+            .alias(c)
             for c in label_cols
         ]
     else:
@@ -675,7 +710,9 @@ def read_metadata(
 
 def _any_source_files(folder: Path) -> list[Path]:
     found = sorted(
-        p for p in folder.iterdir() if p.is_file() and any(info.metadata and _matches(p.name, info.metadata.files) for info in REGISTRY.values())
+        p
+        for p in folder.iterdir()
+        if p.is_file() and any(info.metadata and _matches(p.name, info.metadata.files) for info in REGISTRY.values())
     )
     if not found:
         raise InputError(f"no known metadata file in {folder}; pass source= and the files")
