@@ -59,6 +59,11 @@ def test_card_reports_leakage_and_missing_columns():
     assert "No split column" in bare and "No view column" in bare and "No patient_id column" in bare
 
 
+def test_empty_cohort_is_refused_naming_the_step():
+    with pytest.raises(cxu.InputError, match="step 'no source' removed the last rows"):
+        cxu.describe(split_sample(), ["dice.mean>=0.1"], filters={"PA": pl.col("view") == "PA", "no source": pl.col("source") == "x"})
+
+
 def test_select_cohort_rejects_non_expressions():
     with pytest.raises(cxu.InputError, match="polars expression"):
         cxu.select_cohort(cxu.load_sample(), {"bad": "view == PA"})

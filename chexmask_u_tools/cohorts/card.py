@@ -224,6 +224,11 @@ def describe(
     str
         The card.
 
+    Raises
+    ------
+    InputError
+        When no row is left, naming the step that removed the last ones.
+
     Examples
     --------
     >>> import chexmask_u_tools as cxu
@@ -234,6 +239,10 @@ def describe(
     True
     """
     kept, steps = select_cohort(table, filters, rules)
+    if kept.height == 0:
+        emptied = steps.filter(pl.col("rows_after") == 0)["step"]
+        cause = f"step {emptied[0]!r} removed the last rows" if emptied.len() and steps["rows_before"][0] else "the table has no rows"
+        raise InputError(f"nothing to describe: {cause} (steps: {steps.rows()})")
     names = kept.columns
     rows_in = steps["rows_before"][0] if steps.height else kept.height
     lines = [f"# {title}", "", f"{kept.height} images from {kept['source'].n_unique()} sources.", ""]
