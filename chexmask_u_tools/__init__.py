@@ -7,6 +7,7 @@ each importing only from those listed below it:
 ========== ====================================================================
 ``cli``      the ``chexmask-u`` command: argument parsing and printing only
 ``testing``  synthetic images and the straightforward reference model
+``cohorts``  source metadata, patient splits and dataset cards
 ``analysis`` the paper's experiments, corruptions and plots
 ``train``    PyTorch datasets and transforms (needs torch)
 ``model``    HybridGNet in plain PyTorch, weights and prediction (needs torch)
@@ -34,6 +35,18 @@ from chexmask_u_tools.analysis import (
     uncertainty_vs_corruption,
 )
 from chexmask_u_tools.citation import cite
+from chexmask_u_tools.cohorts import (
+    JoinReport,
+    MetadataWarning,
+    attach_metadata,
+    check_leakage,
+    describe,
+    label_columns,
+    patient_split,
+    read_metadata,
+    select_cohort,
+    unique_patients,
+)
 from chexmask_u_tools.errors import (
     CheXmaskUError,
     FileReadError,

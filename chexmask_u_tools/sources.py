@@ -33,6 +33,7 @@ __all__ = [
     "REGISTRY",
     "SOURCES",
     "ImageLayout",
+    "MetadataFormat",
     "SourceInfo",
     "canonical_source",
     "closest_source",
@@ -67,6 +68,101 @@ class ImageLayout:
     index_files: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class MetadataFormat:
+    """A database's own public metadata files, as published (read by :func:`chexmask_u_tools.cohorts.read_metadata`).
+
+    ``roles`` maps each kind of file to the columns that identify it (all must
+    be present; extra columns are fine): ``"images"`` (one row per image),
+    ``"split"`` (image -> official split), ``"labels"`` (labels per study,
+    joined on ``study_keys``).  ``files`` are the published file-name patterns
+    (fnmatch, lower case) looked for in a folder; ``list_files`` map plain-text
+    id lists to the split they define, ``file_splits`` csv file names to the
+    split of all their rows.  ``columns`` map normalised names
+    (``patient_id``, ``study_id``, ``view``, ``sex``, ``age``, ``birth_year``,
+    ``study_date``, ``original_height``, ``original_width``, ``split``) to the
+    file's column.  ``patient``: ``"column"`` (``columns["patient_id"]``),
+    ``"path"`` (the ``patientNNNNN`` folder of the id) or ``"image"`` (no
+    patient ids: each image is its own patient).  ``label_format``:
+    ``"columns"`` (one column per label, 1/0/-1/blank), ``"pipe"`` (names
+    joined by ``|``) or ``"list"`` (a Python-list-looking string; ``labels`` is
+    then empty and the columns are the names found).  ``views``, ``sexes``,
+    ``splits``: source spelling -> normalised value (others become null).
+    """
+
+    files: tuple[str, ...]
+    roles: dict[str, tuple[str, ...]]
+    columns: dict[str, str]
+    patient: str
+    labels: tuple[str, ...]
+    label_format: str = "columns"
+    views: dict[str, str] = field(default_factory=dict)
+    sexes: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
+    list_files: dict[str, str] = field(default_factory=dict)
+    file_splits: dict[str, str] = field(default_factory=dict)
+    study_keys: tuple[str, ...] = ()
+
+
+CHEXPERT_LABELS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)  # fmt: skip
+"""The 14 CheXpert labeler observations (CheXpert and MIMIC-CXR-JPG's chexpert/negbio files)."""
+
+_MIMIC_METADATA = MetadataFormat(
+    files=("mimic-cxr-2.0.0-metadata.csv*", "mimic-cxr-2.0.0-split.csv*", "mimic-cxr-2.0.0-chexpert.csv*",
+           "mimic-cxr-2.0.0-negbio.csv*"),
+    roles={"images": ("dicom_id", "subject_id", "study_id", "ViewPosition"), "split": ("dicom_id", "study_id", "subject_id", "split"),
+           "labels": ("subject_id", "study_id", *CHEXPERT_LABELS)},
+    columns={"patient_id": "subject_id", "study_id": "study_id", "view": "ViewPosition", "original_height": "Rows",
+             "original_width": "Columns", "split": "split"},
+    patient="column", labels=CHEXPERT_LABELS, views={"PA": "PA", "AP": "AP", "LATERAL": "LATERAL", "LL": "LL"},
+    splits={"train": "train", "validate": "val", "test": "test"}, study_keys=("subject_id", "study_id"),
+)  # fmt: skip
+_CHEXPERT_METADATA = MetadataFormat(
+    files=("train.csv*", "valid.csv*", "test.csv*", "test_labels.csv*"),
+    roles={"images": ("Path", *CHEXPERT_LABELS)},
+    columns={"view": "AP/PA", "frontal_lateral": "Frontal/Lateral", "sex": "Sex", "age": "Age"},
+    patient="path", labels=CHEXPERT_LABELS, views={"PA": "PA", "AP": "AP", "LL": "LL", "Lateral": "LATERAL"},
+    sexes={"Male": "M", "Female": "F"}, splits={"train": "train", "valid": "val", "test": "test"},
+)  # fmt: skip
+_NIH_METADATA = MetadataFormat(
+    files=("data_entry_2017*.csv*", "train_val_list*.txt", "test_list*.txt"),
+    roles={"images": ("Image Index", "Finding Labels", "Patient ID", "View Position")},
+    columns={"patient_id": "Patient ID", "view": "View Position", "sex": "Patient Gender|Patient Sex", "age": "Patient Age",
+             "original_width": "OriginalImage[Width", "original_height": "Height]"},
+    patient="column", label_format="pipe", views={"PA": "PA", "AP": "AP"}, sexes={"M": "M", "F": "F"},
+    labels=("No Finding", "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"),
+    list_files={"train_val_list*": "train", "test_list*": "test"},
+)  # fmt: skip
+_PADCHEST_METADATA = MetadataFormat(
+    files=("padchest_chest_x_ray_images_labels_160k*.csv*",),
+    roles={"images": ("ImageID", "StudyID", "PatientID", "Projection", "Labels")},
+    columns={"patient_id": "PatientID", "study_id": "StudyID", "view": "Projection", "sex": "PatientSex_DICOM",
+             "birth_year": "PatientBirth", "study_date": "StudyDate_DICOM", "original_height": "Rows_DICOM",
+             "original_width": "Columns_DICOM"},
+    # AP_horizontal is PadChest's name for an AP image taken lying down (horizontal beam): an AP view.
+    patient="column", label_format="list", labels=(), sexes={"M": "M", "F": "F"},
+    views={"PA": "PA", "AP": "AP", "AP_horizontal": "AP", "L": "LATERAL"},
+)  # fmt: skip
+_VINDR_LABELS = (
+    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
+    "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
+    "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
+    "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
+    "Other diseases", "No finding",
+)  # fmt: skip
+_VINDR_METADATA = MetadataFormat(
+    files=("image_labels_train.csv*", "image_labels_test.csv*"),
+    roles={"images": ("image_id", *_VINDR_LABELS)},
+    columns={"reader": "rad_id"}, patient="image", labels=_VINDR_LABELS,
+    file_splits={"*train*": "train", "*test*": "test"},
+)  # fmt: skip
+
+
 def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
@@ -97,6 +193,8 @@ class SourceInfo:
         stand-in image, following ``image_layout``.
     sample_id:
         ``(index, rng) -> id`` in the source's id format, for the synthetic sample.
+    metadata:
+        The database's own metadata files (:class:`MetadataFormat`), or None.
     """
 
     name: str
@@ -107,6 +205,7 @@ class SourceInfo:
     demo_image_path: Callable[[str], str]
     sample_id: Callable[[int, np.random.Generator], str]
     notes: dict[str, str] = field(default_factory=dict)
+    metadata: MetadataFormat | None = None
 
 
 def _with_suffix(image_id: str, suffix: str) -> str:
@@ -144,6 +243,7 @@ REGISTRY: dict[str, SourceInfo] = {
             crop_border=True,
             demo_image_path=_mimic_demo_path,
             sample_id=_mimic_sample_id,
+            metadata=_MIMIC_METADATA,
         ),
         SourceInfo(
             name="CheXpert",
@@ -157,6 +257,7 @@ REGISTRY: dict[str, SourceInfo] = {
             sample_id=lambda index, rng: (
                 f"train/patient{rng.integers(1, 64541):05d}/study{rng.integers(1, 6)}/view1_frontal.jpg"
             ),
+            metadata=_CHEXPERT_METADATA,
         ),
         SourceInfo(
             name="ChestX-ray8",
@@ -166,6 +267,7 @@ REGISTRY: dict[str, SourceInfo] = {
             crop_border=False,
             demo_image_path=lambda image_id: f"images_{1 + _digest(f'ChestX-ray8/{image_id}') % 3:03d}/images/{image_id}",
             sample_id=lambda index, rng: f"{rng.integers(1, 30806):08d}_{rng.integers(0, 30):03d}.png",
+            metadata=_NIH_METADATA,
         ),
         SourceInfo(
             name="Padchest",
@@ -175,6 +277,7 @@ REGISTRY: dict[str, SourceInfo] = {
             crop_border=True,
             demo_image_path=lambda image_id: f"{_digest(f'Padchest/{image_id}') % 4}/{image_id}",
             sample_id=_padchest_sample_id,
+            metadata=_PADCHEST_METADATA,
         ),
         SourceInfo(
             name="VinDr-CXR",
@@ -184,6 +287,7 @@ REGISTRY: dict[str, SourceInfo] = {
             crop_border=False,
             demo_image_path=lambda image_id: f"train/{image_id}.png",
             sample_id=lambda index, rng: _hex("VinDr-CXR", index)[:32],
+            metadata=_VINDR_METADATA,
         ),
     )
 }

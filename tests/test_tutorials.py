@@ -30,6 +30,7 @@ EXPECTED_OUTPUTS = {
     "05_corruption_and_ood": [
         f"tutorial_output/05/{name}.png" for name in ("ood_roc_sample", "uncertainty_vs_noise", "uncertainty_vs_occlusion")
     ],
+    "06_cohort": ["tutorial_output/06/card.md", "tutorial_output/06/card_dice_rca.png", "tutorial_output/06/card_node_sigma.png"],
 }
 NEEDS_TORCH = ("03_", "04_", "05_")
 
@@ -57,5 +58,7 @@ def test_tutorial_runs_and_writes_its_outputs(script, tmp_path):
         if path.suffix == ".png":
             with Image.open(path) as image:
                 assert image.format == "PNG" and min(image.size) >= 100
+        elif path.suffix == ".md":
+            assert path.read_text(encoding="utf-8").startswith("#")
         else:
             assert pl.read_parquet(path).height > 0
