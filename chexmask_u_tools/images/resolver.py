@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-Resolver = Callable[[str, str], Union[PathLike, Sequence[PathLike], None]]
+Resolver = Callable[[str, str], PathLike | Sequence[PathLike] | None]
 
 _CHEXPERT_PREFIXES = ("CheXpert-v1.0/", "CheXpert-v1.0-small/")
 _GENERIC_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -159,7 +159,7 @@ class ImageResolver:
         """The configured roots of a source (the shared root when none is specific)."""
         return self.roots.get(_canonical(source), self.default_roots)
 
-    def prepare(self, sources: Iterable[str] | None = None) -> "ImageResolver":
+    def prepare(self, sources: Iterable[str] | None = None) -> ImageResolver:
         """Build the cached listings / MIMIC index for the given sources (default: all configured)."""
         for source in sources if sources is not None else list(self.roots):
             source = _canonical(source)
