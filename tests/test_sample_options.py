@@ -11,13 +11,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import chexmask_u_tools as cxu  # noqa: E402
-from chexmask_u_tools.errors import InputError  # noqa: E402
-from chexmask_u_tools.images.preprocess import bilinear_taps, pad_to_square, resample_reduced, resize_levels  # noqa: E402
-from chexmask_u_tools.testing.images import write_demo_images  # noqa: E402
-from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset  # noqa: E402
-from chexmask_u_tools.train.options import SampleOptions  # noqa: E402
-from chexmask_u_tools.train.sample import RowBlock, SampleBuilder  # noqa: E402
+import chexmask_u_tools as cxu
+from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.images.preprocess import (
+    bilinear_taps,
+    pad_to_square,
+    resample_reduced,
+    resize_levels,
+)
+from chexmask_u_tools.testing.images import write_demo_images
+from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset
+from chexmask_u_tools.train.options import SampleOptions
+from chexmask_u_tools.train.sample import RowBlock, SampleBuilder
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +64,22 @@ def test_keywords_replace_single_options_and_typos_are_named(table, roots):
 @pytest.mark.parametrize(
     ("keywords", "message"),
     [
-        (dict(frame="square"), "frame"),
-        (dict(size=3), "size"),
-        (dict(size=True), "size"),
-        (dict(missing="ignore"), "missing"),
-        (dict(soft_missing="zeros"), "soft_missing"),
-        (dict(node_weighting={"methd": "exp"}), "node_weighting"),
-        (dict(node_weighting={"method": "exp", "tau": -1}), "tau"),
-        (dict(pixel_weights={"floor": 2.0}), "floor"),
-        (dict(pixel_weights={"flor": 0.2}), "pixel_weights"),
-        (dict(rules=["dice.mean>>0.7"]), "dice"),
-        (dict(transform="flip"), "transform"),
-        (dict(sample_weighting="exp"), "sample_weighting"),
-        (dict(fields=("row",)), "overwrite"),
-        (dict(labels=("Edema", "Edema")), "more than once"),
-        (dict(label_policy={"uncertain": 0.5}), "uncertain"),
-        (dict(label_policy={"unsure": 0.0}), "unknown keys"),
+        ({"frame": "square"}, "frame"),
+        ({"size": 3}, "size"),
+        ({"size": True}, "size"),
+        ({"missing": "ignore"}, "missing"),
+        ({"soft_missing": "zeros"}, "soft_missing"),
+        ({"node_weighting": {"methd": "exp"}}, "node_weighting"),
+        ({"node_weighting": {"method": "exp", "tau": -1}}, "tau"),
+        ({"pixel_weights": {"floor": 2.0}}, "floor"),
+        ({"pixel_weights": {"flor": 0.2}}, "pixel_weights"),
+        ({"rules": ["dice.mean>>0.7"]}, "dice"),
+        ({"transform": "flip"}, "transform"),
+        ({"sample_weighting": "exp"}, "sample_weighting"),
+        ({"fields": ("row",)}, "overwrite"),
+        ({"labels": ("Edema", "Edema")}, "more than once"),
+        ({"label_policy": {"uncertain": 0.5}}, "uncertain"),
+        ({"label_policy": {"unsure": 0.0}}, "unknown keys"),
     ],
 )
 def test_bad_options_fail_at_construction(keywords, message):
