@@ -9,7 +9,12 @@ import pytest
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import ImageError, InputError
-from chexmask_u_tools.images.resolver import ImageResolver, MissingImageError, check_image_id, check_images
+from chexmask_u_tools.images.resolver import (
+    ImageResolver,
+    MissingImageError,
+    check_image_id,
+    check_images,
+)
 from chexmask_u_tools.testing.images import demo_image_path, write_demo_images
 
 

@@ -44,6 +44,7 @@ path tried.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,8 +56,10 @@ from chexmask_u_tools.errors import ImageError, InputError
 from chexmask_u_tools.sources import (
     GENERIC_LAYOUT,
     REGISTRY,
+    SOURCES,
     ImageLayout,
     canonical_source,
+    closest_source,
 )
 
 __all__ = [
@@ -84,14 +87,17 @@ class MissingImageError(ImageError):
         The row's source and id.
     tried:
         Every path (or searched index) tried, in order.
+
+    ``note`` (optional) leads the message, e.g. how many rows miss their image.
     """
 
-    def __init__(self, source: str, image_id: str, tried: Sequence[str]) -> None:
+    def __init__(self, source: str, image_id: str, tried: Sequence[str], *, note: str | None = None) -> None:
         self.source = source
         self.image_id = image_id
         self.tried = list(tried)
         listing = "\n  ".join(self.tried) if self.tried else "(no image root configured for this source)"
-        super().__init__(f"no image found for {source} id {image_id!r}; tried:\n  {listing}")
+        message = f"no image found for {source} id {image_id!r}; tried:\n  {listing}"
+        super().__init__(message if note is None else f"{note}\nfirst missing row: {message}")
 
 
 def check_image_id(image_id: object) -> str:
@@ -139,6 +145,32 @@ def image_layout(source: str) -> ImageLayout:
     """
     canonical = canonical_source(source)
     return REGISTRY[canonical].image_layout if canonical is not None else GENERIC_LAYOUT
+
+
+def _root_key(key: object) -> str:
+    """The canonical source of a roots key; a key close to a source name is refused as a typo."""
+    if not isinstance(key, str) or not key.strip():
+        raise InputError(f"image root keys must be source names, got {key!r}")
+    canonical = canonical_source(key)
+    if canonical is not None:
+        return canonical
+    close = closest_source(key)
+    if close is not None:
+        raise InputError(
+            f"unknown source {key!r} in the image roots (did you mean {close!r}?); the sources are {SOURCES} "
+            "(a label of your own, far from these names, is accepted as is)"
+        )
+    return key
+
+
+def _existing_root(path: PathLike, key: str | None) -> Path:
+    """``path`` as a Path; InputError naming the key and the path when it is not an existing folder."""
+    root = Path(path)
+    if not root.is_dir():
+        what = f"image root for {key!r}" if key is not None else "image root"
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise InputError(f"{what} {state}: {root}; pass the folder holding that database's images")
+    return root
 
 
 def _with_suffixes(name: str, suffixes: Sequence[str]) -> list[str]:
@@ -193,15 +225,41 @@ class ImageResolver:
         self.roots: dict[str, list[Path]] = {}
         self.default_roots: list[Path] = []
         if isinstance(roots, (str, os.PathLike)):
-            self.default_roots = [Path(roots)]
+            self.default_roots = [_existing_root(roots, None)]
         elif roots is not None:
-            for source, value in roots.items():
+            if not isinstance(roots, Mapping):
+                raise InputError(f"image roots must be a folder or a mapping source -> folder(s), got {type(roots).__name__}")
+            for key, value in roots.items():
+                source = _root_key(key)
                 paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
-                self.roots.setdefault(_canonical(source), []).extend(Path(p) for p in paths)
+                self.roots.setdefault(source, []).extend(_existing_root(p, key) for p in paths)
         if roots is None and resolver is None:
             raise InputError("give image roots per source, a root folder, or a resolver callable")
         self._listings: dict[tuple[Path, str], list[str]] = {}
         self._indexes: dict[Path, tuple[dict[str, Path], str]] = {}
+
+    def check_labels(self, labels: Iterable[str]) -> None:
+        """Refuse a roots key that is neither one of the five sources nor one of ``labels`` (a table's source values).
+
+        Raises :class:`~chexmask_u_tools.errors.InputError` naming the key and
+        the closest valid name.
+        """
+        labels = {str(label) for label in labels}
+        valid = sorted(labels | set(SOURCES))
+        for key in self.roots:
+            if key not in labels and canonical_source(key) is None:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise InputError(
+                    f"image root key {key!r} is neither a source nor a source label of the table{hint}; "
+                    f"the table's sources are {sorted(labels)}"
+                )
+
+    def sources_without_roots(self, labels: Iterable[str]) -> list[str]:
+        """The labels among ``labels`` that no root (and no resolver callable) can serve."""
+        if self.resolver is not None or self.default_roots:
+            return []
+        return sorted({str(label) for label in labels if not self.roots_for(str(label))})
 
     def roots_for(self, source: str) -> list[Path]:
         """The configured roots of a source (the shared root when none is specific)."""

@@ -85,15 +85,29 @@ sizes; ``size_mismatch="rescale"`` accepts an image with the same aspect ratio
 (within 2 %, e.g. the downsampled ``CheXpert-v1.0-small``) and scales the
 row's landmarks and std to it, and still raises for another aspect ratio.
 
-Missing images
---------------
-``missing="raise"`` (default): :class:`~chexmask_u_tools.images.resolver.MissingImageError`
-naming the id and every path tried.  ``"skip"``: the map-style dataset resolves
-every row when built and drops rows without an image (count in ``.skipped``,
-and a warning); the iterable one skips them while streaming (count per worker
-in a warning at the end of its pass).  ``"masks_only"``: the sample keeps
-masks, landmarks and weights, ``image`` is zeros and ``has_image`` False (the
-original frame then needs the row's own original size).
+Image roots and missing images
+------------------------------
+Checked when the dataset is built, not mid-epoch: every root folder must
+exist (:class:`~chexmask_u_tools.errors.InputError` naming the key and the
+path), and a roots key must be one of the five sources (any spelling) or a
+source label of the table; a misspelt one (``"CheXpertt"``) is refused with
+the closest valid name.
+
+``missing="raise"`` (default): every table source needs a root (or a
+resolver callable).  The map-style dataset then locates every row's image when
+built, which costs the file look-ups of one epoch once (one to a few ``stat``
+calls per row, slower on a network file system) and keeps the paths, so
+epochs do not look them up again; a missing
+image raises :class:`~chexmask_u_tools.images.resolver.MissingImageError`
+counting the missing rows per source and listing every path tried for the
+first one.  The iterable dataset checks the roots only (locating every row
+would read the whole scan up front) and raises the same error when it reaches
+the row.  ``"skip"``: the map-style dataset resolves every row when built and
+drops rows without an image (count in ``.skipped``, and a warning); the
+iterable one skips them while streaming (count per worker in a warning at the
+end of its pass).  ``"masks_only"``: the sample keeps masks, landmarks and
+weights, ``image`` is zeros and ``has_image`` False (the original frame then
+needs the row's own original size).
 
 Geometric augmentation
 ----------------------
@@ -140,6 +154,7 @@ from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.images.resolver import (
     ImageCheck,
     ImageResolver,
+    MissingImageError,
     as_resolver,
     check_images,
 )
@@ -182,6 +197,29 @@ def _check_weights(kept: pl.DataFrame, weighting: SampleWeighting | None) -> Non
             f"{kept['sample_weight'].null_count()} rows have no {weighting.stat!r} for the sample weights; "
             "set SampleWeighting(missing=...) to give them a weight"
         )
+
+
+def _check_roots(resolver: ImageResolver | None, labels: list[str], options: SampleOptions) -> None:
+    """Refuse misspelt roots keys and, under ``missing="raise"``, sources without any root; build the listings."""
+    if resolver is None:
+        return
+    resolver.check_labels(labels)
+    if options.missing == "raise":
+        uncovered = resolver.sources_without_roots(labels)
+        if uncovered:
+            raise InputError(
+                f"no image root for the table's sources {uncovered}; add them to images= "
+                "(or pass missing='skip' / missing='masks_only' to train without those images)"
+            )
+    resolver.prepare(labels)
+
+
+def _missing_note(report: ImageCheck) -> str:
+    per_source = ", ".join(f"{s}: {t - f} of {t}" for s, (f, t) in sorted(report.per_source.items()) if f < t)
+    return (
+        f"{report.missing} of {report.total} rows have no image on disk ({per_source}); fix the image roots, "
+        "or pass missing='skip' (drop those rows) or missing='masks_only' (keep their masks)"
+    )
 
 
 class CheXmaskUDataset(torch.utils.data.Dataset):
@@ -251,8 +289,16 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         _check_weights(kept, options.sample_weighting)
         self.skipped = 0
         self.paths: list[Path | None] | None = None
-        if self.resolver is not None:
-            self.resolver.prepare(kept["source"].unique().to_list())
+        _check_roots(self.resolver, kept["source"].unique().to_list(), options)
+        if options.missing == "raise" and self.resolver is not None:
+            # Every row is located now (the lookups an epoch would make, once),
+            # so that a missing image fails here and not hours into training;
+            # the paths are kept, so epochs do not look them up again.
+            report = check_images(kept, self.resolver)
+            if report.missing:
+                source, image_id, tried = report.examples[0]
+                raise MissingImageError(source, image_id, tried, note=_missing_note(report))
+            self.paths = report.paths
         if options.missing == "skip":
             report = check_images(kept, self.resolver)
             keep = np.array([p is not None for p in report.paths], dtype=bool)
@@ -360,8 +406,7 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
         self._materialized = (
             RowBlock(kept, kept["sample_weight"].to_numpy(), kept["__row"].to_numpy(), options) if self._eager else None
         )
-        if self.resolver is not None:
-            self.resolver.prepare(kept["source"].unique().to_list())
+        _check_roots(self.resolver, kept["source"].unique().to_list(), options)
         self._owner_pid = os.getpid()
         self._unpickled = False
 
