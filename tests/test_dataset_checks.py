@@ -87,3 +87,25 @@ def test_map_style_finds_missing_images_when_built_and_keeps_the_paths(table, ro
     streamed = CheXmaskUIterableDataset(table, {**roots, "Padchest": copy}, size=16)  # roots only: built fine
     with pytest.raises(MissingImageError):
         list(streamed)
+
+
+@pytest.mark.parametrize("masks", ["soft", "both"])
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_soft_masks_of_rows_without_std_need_consent(table, roots, tmp_path, dataset, lazy, masks):
+    holes = table.with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([1, 6])).then(None).otherwise(pl.col("landmarks_std")).alias("landmarks_std")
+    )
+    if lazy:
+        holes.write_parquet(tmp_path / "holes.parquet")
+        holes = pl.scan_parquet(tmp_path / "holes.parquet")
+    with pytest.raises(InputError, match=rf"masks='{masks}' needs landmarks_std, but 2 of 10 rows have none.*soft_missing='hard'"):
+        dataset(holes, roots, size=16, masks=masks)
+    accepted = dataset(holes, roots, size=16, masks=masks, soft_missing="hard")
+    soft_key = "masks" if masks == "soft" else "soft_masks"
+    without = [s for s in accepted if not s["has_std"]]
+    assert len(without) == 2 and all(set(s[soft_key].unique().tolist()) <= {0.0, 1.0} for s in without)
+    assert len(dataset(holes, roots, size=16, masks="hard")) == 10  # hard masks need no std
+    # No std column at all: every row counts.
+    with pytest.raises(InputError, match="10 of 10 rows have none"):
+        dataset(table.drop("landmarks_std"), roots, size=16, masks=masks)

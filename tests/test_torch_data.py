@@ -150,7 +150,9 @@ def test_soft_masks_weights_and_rules(table, roots):
 
 def test_rows_without_std(table, roots):
     holes = table.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("landmarks_std")).alias("landmarks_std"))
-    sample = CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True)[2]
+    with pytest.raises(InputError, match=r"needs landmarks_std, but 1 of 20 rows have none.*soft_missing='hard'"):
+        CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True)
+    sample = CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True, soft_missing="hard")[2]
     assert not sample["has_std"] and torch.isnan(sample["std"]).all()
     assert torch.equal(sample["node_weight"], torch.ones(120))
     assert set(sample["masks"].unique().tolist()) <= {0.0, 1.0}

@@ -34,6 +34,19 @@ key                shape / dtype        content
 Channels are :data:`~chexmask_u_tools.layout.ORGANS`: right lung (image left),
 left lung, heart.
 
+Rows without std (e.g. the released CheXmask files, which have none): with
+``masks="soft"`` or ``"both"`` the dataset refuses them when built,
+naming how many rows lack ``landmarks_std``, unless ``soft_missing="hard"``
+accepts their hard masks as 0/1 floats (``has_std`` False marks them).  Their
+``node_weight`` is all ones and their ``pixel_weight`` (from the 0/1 masks)
+is 1 everywhere: such rows are not down-weighted anywhere.
+
+With ``fields=(...)`` the sample also holds those table columns as Python
+values (null: None, which the default collate cannot batch: filter such rows
+or pass a ``collate_fn``), and with ``labels=(...)`` a float32 ``labels``
+``(L,)`` and a bool ``label_mask`` ``(L,)`` (policy for uncertain -1 and null:
+:mod:`chexmask_u_tools.train.options`).
+
 Frames (SPEC section 4)
 -----------------------
 ``frame="preprocessed"``: the image as the model saw it, black borders cropped
@@ -214,6 +227,27 @@ def _check_roots(resolver: ImageResolver | None, labels: list[str], options: Sam
     resolver.prepare(labels)
 
 
+def _without_std(names: list[str]) -> pl.Expr:
+    """True for rows without ``landmarks_std`` (all rows when the table has no such column)."""
+    present = pl.col("landmarks_std").is_null() if "landmarks_std" in names else pl.lit(True)
+    return present.alias("__without_std")
+
+
+def _check_soft_masks(kept: pl.DataFrame, options: SampleOptions) -> None:
+    """Refuse soft masks for rows without std unless ``soft_missing="hard"`` accepts hard 0/1 masks for them."""
+    if options.masks not in ("soft", "both") or options.soft_missing == "hard":
+        return
+    without = kept.filter(pl.col("__without_std"))
+    if without.height:
+        first = without.row(0, named=True)
+        example = f"{first['source']} {first['image_id']!r}" if "image_id" in first else f"{first['source']} row {first['__row']}"
+        raise InputError(
+            f"masks={options.masks!r} needs landmarks_std, but {without.height} of {kept.height} rows have none (e.g. {example}), "
+            "so their soft masks would silently be hard 0/1 masks; pass soft_missing='hard' to accept that, "
+            "use masks='hard', or filter those rows out first (pl.col('landmarks_std').is_not_null())"
+        )
+
+
 def _missing_note(report: ImageCheck) -> str:
     per_source = ", ".join(f"{s}: {t - f} of {t}" for s, (f, t) in sorted(report.per_source.items()) if f < t)
     return (
@@ -285,8 +319,11 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         lazy = _prepare_table(table, options)
         self.resolver = as_resolver(images)
         self.builder = SampleBuilder(self.resolver, options)
-        kept = apply_rules(lazy, options.rules).with_columns(_weight_expr(options.sample_weighting)).collect()
+        names = lazy.collect_schema().names()
+        kept = apply_rules(lazy, options.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names)).collect()
         _check_weights(kept, options.sample_weighting)
+        _check_soft_masks(kept, options)
+        kept = kept.drop("__without_std")
         self.skipped = 0
         self.paths: list[Path | None] | None = None
         _check_roots(self.resolver, kept["source"].unique().to_list(), options)
@@ -392,13 +429,18 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
         # sample weights (global, so rank/normalised weights are consistent),
         # the null-data checks of the rules and the sources to index.
         indexed = lazy.with_row_index("__row")
-        kept = apply_rules(indexed, self.rules).with_columns(_weight_expr(options.sample_weighting))
+        names = lazy.collect_schema().names()
+        kept = apply_rules(indexed, self.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names))
         # An eager table is turned into arrays here, so that workers never run
         # polars (its thread pools do not survive a fork); a lazy scan is read
         # block by block in the workers (see __iter__).
         self._eager = isinstance(table, pl.DataFrame)
-        kept = kept.collect() if self._eager else kept.select("__row", "source", "sample_weight").collect()
+        if self._eager:
+            kept = kept.collect()
+        else:
+            kept = kept.select("__row", "source", "sample_weight", "__without_std").collect()
         _check_weights(kept, options.sample_weighting)
+        _check_soft_masks(kept, options)
         self.n_source_rows = int(lazy.select(pl.len()).collect().item())
         self.n_rows = kept.height
         self._weights = np.full(self.n_source_rows, np.nan)
