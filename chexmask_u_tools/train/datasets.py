@@ -179,6 +179,7 @@ from chexmask_u_tools.train.sample import (
     RowBlock,
     SampleBuilder,
     check_sample_columns,
+    label_values,
 )
 
 __all__ = [
@@ -438,7 +439,10 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
         if self._eager:
             kept = kept.collect()
         else:
-            kept = kept.select("__row", "source", "sample_weight", "__without_std").collect()
+            # The label columns are small: read them now, so that a bad value fails here, not mid-epoch.
+            label_columns = ["image_id", *options.labels] if options.labels else []
+            kept = kept.select("__row", "source", "sample_weight", "__without_std", *label_columns).collect()
+            label_values(kept, options.labels, kept["__row"].to_numpy())
         _check_weights(kept, options.sample_weighting)
         _check_soft_masks(kept, options)
         self.n_source_rows = int(lazy.select(pl.len()).collect().item())

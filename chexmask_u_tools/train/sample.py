@@ -42,7 +42,16 @@ from chexmask_u_tools.sources import REGISTRY
 from chexmask_u_tools.train.decode_cache import DecodeCache, Decoded
 from chexmask_u_tools.train.options import SampleOptions
 
-__all__ = ["CROP_SOURCES", "ROW_COLUMNS", "Geometry", "RowBlock", "RowRecord", "SampleBuilder"]
+__all__ = [
+    "CROP_SOURCES",
+    "ROW_COLUMNS",
+    "Geometry",
+    "RowBlock",
+    "RowRecord",
+    "SampleBuilder",
+    "check_sample_columns",
+    "label_values",
+]
 
 CROP_SOURCES: tuple[str, ...] = tuple(name for name, info in REGISTRY.items() if info.crop_border)
 """Sources whose black borders were cropped before padding (SPEC section 4)."""
@@ -161,9 +170,9 @@ def label_values(frame: pl.DataFrame, labels: tuple[str, ...], rows: np.ndarray)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise RecordError(
-            f"label column {labels[j]!r} holds {values[i, j]!r} at row {int(rows[i])} "
+            f"label column {labels[j]!r} holds {float(values[i, j])!r} at row {int(rows[i])} "
             f"({frame['source'][int(i)]} {frame['image_id'][int(i)]!r}); labels must be 1, 0, -1 (uncertain) or null "
-            f"({int(bad.sum())} such values in this block)"
+            f"({int(bad.sum())} such values among these {frame.height} rows)"
         )
     return values
 
