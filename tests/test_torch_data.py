@@ -495,3 +495,23 @@ def test_decode_cache_hits_and_invalidation(table, tmp_path):
     os.utime(path, ns=(1, 1))
     torch.testing.assert_close(cached[0]["image"], plain[0]["image"], rtol=0, atol=0)
     assert len(list(cache.rglob("*.npz"))) == 3
+
+
+@pytest.mark.slow
+def test_lazy_csv_scan_in_spawned_workers(table, roots, tmp_path):
+    # scan_table of a CSV checks rows with a Python function, which polars
+    # pickles with cloudpickle when a spawned worker receives the dataset.
+    import lzma
+
+    from chexmask_u_tools.io.sample import sample_files
+
+    source_file = next(p for p in sample_files() if p.name.startswith("VinDr-CXR"))
+    csv = tmp_path / "VinDr-CXR.csv"
+    csv.write_bytes(lzma.decompress(source_file.read_bytes()))
+    scan = cxu.scan_table(csv).head(6)
+    expected = scan.collect()
+    images = write_demo_images(expected, tmp_path / "images")
+    dataset = CheXmaskUIterableDataset(scan, images, size=16, block_rows=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    ids = [i for batch in loader for i in batch["image_id"]]
+    assert sorted(ids) == sorted(expected["image_id"].to_list())

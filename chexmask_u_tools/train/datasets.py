@@ -142,7 +142,9 @@ process.  A ``LazyFrame`` is read block by block inside each worker (rules
 applied per block, so a scan reads only its shard's slices); polars cannot run
 in a forked child, so such a dataset needs
 ``DataLoader(..., multiprocessing_context="spawn")`` (or ``"forkserver"``) and
-raises a clear error in forked workers.  The map-style dataset collects its
+raises a clear error in forked workers.  Spawned workers receive the scan
+pickled; polars pickles the Python functions in a scan (``scan_table`` of a
+CSV checks its rows with one) with ``cloudpickle``, a core dependency.  The map-style dataset collects its
 table when built and runs no polars in workers, so any start method works.  Ranks may get slightly different numbers of rows: under
 ``DistributedDataParallel`` bound the steps per epoch (or use the map-style
 dataset with ``DistributedSampler``).  ``shuffle=True`` permutes the block
