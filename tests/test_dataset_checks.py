@@ -109,3 +109,13 @@ def test_soft_masks_of_rows_without_std_need_consent(table, roots, tmp_path, dat
     # No std column at all: every row counts.
     with pytest.raises(InputError, match="10 of 10 rows have none"):
         dataset(table.drop("landmarks_std"), roots, size=16, masks=masks)
+
+
+def test_real_rows_without_std_refuse_soft_masks(real_subset_dir):
+    from chexmask_u_tools.io.table import data_files
+
+    real = cxu.read_tables(data_files(real_subset_dir)).head(8)
+    with pytest.raises(InputError, match="8 of 8 rows have none"):
+        CheXmaskUDataset(real, None, size=32, missing="masks_only", masks="soft")
+    soft = CheXmaskUDataset(real, None, size=32, missing="masks_only", masks="soft", soft_missing="hard")[0]
+    assert not soft["has_std"] and set(soft["masks"].unique().tolist()) <= {0.0, 1.0}
