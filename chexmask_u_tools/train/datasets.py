@@ -144,9 +144,10 @@ in a forked child, so such a dataset needs
 ``DataLoader(..., multiprocessing_context="spawn")`` (or ``"forkserver"``) and
 raises a clear error in forked workers.  Spawned workers receive the scan
 pickled; polars pickles the Python functions in a scan (``scan_table`` of a
-CSV checks its rows with one) with ``cloudpickle``, a core dependency.  The map-style dataset collects its
-table when built and runs no polars in workers, so any start method works.  Ranks may get slightly different numbers of rows: under
-``DistributedDataParallel`` bound the steps per epoch (or use the map-style
+CSV checks its rows with one) with ``cloudpickle``, a core dependency.  The
+map-style dataset collects its table when built and runs no polars in
+workers, so any start method works.  Ranks may get slightly different numbers
+of rows: under ``DistributedDataParallel`` bound the steps per epoch (or use the map-style
 dataset with ``DistributedSampler``).  ``shuffle=True`` permutes the block
 order (same permutation on every rank, seeded by ``seed`` and
 :meth:`~CheXmaskUIterableDataset.set_epoch`) and the rows inside each block.
@@ -330,22 +331,19 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         self.skipped = 0
         self.paths: list[Path | None] | None = None
         _check_roots(self.resolver, kept["source"].unique().to_list(), options)
-        if options.missing == "raise" and self.resolver is not None:
-            # Every row is located now (the lookups an epoch would make, once),
+        if options.missing in ("raise", "skip"):
+            # Every row is located now (the look-ups an epoch would make, once),
             # so that a missing image fails here and not hours into training;
             # the paths are kept, so epochs do not look them up again.
             report = check_images(kept, self.resolver)
-            if report.missing:
+            if report.missing and options.missing == "raise":
                 source, image_id, tried = report.examples[0]
                 raise MissingImageError(source, image_id, tried, note=_missing_note(report))
-            self.paths = report.paths
-        if options.missing == "skip":
-            report = check_images(kept, self.resolver)
             keep = np.array([p is not None for p in report.paths], dtype=bool)
             self.skipped = int((~keep).sum())
-            kept = kept.filter(pl.Series(keep))
             self.paths = [p for p in report.paths if p is not None]
             if self.skipped:
+                kept = kept.filter(pl.Series(keep))
                 warnings.warn(f"CheXmaskUDataset: skipped {self.skipped} of {len(keep)} rows without an image on disk", stacklevel=2)
         self.table = kept
         self._rows = RowBlock(kept, kept["sample_weight"].to_numpy(), np.arange(kept.height), options)
