@@ -161,6 +161,9 @@ _TORCH_NAMES = {
     "load_pretrained": "model",
     "predict": "model",
     "roi_sample": "model",
+    "CheXmaskUDataset": "train",
+    "CheXmaskUIterableDataset": "train",
+    "SampleOptions": "train",
 }
 
 # Modules of the flat 0.1 layout, kept as attributes under their old names so

@@ -9,7 +9,12 @@ import pytest
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import ImageError, InputError
-from chexmask_u_tools.images.resolver import ImageResolver, MissingImageError, check_image_id, check_images
+from chexmask_u_tools.images.resolver import (
+    ImageResolver,
+    MissingImageError,
+    check_image_id,
+    check_images,
+)
 from chexmask_u_tools.testing.images import demo_image_path, write_demo_images
 
 
@@ -137,3 +142,26 @@ def test_check_images_report_on_demo_tree(tmp_path):
     assert {e[1] for e in report.examples} == set(gone)
     text = str(report)
     assert "18 of 20 rows" in text and gone[0] in text
+
+
+def test_layouts_come_from_the_source_registry(tmp_path, monkeypatch):
+    import dataclasses
+
+    from chexmask_u_tools.sources import GENERIC_LAYOUT, REGISTRY, ImageLayout
+
+    scan = _touch(tmp_path / "vindr" / "scans" / "part_2" / "abc.png")
+    layout = ImageLayout(folders=("scans",), listed_folders="part", suffixes=(".png",))
+    monkeypatch.setitem(REGISTRY, "VinDr-CXR", dataclasses.replace(REGISTRY["VinDr-CXR"], image_layout=layout))
+    with pytest.raises(MissingImageError) as info:  # "part_2" is listed from the root, not from scans/
+        ImageResolver({"VinDr-CXR": tmp_path / "vindr"}).resolve("VinDr-CXR", "abc")
+    assert info.value.tried == [str(tmp_path / "vindr" / "scans" / n) for n in ("abc.png", "abc")]
+    moved = _touch(tmp_path / "vindr" / "part_2" / "abc.png")
+    assert ImageResolver({"VinDr-CXR": tmp_path / "vindr"}).resolve("VinDr-CXR", "abc") == moved
+    assert scan.is_file()
+    # A private label follows the generic layout: the id, with each of its suffixes.
+    private = _touch(tmp_path / "mine" / "x1.jpeg")
+    resolver = ImageResolver({"my-hospital": tmp_path / "mine"})
+    assert resolver.resolve("my-hospital", "x1") == private
+    with pytest.raises(MissingImageError) as info:
+        resolver.resolve("my-hospital", "x2")
+    assert info.value.tried == [str(tmp_path / "mine" / f"x2{s}") for s in (*GENERIC_LAYOUT.suffixes, "")]

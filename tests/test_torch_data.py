@@ -150,7 +150,9 @@ def test_soft_masks_weights_and_rules(table, roots):
 
 def test_rows_without_std(table, roots):
     holes = table.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(None).otherwise(pl.col("landmarks_std")).alias("landmarks_std"))
-    sample = CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True)[2]
+    with pytest.raises(InputError, match=r"needs landmarks_std, but 1 of 20 rows have none.*soft_missing='hard'"):
+        CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True)
+    sample = CheXmaskUDataset(holes, roots, size=64, masks="soft", pixel_weights=True, soft_missing="hard")[2]
     assert not sample["has_std"] and torch.isnan(sample["std"]).all()
     assert torch.equal(sample["node_weight"], torch.ones(120))
     assert set(sample["masks"].unique().tolist()) <= {0.0, 1.0}
@@ -170,12 +172,12 @@ def test_missing_image_policies(table, roots, tmp_path):
     copy_roots["VinDr-CXR"] = vindr_copy
     index = table["image_id"].to_list().index(lost)
 
-    raising = CheXmaskUDataset(table, copy_roots, size=64)
-    with pytest.raises(MissingImageError) as info:
-        raising[index]
+    with pytest.raises(MissingImageError) as info:  # found when the dataset is built, not mid-epoch
+        CheXmaskUDataset(table, copy_roots, size=64)
     assert lost in str(info.value) and str(vindr_copy / "train" / f"{lost}.png") in str(info.value)
     assert len(info.value.tried) == 15
-    assert raising.check_images().found == 19
+    assert "1 of 20 rows have no image on disk (VinDr-CXR: 1 of 4)" in str(info.value) and "missing='skip'" in str(info.value)
+    assert CheXmaskUIterableDataset(table, copy_roots, size=64).check_images().found == 19
     del resolver
 
     with pytest.warns(UserWarning, match="skipped 1 of 20"):
@@ -493,3 +495,23 @@ def test_decode_cache_hits_and_invalidation(table, tmp_path):
     os.utime(path, ns=(1, 1))
     torch.testing.assert_close(cached[0]["image"], plain[0]["image"], rtol=0, atol=0)
     assert len(list(cache.rglob("*.npz"))) == 3
+
+
+@pytest.mark.slow
+def test_lazy_csv_scan_in_spawned_workers(table, roots, tmp_path):
+    # scan_table of a CSV checks rows with a Python function, which polars
+    # pickles with cloudpickle when a spawned worker receives the dataset.
+    import lzma
+
+    from chexmask_u_tools.io.sample import sample_files
+
+    source_file = next(p for p in sample_files() if p.name.startswith("VinDr-CXR"))
+    csv = tmp_path / "VinDr-CXR.csv"
+    csv.write_bytes(lzma.decompress(source_file.read_bytes()))
+    scan = cxu.scan_table(csv).head(6)
+    expected = scan.collect()
+    images = write_demo_images(expected, tmp_path / "images")
+    dataset = CheXmaskUIterableDataset(scan, images, size=16, block_rows=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    ids = [i for batch in loader for i in batch["image_id"]]
+    assert sorted(ids) == sorted(expected["image_id"].to_list())

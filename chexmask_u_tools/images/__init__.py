@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from chexmask_u_tools.images.preprocess import crop_black_border, pad_offsets, pad_to_square, resize_levels
+from chexmask_u_tools.images.preprocess import (
+    bilinear_taps,
+    crop_black_border,
+    pad_offsets,
+    pad_to_square,
+    resample_reduced,
+    resize_levels,
+)
 from chexmask_u_tools.images.read import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
@@ -31,6 +38,7 @@ __all__ = [
     "ImageResolver",
     "MissingImageError",
     "as_resolver",
+    "bilinear_taps",
     "check_image_id",
     "check_images",
     "crop_black_border",
@@ -39,6 +47,7 @@ __all__ = [
     "pad_to_square",
     "read_image",
     "read_image_reduced",
+    "resample_reduced",
     "resize_levels",
     "to_uint8",
 ]

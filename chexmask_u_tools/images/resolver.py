@@ -3,7 +3,10 @@
 CheXmask-U ships no images (SPEC section 1); a row names its image by the
 source's own id.  :class:`ImageResolver` maps ``(source, image_id)`` to a file
 under the user's copy of each database, trying the layouts the databases are
-distributed in:
+distributed in.  Each layout is the source's
+:class:`~chexmask_u_tools.sources.ImageLayout` in the source registry (one
+generic candidate generator reads it, :meth:`ImageResolver.candidates`); today
+it says:
 
 =================  ==========================================================
 source             files tried under the root, in order
@@ -20,6 +23,8 @@ source             files tried under the root, in order
                    ``<root>/<dicom_id>.jpg``
 ``ChestX-ray8``    ``<id>``, ``images/<id>``, ``images_NNN/<id>`` and
                    ``images_NNN/images/<id>`` for every ``images*`` folder
+                   (an id without an image suffix: with ``.png``, ``.jpg``,
+                   ``.jpeg``, ``.dcm`` appended first, as for Padchest)
 ``Padchest``       ``<id>``, ``images/<id>``, ``<N>/<id>`` for every numbered
                    folder (the zip parts of BIMCV-PadChest)
 ``VinDr-CXR``      ``<id>``, ``train/<id>``, ``test/<id>`` with ``.dicom``,
@@ -39,16 +44,23 @@ path tried.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Union
 
 import polars as pl
 
 from chexmask_u_tools.errors import ImageError, InputError
-from chexmask_u_tools.sources import canonical_source
+from chexmask_u_tools.sources import (
+    GENERIC_LAYOUT,
+    REGISTRY,
+    SOURCES,
+    ImageLayout,
+    canonical_source,
+    closest_source,
+)
 
 __all__ = [
     "ImageCheck",
@@ -57,16 +69,13 @@ __all__ = [
     "as_resolver",
     "check_image_id",
     "check_images",
+    "image_layout",
 ]
 
-PathLike = Union[str, os.PathLike]
-Resolver = Callable[[str, str], Union[PathLike, Sequence[PathLike], None]]
+PathLike = str | os.PathLike
+Resolver = Callable[[str, str], PathLike | Sequence[PathLike] | None]
 
-_CHEXPERT_PREFIXES = ("CheXpert-v1.0/", "CheXpert-v1.0-small/")
-_GENERIC_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-_VINDR_SUFFIXES = (".dicom", ".dcm", ".png", ".jpg")
-_MIMIC_SUFFIXES = (".jpg", ".png", ".dcm")
-_MIMIC_METADATA = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv")
+_KNOWN_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
 
 
 class MissingImageError(ImageError):
@@ -78,14 +87,17 @@ class MissingImageError(ImageError):
         The row's source and id.
     tried:
         Every path (or searched index) tried, in order.
+
+    ``note`` (optional) leads the message, e.g. how many rows miss their image.
     """
 
-    def __init__(self, source: str, image_id: str, tried: Sequence[str]) -> None:
+    def __init__(self, source: str, image_id: str, tried: Sequence[str], *, note: str | None = None) -> None:
         self.source = source
         self.image_id = image_id
         self.tried = list(tried)
         listing = "\n  ".join(self.tried) if self.tried else "(no image root configured for this source)"
-        super().__init__(f"no image found for {source} id {image_id!r}; tried:\n  {listing}")
+        message = f"no image found for {source} id {image_id!r}; tried:\n  {listing}"
+        super().__init__(message if note is None else f"{note}\nfirst missing row: {message}")
 
 
 def check_image_id(image_id: object) -> str:
@@ -94,6 +106,15 @@ def check_image_id(image_id: object) -> str:
     Refused: non-strings, empty ids, NUL characters, backslashes, absolute
     paths (POSIX or Windows, drive letters, UNC), ``~`` home references and
     any ``..`` component.
+
+    Examples
+    --------
+    >>> check_image_id("train/patient00001/study1/view1_frontal.jpg")
+    'train/patient00001/study1/view1_frontal.jpg'
+    >>> check_image_id("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unsafe image id '../etc/passwd': '..' components could leave the image root
     """
     if not isinstance(image_id, str) or not image_id.strip():
         raise InputError(f"image id must be a non-empty string, got {image_id!r}")
@@ -111,10 +132,67 @@ def _canonical(source: str) -> str:
     return canonical_source(source) or source
 
 
+def image_layout(source: str) -> ImageLayout:
+    """The registry's :class:`~chexmask_u_tools.sources.ImageLayout` of a source label
+    (:data:`~chexmask_u_tools.sources.GENERIC_LAYOUT` for a label that is not one of the five sources).
+
+    Examples
+    --------
+    >>> image_layout("vindr").folders
+    ('', 'train', 'test')
+    >>> image_layout("my-hospital").suffixes
+    ('.png', '.jpg', '.jpeg', '.dcm')
+    """
+    canonical = canonical_source(source)
+    return REGISTRY[canonical].image_layout if canonical is not None else GENERIC_LAYOUT
+
+
+def _root_key(key: object) -> str:
+    """The canonical source of a roots key; a key close to a source name is refused as a typo."""
+    if not isinstance(key, str) or not key.strip():
+        raise InputError(f"image root keys must be source names, got {key!r}")
+    canonical = canonical_source(key)
+    if canonical is not None:
+        return canonical
+    close = closest_source(key)
+    if close is not None:
+        raise InputError(
+            f"unknown source {key!r} in the image roots (did you mean {close!r}?); the sources are {SOURCES} "
+            "(a label of your own, far from these names, is accepted as is)"
+        )
+    return key
+
+
+def _existing_root(path: PathLike, key: str | None) -> Path:
+    """``path`` as a Path; InputError naming the key and the path when it is not an existing folder."""
+    root = Path(path)
+    if not root.is_dir():
+        what = f"image root for {key!r}" if key is not None else "image root"
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise InputError(f"{what} {state}: {root}; pass the folder holding that database's images")
+    return root
+
+
 def _with_suffixes(name: str, suffixes: Sequence[str]) -> list[str]:
-    if PurePosixPath(name).suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"):
+    if PurePosixPath(name).suffix.lower() in _KNOWN_SUFFIXES:
         return [name]
     return [name + suffix for suffix in suffixes] + [name]
+
+
+def _relative_names(image_id: str, layout: ImageLayout) -> list[str]:
+    """The file names an id may have under a folder: prefix variants, then suffix variants of each."""
+    prefix = next((p for p in layout.strip_prefixes if image_id.startswith(p)), None)
+    if prefix is not None:
+        relatives = [image_id, image_id[len(prefix) :]]
+    else:
+        relatives = [image_id, *(p + image_id for p in layout.strip_prefixes)]
+    return [name for relative in relatives for name in _with_suffixes(relative, layout.suffixes)]
+
+
+def _selects(selector: str, name: str) -> bool:
+    """Whether a sub-folder ``name`` is one of ``ImageLayout.listed_folders``:
+    ``"digits"`` selects numbered folders, any other word the folders starting with it."""
+    return name.isdigit() if selector == "digits" else name.startswith(selector)
 
 
 class ImageResolver:
@@ -130,6 +208,8 @@ class ImageResolver:
         list of candidate paths, or None to use the built-in layouts.  It must
         be picklable for DataLoader workers started with ``spawn``.
 
+    The files tried for a row follow the source's
+    :class:`~chexmask_u_tools.sources.ImageLayout` in the source registry.
     Directory listings (``images*`` / numbered folders, the MIMIC index) are
     made once per root and cached on the instance; call :meth:`prepare` before
     starting DataLoader workers so that forked workers share them.
@@ -145,53 +225,82 @@ class ImageResolver:
         self.roots: dict[str, list[Path]] = {}
         self.default_roots: list[Path] = []
         if isinstance(roots, (str, os.PathLike)):
-            self.default_roots = [Path(roots)]
+            self.default_roots = [_existing_root(roots, None)]
         elif roots is not None:
-            for source, value in roots.items():
+            if not isinstance(roots, Mapping):
+                raise InputError(f"image roots must be a folder or a mapping source -> folder(s), got {type(roots).__name__}")
+            for key, value in roots.items():
+                source = _root_key(key)
                 paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
-                self.roots.setdefault(_canonical(source), []).extend(Path(p) for p in paths)
+                self.roots.setdefault(source, []).extend(_existing_root(p, key) for p in paths)
         if roots is None and resolver is None:
             raise InputError("give image roots per source, a root folder, or a resolver callable")
         self._listings: dict[tuple[Path, str], list[str]] = {}
-        self._mimic: dict[Path, tuple[dict[str, Path], str]] = {}
+        self._indexes: dict[Path, tuple[dict[str, Path], str]] = {}
+
+    def check_labels(self, labels: Iterable[str]) -> None:
+        """Refuse a roots key that is neither one of the five sources nor one of ``labels`` (a table's source values).
+
+        Raises :class:`~chexmask_u_tools.errors.InputError` naming the key and
+        the closest valid name.
+        """
+        labels = {str(label) for label in labels}
+        valid = sorted(labels | set(SOURCES))
+        for key in self.roots:
+            if key not in labels and canonical_source(key) is None:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise InputError(
+                    f"image root key {key!r} is neither a source nor a source label of the table{hint}; "
+                    f"the table's sources are {sorted(labels)}"
+                )
+
+    def sources_without_roots(self, labels: Iterable[str]) -> list[str]:
+        """The labels among ``labels`` that no root (and no resolver callable) can serve."""
+        if self.resolver is not None or self.default_roots:
+            return []
+        return sorted({str(label) for label in labels if not self.roots_for(str(label))})
 
     def roots_for(self, source: str) -> list[Path]:
         """The configured roots of a source (the shared root when none is specific)."""
         return self.roots.get(_canonical(source), self.default_roots)
 
-    def prepare(self, sources: Iterable[str] | None = None) -> "ImageResolver":
+    def prepare(self, sources: Iterable[str] | None = None) -> ImageResolver:
         """Build the cached listings / MIMIC index for the given sources (default: all configured)."""
         for source in sources if sources is not None else list(self.roots):
-            source = _canonical(source)
+            layout = image_layout(source)
             for root in self.roots_for(source):
-                if source == "MIMIC-CXR-JPG":
-                    self._mimic_index(root)
-                elif source == "ChestX-ray8":
-                    self._subdirs(root, "images")
-                elif source == "Padchest":
-                    self._subdirs(root, "digits")
+                if layout.index_files:
+                    self._index(root, layout)
+                if layout.listed_folders:
+                    self._listed(root, layout)
         return self
 
     # ------------------------------------------------------------ listings
-    def _subdirs(self, root: Path, kind: str) -> list[str]:
-        key = (root, kind)
+    def _listed(self, root: Path, layout: ImageLayout) -> list[str]:
+        """The sub-folders of ``root`` that ``layout.listed_folders`` selects (not those in ``layout.folders``)."""
+        key = (root, layout.listed_folders)
         if key not in self._listings:
             try:
-                names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+                names = [entry.name for entry in os.scandir(root) if entry.is_dir()]
             except OSError:
                 names = []
-            if kind == "images":
-                names = [n for n in names if n.startswith("images") and n != "images"]
-            else:
-                names = sorted((n for n in names if n.isdigit()), key=int)
-            self._listings[key] = names
+            names = [n for n in names if _selects(layout.listed_folders, n) and n not in layout.folders]
+            self._listings[key] = sorted(names, key=lambda n: (int(n), n) if n.isdigit() else (-1, n))
         return self._listings[key]
 
-    def _mimic_index(self, root: Path) -> tuple[dict[str, Path], str]:
-        if root in self._mimic:
-            return self._mimic[root]
+    def _index(self, root: Path, layout: ImageLayout) -> tuple[dict[str, Path], str]:
+        """Id -> file for a source whose folders the id alone does not determine, and how it was built.
+
+        From the first of ``layout.index_files`` present in the root (the
+        MIMIC-CXR-JPG metadata format: ``dicom_id``, ``subject_id``,
+        ``study_id`` -> ``files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg``), else
+        by walking ``files/`` (or the root) once for ``<id><suffix>`` files.
+        """
+        if root in self._indexes:
+            return self._indexes[root]
         index: dict[str, Path] = {}
-        metadata = next((root / name for name in _MIMIC_METADATA if (root / name).is_file()), None)
+        metadata = next((root / name for name in layout.index_files if (root / name).is_file()), None)
         if metadata is not None:
             table = pl.read_csv(metadata, columns=["dicom_id", "subject_id", "study_id"], infer_schema_length=0)
             for dicom_id, subject, study in table.iter_rows():
@@ -200,44 +309,38 @@ class ImageResolver:
             how = f"{metadata.name} ({len(index)} dicom ids)"
         else:
             top = root / "files" if (root / "files").is_dir() else root
+            suffixes = {s.lower() for s in layout.suffixes}
             for folder, _, files in os.walk(top):
                 for name in files:
                     stem, suffix = os.path.splitext(name)
-                    if suffix.lower() in _MIMIC_SUFFIXES and stem not in index:
+                    if suffix.lower() in suffixes and stem not in index:
                         index[stem] = Path(folder) / name
             how = f"index of {len(index)} images found under {top}"
-        self._mimic[root] = (index, how)
-        return self._mimic[root]
+        self._indexes[root] = (index, how)
+        return self._indexes[root]
 
     # ------------------------------------------------------------ candidates
-    def _builtin(self, source: str, image_id: str, root: Path) -> list[Path | str]:
-        """Candidate paths under one root; a str entry describes a searched index."""
-        if source == "CheXpert":
-            prefix = next((p for p in _CHEXPERT_PREFIXES if image_id.startswith(p)), None)
-            if prefix is not None:
-                relatives = [image_id, image_id[len(prefix):]]
-            else:
-                relatives = [image_id, *(p + image_id for p in _CHEXPERT_PREFIXES)]
-            names = [n for rel in relatives for n in _with_suffixes(rel, (".jpg", ".png"))]
-            return [root / n for n in names]
-        if source == "MIMIC-CXR-JPG":
-            index, how = self._mimic_index(root)
+    def candidates(self, source: str, image_id: str, root: Path) -> list[Path | str]:
+        """Paths to try under one root, in order; a str entry describes a searched index.
+
+        The index hit (sources with ``index_files``), then every folder of the
+        layout (``folders``, the listed sub-folders, each followed by its
+        ``nested`` folder) times every name variant of the id (prefixes kept,
+        stripped or added, then suffixes appended).
+        """
+        layout = image_layout(source)
+        names = _relative_names(image_id, layout)
+        found: list[Path | str] = []
+        if layout.index_files:
+            index, how = self._index(root, layout)
             hit = index.get(image_id) or index.get(PurePosixPath(image_id).stem)
-            direct = [root / n for n in _with_suffixes(image_id, _MIMIC_SUFFIXES)]
-            layout = f"{root}/files/pXX/pXXXXXXXX/sXXXXXXXX/{image_id}.jpg ({how})"
-            return ([hit] if hit is not None else [layout]) + direct
-        if source == "ChestX-ray8":
-            folders = ["", "images"] + [
-                part for d in self._subdirs(root, "images") for part in (d, f"{d}/images")
-            ]
-            return [root / folder / image_id if folder else root / image_id for folder in folders]
-        if source == "Padchest":
-            folders = ["", "images", *self._subdirs(root, "digits")]
-            return [root / folder / image_id if folder else root / image_id for folder in folders]
-        if source == "VinDr-CXR":
-            names = _with_suffixes(image_id, _VINDR_SUFFIXES)
-            return [root / folder / n if folder else root / n for folder in ("", "train", "test") for n in names]
-        return [root / n for n in _with_suffixes(image_id, _GENERIC_SUFFIXES)]
+            found.append(hit if hit is not None else f"{root}/files/pXX/pXXXXXXXX/sXXXXXXXX/{image_id}.jpg ({how})")
+        folders = list(layout.folders)
+        if layout.listed_folders:
+            for listed in self._listed(root, layout):
+                folders += [listed, f"{listed}/{layout.nested}"] if layout.nested else [listed]
+        found += [root / folder / name if folder else root / name for folder in folders for name in names]
+        return found
 
     def locate(self, source: str, image_id: str) -> tuple[Path | None, list[str]]:
         """The first existing file for the row, and everything tried (as strings).
@@ -257,7 +360,7 @@ class ImageResolver:
                         return path, tried
                     tried.append(f"{path} (from resolver)")
         for root in self.roots_for(source):
-            for candidate in self._builtin(source, image_id, root):
+            for candidate in self.candidates(source, image_id, root):
                 if isinstance(candidate, str):
                     tried.append(candidate)
                     continue
