@@ -54,9 +54,12 @@ def test_image_column_points_at_the_users_files(table, tmp_path):
     first = ds[0]["image"]
     assert first.size[0] > 0 and first.mode in ("L", "RGB")
     assert cxu.from_hf_dataset(ds).equals(subset)
-    with pytest.raises(cxu.MissingImageError):
+    with pytest.raises(InputError, match="does not exist"):
         cxu.to_hf_dataset(subset, images=tmp_path / "nowhere")
-    assert cxu.to_hf_dataset(subset, images=tmp_path / "nowhere", missing="null")[0]["image"] is None
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(cxu.MissingImageError):
+        cxu.to_hf_dataset(subset, images=tmp_path / "empty")
+    assert cxu.to_hf_dataset(subset, images=tmp_path / "empty", missing="null")[0]["image"] is None
 
 
 def test_from_hf_dataset_names_missing_columns(table):

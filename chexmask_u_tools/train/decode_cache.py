@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chexmask_u_tools._atomic import atomic_path
+
 __all__ = ["DecodeCache", "Decoded"]
 
 Decoded = tuple[np.ndarray, int, tuple[int, int]]
@@ -66,12 +68,7 @@ class DecodeCache:
             pass
         decoded = decode(path)
         pixels, k, (height, width) = decoded
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        temp = entry.with_name(f".{entry.name}.{os.getpid()}.part")
-        try:
-            with open(temp, "wb") as handle:
-                np.savez(handle, pixels=pixels, meta=np.array([k, height, width], dtype=np.int64))
-            os.replace(temp, entry)  # atomic: other workers see the whole entry or none
-        finally:
-            temp.unlink(missing_ok=True)
+        # Atomic, so other workers see the whole entry or none; no fsync: a lost entry is decoded again.
+        with atomic_path(entry, fsync=False) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, pixels=pixels, meta=np.array([k, height, width], dtype=np.int64))
         return decoded
