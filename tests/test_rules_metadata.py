@@ -40,8 +40,8 @@ def table() -> pl.DataFrame:
         pl.Series("age", rng.uniform(5, 90, n)),
         pl.Series("split", rng.choice(["train", "validate", "test"], n)),
         pl.Series("patient_id", [f"p{i // 3}" for i in range(n)]),
-        pl.Series("Cardiomegaly", labels[:, 0], dtype=pl.Float32).fill_nan(None),
-        pl.Series("Pleural Effusion", labels[:, 1], dtype=pl.Float32).fill_nan(None),
+        pl.Series("label.Cardiomegaly", labels[:, 0], dtype=pl.Float32).fill_nan(None),
+        pl.Series("label.Pleural Effusion", labels[:, 1], dtype=pl.Float32).fill_nan(None),
     )
 
 
@@ -97,7 +97,7 @@ def test_metadata_rules_match_a_python_reference(table):
         if row["view"] in ("PA", "AP")
         and row["age"] >= 18
         and row["split"] == "train"
-        and row["Cardiomegaly"] == 1.0
+        and row["label.Cardiomegaly"] == 1.0
         and row["node_sigma_mean"] <= 10
     ]
     assert got["image_id"].to_list() == expected
@@ -119,16 +119,16 @@ def test_label_names_with_spaces_and_other_ops(table):
     assert rule == ColumnRule("label.Pleural Effusion", "not in", (1.0, -1.0), missing="keep")
     assert parse_rule(str(rule)) == rule
     got = apply_rules(table, [rule])
-    values = table["Pleural Effusion"].to_list()
+    values = table["label.Pleural Effusion"].to_list()
     assert got.height == sum(v is None or v not in (1.0, -1.0) for v in values)
     weighted = apply_rules(table, ["sex==F:weight=0.5"])
     np.testing.assert_allclose(weighted["rule_weight"].to_numpy(), np.where(table["sex"] == "F", 1.0, 0.5))
 
 
 def test_null_metadata_follows_the_missing_policy(table):
-    with pytest.raises(RecordError, match=r"label.Cardiomegaly==1.0' needs Cardiomegaly, but \d+ of 200 rows have none"):
+    with pytest.raises(RecordError, match=r"label.Cardiomegaly==1.0' needs label.Cardiomegaly, but \d+ of 200 rows have none"):
         apply_rules(table, ["label.Cardiomegaly==1"])
-    nulls = table["Cardiomegaly"].null_count()
+    nulls = table["label.Cardiomegaly"].null_count()
     keep = apply_rules(table, ["label.Cardiomegaly==1;missing=keep"]).height
     drop = apply_rules(table, ["label.Cardiomegaly==1;missing=drop"]).height
     assert keep - drop == nulls > 0
@@ -136,13 +136,13 @@ def test_null_metadata_follows_the_missing_policy(table):
 
 def test_a_missing_metadata_column_names_what_adds_it(table):
     bare = cxu.load_sample()
-    for text, column in [("view in PA", "view"), ("age>=18;missing=keep", "age"), ("label.Cardiomegaly==1", "Cardiomegaly")]:
+    for text, column in [("view in PA", "view"), ("age>=18;missing=keep", "age"), ("label.Cardiomegaly==1", "label.Cardiomegaly")]:
         with pytest.raises(InputError, match=column) as info:
             apply_rules(bare.lazy(), [text])
         assert "attach_metadata" in str(info.value) and "--metadata" in str(info.value)
         with pytest.raises(InputError, match="attach_metadata"):
             rule_report(bare, [text])
-    with pytest.raises(InputError, match="did you mean 'Cardiomegaly'"):
+    with pytest.raises(InputError, match="did you mean 'label.Cardiomegaly'"):
         check_rules(table, ["label.Cardiomegally==1"])
 
 

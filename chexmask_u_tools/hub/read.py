@@ -166,7 +166,7 @@ def load(
         (see :func:`scan`).
     retry:
         Backoff for transient read errors (default :class:`RetryPolicy`).
-    others:
+    sources, frames, revision, masks, on_error, api, token:
         As in :func:`scan`.
 
     Yields

@@ -208,6 +208,8 @@ class ImageResolver:
         list of candidate paths, or None to use the built-in layouts.  It must
         be picklable for DataLoader workers started with ``spawn``.
 
+    Notes
+    -----
     The files tried for a row follow the source's
     :class:`~chexmask_u_tools.sources.ImageLayout` in the source registry.
     Directory listings (``images*`` / numbered folders, the MIMIC index) are

@@ -287,6 +287,8 @@ class HybridGNet(nn.Module):
         Sampling rule of the skip blocks, see :func:`roi_sample`: ``"torchvision"``
         reproduces the authors' compiled kernel, ``"nominal"`` is the smooth 3x3 rule.
 
+    Notes
+    -----
     Shapes: images ``(B, 1, input_size, input_size)`` float in [0, 1]; landmarks
     ``(..., 120, 2)`` (x, y) in [0, 1] units of the square input (times 1024 =
     pixels of the preprocessed frame).

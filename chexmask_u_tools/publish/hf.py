@@ -38,6 +38,8 @@ def to_hf_dataset(
         :class:`~chexmask_u_tools.images.resolver.MissingImageError` listing the
         paths tried; ``"null"``: such rows get a null image.
 
+    Notes
+    -----
     Features: ``Array2D((120, 2), "float32")`` for ``landmarks`` and
     ``landmarks_std``, a fixed-length float32 list of 64 for ``latent_sigma``,
     strings for ids and RLE masks, plain values for the summaries.

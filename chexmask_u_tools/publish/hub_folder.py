@@ -106,6 +106,8 @@ def save_hub_folder(
     max_shard_bytes, row_group_rows:
         Shard size and parquet row-group size.
 
+    Notes
+    -----
     Upload with ``huggingface_hub.upload_folder(folder_path=out_dir, repo_id="you/name", repo_type="dataset")``.
 
     Examples

@@ -611,7 +611,7 @@ class ColumnRule:
     column:
         ``"source"``, ``"frame"``, ``"image_id"``, ``"patient_id"``,
         ``"study_id"``, ``"view"``, ``"sex"``, ``"age"`` (years), ``"split"``,
-        or ``"label.<finding>"`` for the finding column ``<finding>`` (Float32:
+        or ``"label.<finding>"`` for the finding column ``label.<finding>`` (Float32:
         1 positive, 0 negative, -1 uncertain, null not mentioned).
     op:
         ``"=="``, ``"!="``, ``"in"`` or ``"not in"``; numbers (``age``,
@@ -678,8 +678,9 @@ class ColumnRule:
 
     @property
     def needs(self) -> str:
-        """The table column the rule reads (a label rule reads the finding's own column)."""
-        return self.column.removeprefix(LABEL_PREFIX)
+        """The table column the rule reads: the column itself (a finding's column is ``label.<finding>``,
+        as :func:`~chexmask_u_tools.cohorts.read_metadata` names it)."""
+        return self.column
 
     def reads(self, columns: Container[str] = ()) -> str:
         """The column the rule's expression reads (always :attr:`needs`)."""
