@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import polars as pl
 from PIL import Image
 
@@ -96,3 +97,14 @@ def test_plot_stats_refuses_a_table_mixing_frames(tmp_path, capsys):
     mixed.write_parquet(path)
     assert main(["plot-stats", str(path), "--out", str(tmp_path / "figs")]) == 1
     assert "frames are mixed" in capsys.readouterr().err
+
+
+def test_summary_keeps_the_frames_apart():
+    from chexmask_u_tools.select.uncertainty import summary_by_source
+
+    table = load_sample().filter(pl.col("source") == "CheXpert").head(4)
+    mixed = pl.concat([table, table.with_columns(pl.lit("original").alias("frame"), pl.col("node_sigma_mean") * 2)])
+    summary = summary_by_source(mixed)
+    assert summary.select("source", "frame", "rows").rows() == [("CheXpert", "original", 4), ("CheXpert", "preprocessed", 4)]
+    medians = dict(zip(summary["frame"], summary["node_sigma_median"]))
+    assert medians["original"] == pytest.approx(2 * medians["preprocessed"])

@@ -132,9 +132,12 @@ def node_sigma_array(std: np.ndarray) -> np.ndarray:
 
 
 def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """Per-source uncertainty and quality summary of a canonical table.
+    """Per-source and per-frame uncertainty and quality summary of a canonical table.
 
-    Columns: ``source``, ``rows``, ``with_std`` (rows that carry node stds),
+    Sigmas are pixels of a row's frame, so rows of the preprocessed and the
+    original frame are summarised apart (one line per source and frame).
+
+    Columns: ``source``, ``frame``, ``rows``, ``with_std`` (rows that carry node stds),
     median / 90th percentile of image-level node sigma (px), median of the
     per-image max node sigma (px), median latent sigma, median ``dice_rca_mean``
     and the fraction of rows with ``dice_rca_mean >= 0.7`` (the parent
@@ -145,12 +148,12 @@ def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     --------
     >>> import chexmask_u_tools as cxu
     >>> summary = cxu.summary_by_source(cxu.load_sample())
-    >>> summary.select("source", "rows", "with_std").rows()[:2]
-    [('CheXpert', 40, 40), ('ChestX-ray8', 40, 40)]
+    >>> summary.select("source", "frame", "rows", "with_std").rows()[:2]
+    [('CheXpert', 'preprocessed', 40, 40), ('ChestX-ray8', 'preprocessed', 40, 40)]
     """
     return (
         table.lazy()
-        .group_by("source")
+        .group_by("source", "frame")
         .agg(
             rows=pl.len(),
             with_std=pl.col("landmarks_std").is_not_null().sum(),
@@ -161,7 +164,7 @@ def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             dice_rca_mean_median=pl.col("dice_rca_mean").median(),
             dice_ok_fraction=(pl.col("dice_rca_mean") >= 0.7).mean(),
         )
-        .sort("source")
+        .sort("source", "frame")
         .collect()
     )
 
