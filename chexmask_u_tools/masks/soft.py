@@ -47,6 +47,8 @@ grid dominates and the closed form is only approximate (zero is exact).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import shapely
 
@@ -80,7 +82,7 @@ _FOURIER_TERMS = 24
 _CORNER_TURN = np.radians(20.0)  # vertices turning more than this get the two-edge model
 
 
-def _as_std(std: object, n: int) -> np.ndarray:
+def as_std(std: object, n: int) -> np.ndarray:
     """Per-axis std (N, 2) float64 from (N, 2) or (N,) input."""
     try:
         arr = np.asarray(std, dtype=np.float64)
@@ -157,7 +159,7 @@ def norm_cdf(z: np.ndarray, dtype=np.float64) -> np.ndarray:
     return poly
 
 
-def _inside_centres(poly: np.ndarray, height: int, width: int) -> np.ndarray:
+def inside_centres(poly: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bool (H, W): pixel centres inside the float polygon (even-odd, half-open rows)."""
     out = np.zeros((height, width), dtype=bool)
     a = poly
@@ -188,14 +190,14 @@ def _inside_centres(poly: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-_BLOCK = 8  # pixel block edge for the nearest-segment candidate search
+SEARCH_BLOCK = 8  # pixel block edge for the nearest-segment candidate search
 _CHUNK = 1024  # candidate rows per pass: keeps each pass's per-pixel arrays in the CPU cache
 
 
 def nearest_segments(a, v, length2, reach, height: int, width: int):
     """Nearest segment of every pixel within reach of the contour.
 
-    Pixels are grouped in blocks of ``_BLOCK`` x ``_BLOCK``.  With ``d_j`` the
+    Pixels are grouped in blocks of ``SEARCH_BLOCK`` x ``SEARCH_BLOCK``.  With ``d_j`` the
     distance from a block centre to segment ``j`` and ``h`` the half-diagonal
     from the centre to the block's pixel centres, a pixel's nearest segment is
     within ``min_j d_j + 2 h`` of the centre (distance is 1-Lipschitz), so only
@@ -214,13 +216,13 @@ def nearest_segments(a, v, length2, reach, height: int, width: int):
     ends = a + v
     lo = np.floor(np.minimum(a, ends).min(axis=0) - reach.max())
     hi = np.ceil(np.maximum(a, ends).max(axis=0) + reach.max())
-    bx = np.arange(max(int(lo[0]), 0) // _BLOCK, min(int(hi[0]) + 1, width) // _BLOCK + 1)
-    by = np.arange(max(int(lo[1]), 0) // _BLOCK, min(int(hi[1]) + 1, height) // _BLOCK + 1)
-    bx = bx[bx * _BLOCK < width] * _BLOCK
-    by = by[by * _BLOCK < height] * _BLOCK
+    bx = np.arange(max(int(lo[0]), 0) // SEARCH_BLOCK, min(int(hi[0]) + 1, width) // SEARCH_BLOCK + 1)
+    by = np.arange(max(int(lo[1]), 0) // SEARCH_BLOCK, min(int(hi[1]) + 1, height) // SEARCH_BLOCK + 1)
+    bx = bx[bx * SEARCH_BLOCK < width] * SEARCH_BLOCK
+    by = by[by * SEARCH_BLOCK < height] * SEARCH_BLOCK
     if not len(bx) or not len(by):
         return
-    centre = (_BLOCK - 1) / 2.0
+    centre = (SEARCH_BLOCK - 1) / 2.0
     half = centre * np.sqrt(2.0)
     inv_len2 = 1.0 / np.where(length2 > 0, length2, 1.0)
     # Arrays are laid out (segments or block pixels, blocks or candidates) so
@@ -265,9 +267,9 @@ def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: in
     ``per_block``: candidates per block, in order.
     """
     f32 = np.float32
-    cells = np.arange(_BLOCK * _BLOCK)
-    col = (cells % _BLOCK)[:, None]
-    row = (cells // _BLOCK)[:, None]
+    cells = np.arange(SEARCH_BLOCK * SEARCH_BLOCK)
+    col = (cells % SEARCH_BLOCK)[:, None]
+    row = (cells // SEARCH_BLOCK)[:, None]
     vx = v[seg, 0].astype(f32)
     vy = v[seg, 1].astype(f32)
     rx = (gx - a[seg, 0]).astype(f32) + col.astype(f32)  # (block pixels, candidates)
@@ -280,7 +282,7 @@ def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: in
     ry -= t * vy
     d2 = rx * rx
     d2 += ry * ry
-    if gx.max() + _BLOCK > width or gy.max() + _BLOCK > height:
+    if gx.max() + SEARCH_BLOCK > width or gy.max() + SEARCH_BLOCK > height:
         d2[(gx + col >= width) | (gy + row >= height)] = np.inf
 
     # per-block minimum, one candidate layer at a time (ufunc.reduceat is slow here)
@@ -301,27 +303,41 @@ def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: in
     return (*out, flat)
 
 
-def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None):
-    """Band pixels and their standardized margins.
+class ContourModel(NamedTuple):
+    """Per-node and per-segment constants of the closed form for one contour (all (N, ...) numpy).
+
+    Segment ``j`` runs from node ``j`` to node ``nxt[j]``: start ``a``,
+    direction ``v``, squared length ``length2``, outward unit normal ``seg_n``;
+    ``var`` is each node's per-axis variance (released std plus truncation),
+    ``convex`` marks the sharp convex vertices (corner model), ``reach`` is how
+    far from a segment pixels are evaluated and ``corner_reach`` how far the
+    corner model applies.  ``line`` holds :func:`_line_constants`.
+    """
+
+    a: np.ndarray
+    v: np.ndarray
+    length2: np.ndarray
+    seg_n: np.ndarray
+    var: np.ndarray
+    convex: np.ndarray
+    nxt: np.ndarray
+    reach: np.ndarray
+    corner_reach: np.ndarray
+    line: tuple
+
+
+def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None) -> ContourModel:
+    """The closed form's constants for float64 (N, 2) ``points`` and per-axis (N, 2) ``std``.
 
     ``z_cut``: evaluate pixels up to ``max(z_cut, BAND_Z) * sigma_max +
     _BAND_PAD`` from their nearest segment (see :data:`BAND_Z`; the corner
     model reaches ``BAND_Z`` sigma, so no band may be narrower); ``None``:
-    every pixel of the grid.
-
-    Returns ``(inside, passes)``: the bool (H, W) far-field inside mask and an
-    iterator over groups of band pixels, each ``(flat, z, corner, both)``: flat
-    pixel ids (int64; a pixel equidistant from several segments repeats within
-    its group, the last one counts), float32 ``z`` of the nearest edge, and for
-    the pixels ``flat[corner]`` near a sharp convex vertex the float64 two-edge
-    probability ``both``; ``P = min(Phi(z), both)`` there.
+    every pixel of the grid.  Shared by the numpy and torch soft masks.
     """
     mean_x, var_x = _truncation_moments(points[:, 0], std[:, 0])
     mean_y, var_y = _truncation_moments(points[:, 1], std[:, 1])
     poly = points + np.stack([mean_x, mean_y], axis=1)
     var = std**2 + np.stack([var_x, var_y], axis=1)  # (N, 2) per-axis variance
-    inside = _inside_centres(poly, height, width)
-
     n = len(poly)
     nxt = np.roll(np.arange(n), -1)
     a, b = poly, poly[nxt]
@@ -351,18 +367,37 @@ def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int, z
     # perturbed vertex is often reflex and the nearest edge alone is better.
     unit_v = v / np.maximum(np.sqrt(length2), 1e-12)[:, None]
     convex = np.einsum("ij,ij->i", np.roll(seg_n, 1, axis=0), unit_v) < -np.sin(_CORNER_TURN)
-    nearest = nearest_segments(a, v, length2, reach, height, width)
-    return inside, _band_passes(nearest, inside, a, v, seg_n, var, convex, nxt, corner_reach)
+    line = _line_constants(a, v, seg_n, var, nxt)
+    return ContourModel(a, v, length2, seg_n, var, convex, nxt, reach, corner_reach, line)
 
 
-def _band_passes(nearest, inside, a, v, seg_n, var, convex, nxt, corner_reach):
+def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None):
+    """Band pixels and their standardized margins.
+
+    ``z_cut`` as in :func:`contour_model`.  Returns ``(inside, passes)``: the
+    bool (H, W) far-field inside mask and an iterator over groups of band
+    pixels, each ``(flat, z, corner, both)``: flat pixel ids (int64; a pixel
+    equidistant from several segments repeats within its group, the last one
+    counts), float32 ``z`` of the nearest edge, and for the pixels
+    ``flat[corner]`` near a sharp convex vertex the float64 two-edge
+    probability ``both``; ``P = min(Phi(z), both)`` there.
+    """
+    model = contour_model(points, std, height, width, z_cut)
+    inside = inside_centres(model.a, height, width)
+    nearest = nearest_segments(model.a, model.v, model.length2, model.reach, height, width)
+    return inside, _band_passes(nearest, inside, model)
+
+
+def _band_passes(nearest, inside, model: ContourModel):
     """Per pass of :func:`nearest_segments`: ``(flat, z, corner, both)`` (see :func:`_closed_form`)."""
+    a, seg_n, var, convex, nxt, corner_reach, line = (
+        model.a, model.seg_n, model.var, model.convex, model.nxt, model.corner_reach, model.line
+    )
     f32 = np.float32
     n = len(a)
     width = inside.shape[1]
     inside = inside.reshape(-1)
     var32 = var.astype(f32).T.copy()
-    line = _line_constants(a, v, seg_n, var, nxt)
     for seg, t, ox, oy, d2, flat in nearest:
         ins = inside[flat]
         dist = np.sqrt(d2, out=d2)
@@ -521,14 +556,14 @@ def norm_ppf_clip(p: np.ndarray) -> np.ndarray:
     return np.clip(x, -8.0, 8.0)
 
 
-def _in_frame(points, std, height: int, width: int, from_size) -> tuple[np.ndarray, np.ndarray]:
+def points_in_frame(points, std, height: int, width: int, from_size) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 (N, 2) points and (N, 2) std, scaled from ``from_size`` to ``(height, width)``.
 
     Points scale like :func:`chexmask_u_tools.masks.raster.scale_points`; each
     axis's std scales with its coordinate (``std_x * W' / W``, ``std_y * H' / H``).
     """
     pts = _polygon(points)
-    sd = _as_std(std, len(pts))
+    sd = as_std(std, len(pts))
     if from_size is not None:
         pts = scale_points(pts, from_size, (height, width))
         sd = sd * scale_points(np.ones((1, 2)), from_size, (height, width))
@@ -584,7 +619,7 @@ def soft_mask(
     True
     """
     height, width = check_size(height, width)
-    pts, sd = _in_frame(points, std, height, width, from_size)
+    pts, sd = points_in_frame(points, std, height, width, from_size)
     out = np.empty((height, width), dtype=np.float32)
     _soft_into(out, pts, sd, band)
     return out
@@ -633,9 +668,9 @@ def soft_mask_organs(
     lm = as_points(landmarks, "landmarks")
     if lm.shape != (N_NODES, 2):
         raise InputError(f"landmarks must have shape (120, 2), got {lm.shape}")
-    sd = _as_std(std, N_NODES)
+    sd = as_std(std, N_NODES)
     height, width = check_size(height, width)
-    lm, sd = _in_frame(lm, sd, height, width, from_size)
+    lm, sd = points_in_frame(lm, sd, height, width, from_size)
     if not allow_empty:
         require_on_grid(lm, height, width)
     out = np.empty((len(ORGANS), height, width), dtype=np.float32)
@@ -648,7 +683,7 @@ def _perturbed_contours(points, std, height, width, n, seed) -> tuple[int, int, 
     """Validated size and ``n`` contours with every node moved by its Gaussian std: (n, N, 2)."""
     height, width = check_size(height, width)
     pts = _polygon(points)
-    sd = _as_std(std, len(pts))
+    sd = as_std(std, len(pts))
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"n must be a positive integer, got {n!r}")
     rng = np.random.default_rng(seed)
@@ -706,7 +741,7 @@ def uncertainty_band(points, std, k: float = 2.0):
     pixels of the points' frame.  ``outer - inner`` is the band.
     """
     pts = _polygon(points)
-    sd = _as_std(std, len(pts))
+    sd = as_std(std, len(pts))
     if not np.isfinite(k) or k < 0:
         raise InputError(f"k must be a non-negative number, got {k!r}")
     if len(pts) < 3:
@@ -748,7 +783,7 @@ def band_mask(
     (dtype('bool'), True, False, False)
     """
     height, width = check_size(height, width)
-    pts, sd = _in_frame(points, std, height, width, from_size)
+    pts, sd = points_in_frame(points, std, height, width, from_size)
     if not np.isfinite(k) or k < 0:
         raise InputError(f"k must be a non-negative number, got {k!r}")
     out = np.zeros((height, width), dtype=bool)
