@@ -196,9 +196,10 @@ class _Constants:
         self.nxt = torch.as_tensor(models[0].nxt, device=dev)
         inv_len2 = [1.0 / np.where(m.length2 > 0, m.length2, 1.0) for m in models]
         self.inv_len2_32 = torch.as_tensor(np.stack(inv_len2), dtype=torch.float32, device=dev)
-        # per segment: start x, y, direction x, y and 1 / length^2 (float32 values, held as float64)
-        table = [np.column_stack([m.a, m.v.astype(np.float32), inv.astype(np.float32)]) for m, inv in zip(models, inv_len2)]
-        self.seg_table = torch.as_tensor(np.stack(table), dtype=torch.float64, device=dev)  # (B, N, 5)
+        # per segment: float64 start; float32 direction and 1 / length^2, as numpy's pixel step uses them
+        self.start = self.a
+        table = [np.column_stack([m.v, inv]).astype(np.float32) for m, inv in zip(models, inv_len2)]
+        self.direction = torch.as_tensor(np.stack(table), device=dev)  # (B, N, 3)
         self.reach = stack(lambda m: m.reach)
         self.reach2_32 = stack(lambda m: m.reach**2, torch.float32)
         self.corner_reach32 = stack(lambda m: m.corner_reach, torch.float32)
@@ -278,16 +279,16 @@ def _closed_form(out: torch.Tensor, const: _Constants, height: int, width: int) 
         _pixels(out, const, bidx, gx, gy, cx.to(f32), cy.to(f32), width)
 
 
-def _offsets(seg_table: torch.Tensor, gx, gy, cxf, cyf):
+def _offsets(start: torch.Tensor, direction: torch.Tensor, gx, gy, cxf, cyf):
     """float32 (t, offset x, offset y, d^2) of pixels to segments, in numpy's exact operation order.
 
-    ``seg_table``: (P, 5) float64 per pixel: its segment's start x, y and
-    float32-rounded direction x, y and inverse squared length.
+    Per pixel, its segment's float64 (P, 2) ``start`` and float32 (P, 3)
+    ``direction`` x, y and inverse squared length.
     """
     f32 = torch.float32
-    vx, vy, inv = seg_table[:, 2].to(f32), seg_table[:, 3].to(f32), seg_table[:, 4].to(f32)
-    rx = (gx - seg_table[:, 0]).to(f32) + cxf
-    ry = (gy - seg_table[:, 1]).to(f32) + cyf
+    vx, vy, inv = direction[:, 0], direction[:, 1], direction[:, 2]
+    rx = (gx - start[:, 0]).to(f32) + cxf
+    ry = (gy - start[:, 1]).to(f32) + cyf
     t = rx * vx
     t = t + ry * vy
     t = t * inv
@@ -306,7 +307,8 @@ def _pixels(out, const: _Constants, bidx, gx, gy, cxf, cyf, width: int) -> None:
     best = torch.full(bidx.shape, math.inf, dtype=f32, device=out.device)
     sel = torch.full(bidx.shape, -1, dtype=torch.int64, device=out.device)
     for j in range(n):
-        d2 = _offsets(const.seg_table[:, j].index_select(0, bidx), gx, gy, cxf, cyf)[3]
+        start = const.start[:, j].index_select(0, bidx)
+        d2 = _offsets(start, const.direction[:, j].index_select(0, bidx), gx, gy, cxf, cyf)[3]
         within = d2 <= const.reach2_32[:, j].index_select(0, bidx)
         pick = torch.where(within, j, -1)
         sel = torch.where(d2 < best, pick, torch.where((d2 == best) & within, j, sel))
@@ -316,7 +318,7 @@ def _pixels(out, const: _Constants, bidx, gx, gy, cxf, cyf, width: int) -> None:
         return
     bidx, seg = bidx[hit], sel[hit]
     qx, qy = gx[hit] + cxf[hit].long(), gy[hit] + cyf[hit].long()
-    t, ox, oy, d2 = _offsets(const.seg_table[bidx, seg], gx[hit], gy[hit], cxf[hit], cyf[hit])
+    t, ox, oy, d2 = _offsets(const.start[bidx, seg], const.direction[bidx, seg], gx[hit], gy[hit], cxf[hit], cyf[hit])
     flat = (qy * width + qx)
     ins = out.view(out.shape[0], -1)[bidx, flat] > 0.5
 
