@@ -38,8 +38,8 @@ there ``P`` is the smaller of the above and the bivariate normal probability
 It is evaluated only in a band of ``BAND_Z = 5`` sigma (plus one pixel) around
 each segment; elsewhere the pixel is 0 or 1 from the shifted mean polygon (the
 same inside test the closed form uses for its sign), which is within 1e-6 of
-evaluating the closed form on the whole grid (``band=False``, the reference).  With all stds zero the result is exactly
-the hard mask.  Against the Monte Carlo reference on real contours with node
+evaluating the closed form on the whole grid (``band=False``, the reference).
+With all stds zero the result is exactly the hard mask.  Against the Monte Carlo reference on real contours with node
 stds of 2-8 px, the mean absolute difference over the boundary band is about
 0.01 and its 99th percentile about 0.05; below about 1 px of std the pixel
 grid dominates and the closed form is only approximate (zero is exact).
@@ -772,7 +772,8 @@ def band_mask(
     shifted by the released-mask convention, passes within ``k`` standard
     deviations of the pixel centre.  Empty when every std is zero.
     ``from_size`` as in :func:`soft_mask`; ``band=False`` measures every pixel
-    of the grid (the reference) instead of those within ``k`` sigma plus a pixel.
+    of the grid (the reference) instead of those within ``max(k, BAND_Z)``
+    sigma plus a pixel of the contour (same result).
 
     Examples
     --------
@@ -788,8 +789,8 @@ def band_mask(
         raise InputError(f"k must be a non-negative number, got {k!r}")
     out = np.zeros((height, width), dtype=bool)
     if sd.any():
-        # beyond k sigma (plus delta) of its nearest segment no pixel has |z| < k, nor
-        # beyond the corner model's reach (BAND_Z sigma), where z can only be lower
+        # beyond k sigma (plus delta) of its nearest segment no edge gives |z| < k, and
+        # the corner model, which can lower z, reaches BAND_Z sigma: the band covers both
         for flat, z, corner, both in _closed_form(pts, sd, height, width, float(k) if band else None)[1]:
             z = z.astype(np.float64)
             z[corner] = np.minimum(z[corner], norm_ppf_clip(both))
