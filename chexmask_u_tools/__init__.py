@@ -157,6 +157,8 @@ __version__ = "0.1.0"
 _TORCH_NAMES = {
     "rasterize_torch": "masks.raster_torch",
     "rasterize_organs_torch": "masks.raster_torch",
+    "soft_mask_torch": "masks.soft_torch",
+    "soft_mask_organs_torch": "masks.soft_torch",
     "HybridGNet": "model",
     "load_pretrained": "model",
     "predict": "model",

@@ -343,3 +343,63 @@ def test_truncate_points():
 def test_bad_input_raises_input_error(call):
     with pytest.raises(InputError):
         call()
+
+
+def _three_rings(scale=1.0):
+    """(120, 2) landmarks of three rings in a 1024 frame (times ``scale``)."""
+    rings = []
+    for (cx, cy), n in (((300, 500), 44), ((700, 500), 50), ((500, 600), 26)):
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        rings.append(np.c_[cx + 120 * np.cos(a), cy + 120 * np.sin(a)])
+    return np.concatenate(rings) * scale
+
+
+def test_landmarks_of_another_frame_raise_instead_of_empty_masks():
+    lm = _three_rings()  # every vertex beyond 256 px
+    for call in (
+        lambda **kw: rasterize_organs(lm, 256, 256, **kw),
+        lambda **kw: label_map(lm, 256, 256, **kw),
+        lambda **kw: rasterize_organs(np.stack([_three_rings(0.2), lm]), 256, 256, **kw)[1],
+    ):
+        with pytest.raises(InputError, match="from_size"):
+            call()
+        assert not call(allow_empty=True).any()  # explicitly asked for: empty
+    # one vertex on the grid is enough (an organ partly in view is legitimate)
+    partly = lm.copy()
+    partly[0] = (10.0, 10.0)
+    assert rasterize_organs(partly, 256, 256).shape == (3, 256, 256)
+    assert rasterize_organs(lm, 256, 256, from_size=(1024, 1024)).any()
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8])
+def test_out_buffers_equal_fresh_results(dtype):
+    rng = np.random.default_rng(8)
+    lm = np.stack([_three_rings(0.1) + rng.normal(0, 2, (120, 2)) for _ in range(3)])
+    fresh = rasterize_organs(lm, 100, 90)
+    buffer = np.ones((3, 3, 100, 90), dtype=dtype)  # stale contents must not survive
+    for _ in range(2):
+        got = rasterize_organs(lm, 100, 90, out=buffer)
+        assert got is buffer and got.dtype == dtype
+        np.testing.assert_array_equal(got.astype(bool), fresh)
+    one = np.full((3, 100, 90), 7, dtype=dtype)
+    np.testing.assert_array_equal(rasterize_organs(lm[1], 100, 90, out=one).astype(bool), fresh[1])
+    polys = [lm[0, :44], lm[1, :44]]
+    batch = np.ones((2, 100, 90), dtype=dtype)
+    np.testing.assert_array_equal(rasterize(polys, 100, 90, out=batch).astype(bool), rasterize(polys, 100, 90))
+    single = np.ones((100, 90), dtype=dtype)
+    np.testing.assert_array_equal(rasterize(lm[2, 94:], 100, 90, out=single).astype(bool), fresh[2, 2])
+    assert set(np.unique(single)) <= {0, 1}
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((3, 100, 91), dtype=bool),  # wrong shape
+        np.zeros((3, 100, 90), dtype=np.float32),  # wrong dtype
+        np.zeros((3, 90, 100), dtype=bool).transpose(0, 2, 1),  # not C-contiguous
+        [[0]],  # not an array
+    ],
+)
+def test_bad_out_buffer_raises(out):
+    with pytest.raises(InputError):
+        rasterize_organs(_three_rings(0.1), 100, 90, out=out)

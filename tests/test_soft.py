@@ -195,3 +195,94 @@ def test_soft_mask_does_not_depend_on_pass_size(monkeypatch):
     monkeypatch.setattr(soft, "_CHUNK", 8)
     np.testing.assert_array_equal(soft_mask(pts, std, 100, 120), ref)
     np.testing.assert_array_equal(band_mask(pts, std, 100, 120, k=1.5), ref_band)
+
+
+def _star_polygons(seed, count, size=(90, 100)):
+    """Random star-shaped contours (some crossing the border) with per-axis std 0..10 px, some nodes exactly 0."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    for _ in range(count):
+        n = int(rng.integers(3, 40))
+        angle = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(5, 55, n)
+        centre = rng.uniform(0.2, 0.8, 2) * (w, h)
+        pts = centre + np.c_[radius * np.cos(angle), radius * np.sin(angle)] + rng.normal(0, 1, (n, 2))
+        std = rng.uniform(0, 10, (n, 2)) * (rng.uniform(size=(n, 1)) < 0.8)
+        yield pts, std
+
+
+def test_narrow_band_equals_whole_grid_on_random_contours():
+    h, w = 90, 100
+    for pts, std in _star_polygons(21, 40, (h, w)):
+        reference = soft_mask(pts, std, h, w, band=False)
+        np.testing.assert_allclose(soft_mask(pts, std, h, w), reference, rtol=0, atol=1e-6)
+        for k in (1.0, 2.5):
+            np.testing.assert_array_equal(band_mask(pts, std, h, w, k=k), band_mask(pts, std, h, w, k=k, band=False))
+        np.testing.assert_allclose(
+            pixel_weight_map(pts, std, h, w), pixel_weight_map(pts, std, h, w, band=False), rtol=0, atol=2e-6
+        )
+
+
+def test_narrow_band_equals_whole_grid_on_real_contours(real_subset_dir):
+    rng = np.random.default_rng(3)
+    for pts in _contours(real_subset_dir):
+        small = pts / 4  # the 256 frame keeps the whole-grid reference quick
+        for std in (rng.uniform(0.5, 2, len(small)), rng.uniform(2, 8, (len(small), 2)), np.full(len(small), 10.0)):
+            reference = soft_mask(small, std, 256, 256, band=False)
+            banded = soft_mask(small, std, 256, 256)
+            np.testing.assert_allclose(banded, reference, rtol=0, atol=1e-6)
+            # the band really is narrow: most of the grid comes from the inside test
+            assert 0 < ((banded > 0) & (banded < 1)).mean() < 0.6
+            np.testing.assert_array_equal(band_mask(small, std, 256, 256), band_mask(small, std, 256, 256, band=False))
+
+
+def test_zero_std_is_the_hard_mask_on_both_paths():
+    for pts, std in _star_polygons(4, 10):
+        hard = rasterize(pts, 90, 100).astype(np.float32)
+        for band in (True, False):
+            np.testing.assert_array_equal(soft_mask(pts, np.zeros_like(std), 90, 100, band=band), hard)
+            assert not band_mask(pts, np.zeros(len(pts)), 90, 100, band=band).any()
+
+
+def test_band_mask_wider_than_the_soft_cut():
+    # k above BAND_Z still finds every pixel within k sigma (the band follows k)
+    from chexmask_u_tools.masks.soft import BAND_Z
+
+    pts = _circle(50, 50, 25)
+    std = np.full(40, 2.0)
+    k = BAND_Z + 1.5
+    np.testing.assert_array_equal(band_mask(pts, std, 100, 100, k=k), band_mask(pts, std, 100, 100, k=k, band=False))
+    assert band_mask(pts, std, 100, 100, k=k).sum() > band_mask(pts, std, 100, 100, k=BAND_Z).sum()
+
+
+def test_soft_masks_from_size_scale_points_and_std():
+    pts = _circle(400.0, 520.0, 180.0, 30)
+    std = np.c_[np.full(30, 8.0), np.full(30, 4.0)]
+    # square frame: points and std scale by the same factor
+    np.testing.assert_array_equal(
+        soft_mask(pts, std, 256, 256, from_size=(1024, 1024)), soft_mask(pts / 4, std / 4, 256, 256)
+    )
+    # non-square target: each axis (and its std) with its own factor; per-node sigma becomes per-axis
+    factor = np.array([128 / 1024, 256 / 1024])
+    np.testing.assert_array_equal(
+        soft_mask(pts, np.full(30, 8.0), 256, 128, from_size=(1024, 1024)),
+        soft_mask(pts * factor, np.full((30, 2), 8.0) * factor, 256, 128),
+    )
+    np.testing.assert_array_equal(
+        band_mask(pts, std, 256, 256, from_size=(1024, 1024)), band_mask(pts / 4, std / 4, 256, 256)
+    )
+    np.testing.assert_array_equal(
+        pixel_weight_map(pts, std, 256, 256, from_size=(1024, 1024)), pixel_weight_map(pts / 4, std / 4, 256, 256)
+    )
+
+
+def test_soft_mask_organs_from_size_and_off_grid_landmarks():
+    lm = np.concatenate([_circle(300, 400, 150, 44), _circle(700, 400, 150, 50), _circle(500, 600, 100, 26)])
+    std = np.full((120, 2), 8.0)
+    small = soft_mask_organs(lm, std, 256, 256, from_size=(1024, 1024))
+    np.testing.assert_array_equal(small, soft_mask_organs(lm / 4, std / 4, 256, 256))
+    # 1024-frame landmarks drawn at 64 without from_size: no vertex on the grid
+    with pytest.raises(InputError, match="from_size"):
+        soft_mask_organs(lm, std, 64, 64)
+    empty = soft_mask_organs(lm, std, 64, 64, allow_empty=True)
+    assert empty.shape == (3, 64, 64) and not empty.any()

@@ -1,7 +1,8 @@
 """Landmarks to masks: frames, exact rasterization (numpy and torch), soft masks and bands, shapely geometry.
 
-The torch rasterizer (:mod:`chexmask_u_tools.masks.raster_torch`) is imported on
-demand, so this subpackage works without torch.
+The torch modules (:mod:`chexmask_u_tools.masks.raster_torch`,
+:mod:`chexmask_u_tools.masks.soft_torch`) are imported on demand, so this
+subpackage works without torch.
 """
 
 from __future__ import annotations

@@ -113,6 +113,17 @@ def to_original_frame(points, height, width, round_clip: bool = True) -> np.ndar
     broadcasting).  With ``round_clip`` (the SPEC/CheXmask-U behaviour) the
     result is rounded half-to-even and clipped to ``[0, width-1] x [0, height-1]``;
     otherwise exact floats.  Returns float64 (integral values when rounded).
+
+    Examples
+    --------
+    A 2048 x 1024 (height x width) image is scaled by 0.5 and padded by 256 px
+    on the left and right of the 1024 square:
+
+    >>> to_original_frame([[512.0, 512.0], [100.0, 0.0]], 2048, 1024)
+    array([[ 512., 1024.],
+           [   0.,    0.]])
+    >>> to_original_frame([[100.0, 0.0]], 2048, 1024, round_clip=False)
+    array([[-312.,    0.]])
     """
     p = _as_xy(points, "points")
     s, pad_left, pad_top = frame_scale(height, width)
@@ -136,6 +147,13 @@ def to_preprocessed_frame(points, height, width) -> np.ndarray:
     ``x_1024 = x * s + pad_left``, ``y_1024 = y * s + pad_top``; ``height`` and
     ``width`` are the original image size.  Exact inverse of
     ``to_original_frame(..., round_clip=False)``.
+
+    Examples
+    --------
+    >>> to_preprocessed_frame([[512.0, 1024.0]], 2048, 1024)
+    array([[512., 512.]])
+    >>> to_original_frame(to_preprocessed_frame([[3.0, 7.0]], 2048, 1024), 2048, 1024, round_clip=False)
+    array([[3., 7.]])
     """
     p = _as_xy(points, "points")
     s, pad_left, pad_top = frame_scale(height, width)

@@ -33,6 +33,16 @@ def organ_polygons(landmarks, *, repair: bool = False) -> dict[str, object]:
     The ring of each organ is closed automatically.  ``repair=True`` passes
     the polygons through ``shapely.make_valid`` (self-intersecting contours
     become (Multi)Polygons or collections covering the same area).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> landmarks = np.asarray(cxu.load_sample()["landmarks"][0], dtype=float)
+    >>> polygons = organ_polygons(landmarks)
+    >>> sorted(polygons), polygons["heart"].geom_type, len(polygons["heart"].exterior.coords)
+    (['heart', 'left_lung', 'right_lung'], 'Polygon', 27)
+    >>> organ_polygons(np.stack([landmarks, landmarks]))["heart"].shape
+    (2,)
     """
     arr = _landmarks(landmarks)
     out = {}

@@ -52,6 +52,7 @@ __all__ = [
     "label_map",
     "rasterize",
     "rasterize_organs",
+    "require_on_grid",
     "scale_points",
     "truncate_points",
 ]
@@ -487,7 +488,25 @@ def polygon_batch(points: object) -> tuple[np.ndarray, np.ndarray, bool]:
     return verts.reshape(b * n, 2), np.arange(b) * n, False
 
 
-def rasterize(points: np.ndarray | Sequence, height: int, width: int) -> np.ndarray:
+def _output_buffer(out, shape: tuple[int, ...]) -> np.ndarray:
+    """Zeroed bool view of the caller's ``out`` (bool or uint8, C-contiguous, ``shape``), or a fresh array."""
+    if out is None:
+        return np.zeros(shape, dtype=bool)
+    if not isinstance(out, np.ndarray):
+        raise InputError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != shape:
+        raise InputError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype not in (np.bool_, np.uint8):
+        raise InputError(f"out must be bool or uint8, got {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InputError("out must be a writeable C-contiguous array")
+    out[...] = 0
+    return out.view(bool)
+
+
+def rasterize(
+    points: np.ndarray | Sequence, height: int, width: int, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Filled polygon mask(s), pixel-identical to the released CheXmask masks.
 
     Parameters
@@ -499,32 +518,76 @@ def rasterize(points: np.ndarray | Sequence, height: int, width: int) -> np.ndar
         may lie outside the image.
     height, width:
         Mask size in pixels (1..``MAX_SIZE``).
+    out:
+        Optional caller buffer to draw into, reused across calls: (H, W) for
+        one polygon or (B, H, W), bool or uint8 (0 / 1), C-contiguous.  It is
+        overwritten entirely and returned.
 
     Returns
     -------
-    bool array (H, W), or (B, H, W) for several polygons: exactly
-    ``cv2.drawContours(zeros, [points.astype(np.int32)], -1, 1, thickness=-1)``.
+    bool array (H, W), or (B, H, W) for several polygons (``out`` itself when
+    given): exactly ``cv2.drawContours(zeros, [points.astype(np.int32)], -1, 1,
+    thickness=-1)``.
 
     Raises
     ------
     InputError
         Wrong shape, non-numeric, NaN/inf or out-of-range coordinates,
-        non-positive or non-integer size.
+        non-positive or non-integer size, ``out`` of the wrong shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rasterize(np.array([[1.0, 1.0], [3.9, 1.0], [3.9, 3.0], [1.0, 3.0]]), 5, 6).astype(int)
+    array([[0, 0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0]])
+    >>> buffer = np.empty((5, 6), dtype=np.uint8)
+    >>> rasterize([[0, 0], [2, 0], [0, 2]], 5, 6, out=buffer) is buffer, int(buffer.sum())
+    (True, 6)
     """
     height, width = check_size(height, width)
     verts, first, single = polygon_batch(points)
-    out = np.zeros((len(first), height, width), dtype=bool)
+    shape = (height, width) if single else (len(first), height, width)
+    mask = _output_buffer(out, shape)
     if len(first):
-        rasterize_polygons(verts, first, out)
-    return out[0] if single else out
+        rasterize_polygons(verts, first, mask.reshape(len(first), height, width))
+    return mask if out is None else out
 
 
-def _as_landmarks(landmarks: object, from_size, height: int, width: int) -> np.ndarray:
+def require_on_grid(landmarks: np.ndarray, height: int, width: int) -> None:
+    """Raise :class:`InputError` when no vertex of a (N, 2) / (B, N, 2) landmark set falls on the grid.
+
+    A vertex is on the grid when its truncated coordinates (as the rasterizer
+    draws them) are a pixel of the ``(height, width)`` mask.  Landmarks that all
+    miss it almost always belong to another frame (1024 landmarks drawn at 256
+    without ``from_size``), which would give silently empty masks.
+    """
+    verts = truncate_points(landmarks)
+    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
+    on = on.reshape(-1, verts.shape[-2]).any(axis=1)
+    if on.all():
+        return
+    bad = int(np.flatnonzero(~on)[0])
+    pts = verts.reshape(-1, verts.shape[-2], 2)[bad]
+    which = f"landmark set {bad}" if verts.ndim == 3 else "the landmarks"
+    raise InputError(
+        f"no vertex of {which} falls on the {height}x{width} grid (x spans {pts[:, 0].min()}..{pts[:, 0].max()}, "
+        f"y spans {pts[:, 1].min()}..{pts[:, 1].max()}); if they are in another frame pass from_size=(H0, W0) "
+        "to scale them, or allow_empty=True to accept empty masks"
+    )
+
+
+def _as_landmarks(landmarks: object, from_size, height: int, width: int, allow_empty: bool) -> np.ndarray:
     arr = as_points(landmarks, "landmarks")
     if arr.ndim not in (2, 3) or arr.shape[-2] != N_NODES:
         raise InputError(f"landmarks must have shape (120, 2) or (B, 120, 2), got {arr.shape}")
     if from_size is not None:
         arr = scale_points(arr, from_size, (height, width))
+    if not allow_empty:
+        require_on_grid(arr, height, width)
     return arr
 
 
@@ -534,6 +597,8 @@ def rasterize_organs(
     width: int,
     *,
     from_size: tuple[int, int] | None = None,
+    allow_empty: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The three organ masks of landmarks, in :data:`~chexmask_u_tools.layout.ORGANS` order.
 
@@ -546,22 +611,41 @@ def rasterize_organs(
     from_size:
         If given, ``(H0, W0)`` of the frame the landmarks are in; they are first
         scaled to ``(height, width)`` with :func:`scale_points` (e.g. 1024 -> 256).
+    allow_empty:
+        By default a landmark set with no vertex on the grid raises
+        :class:`InputError` (it is almost always in another frame: pass
+        ``from_size``); True returns its empty masks.
+    out:
+        Optional caller buffer, (3, H, W) or (B, 3, H, W), bool or uint8,
+        C-contiguous; overwritten entirely and returned.
 
     Returns
     -------
     bool (3, H, W) or (B, 3, H, W): right lung, left lung, heart; each its own
     released-style mask (they may overlap).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> landmarks = np.asarray(cxu.load_sample()["landmarks"][0])  # 1024 frame
+    >>> masks = rasterize_organs(landmarks, 256, 256, from_size=(1024, 1024))
+    >>> masks.shape, masks.dtype, bool(masks[0].any() and masks[2].any())
+    ((3, 256, 256), dtype('bool'), True)
+    >>> rasterize_organs(landmarks + 2000, 256, 256)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
     """
     height, width = check_size(height, width)
-    arr = _as_landmarks(landmarks, from_size, height, width)
+    arr = _as_landmarks(landmarks, from_size, height, width, allow_empty)
     verts = truncate_points(arr).reshape(-1, 2)
     nimg = len(verts) // N_NODES
     starts = np.array([ORGAN_SLICES[o].start for o in ORGANS])
     first = (np.arange(nimg)[:, None] * N_NODES + starts).reshape(-1)
-    out = np.zeros((nimg * len(ORGANS), height, width), dtype=bool)
-    rasterize_polygons(verts, first, out)
-    out = out.reshape(nimg, len(ORGANS), height, width)
-    return out[0] if arr.ndim == 2 else out
+    shape = arr.shape[:-2] + (len(ORGANS), height, width)
+    mask = _output_buffer(out, shape)
+    rasterize_polygons(verts, first, mask.reshape(nimg * len(ORGANS), height, width))
+    return mask if out is None else out
 
 
 def label_map(
@@ -570,15 +654,24 @@ def label_map(
     width: int,
     *,
     from_size: tuple[int, int] | None = None,
+    allow_empty: bool = False,
 ) -> np.ndarray:
     """uint8 label image: 0 background, 1 right lung, 2 left lung, 3 heart.
 
     Organs are painted in that order, so where masks overlap the later one
     wins: the heart is drawn over both lungs (as in the released figures), and
     the left lung over the right lung.  Shapes: (120, 2) -> (H, W); (B, 120, 2)
-    -> (B, H, W).  ``from_size`` as in :func:`rasterize_organs`.
+    -> (B, H, W).  ``from_size`` and ``allow_empty`` as in :func:`rasterize_organs`.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> landmarks = np.asarray(cxu.load_sample()["landmarks"][0])
+    >>> labels = label_map(landmarks, 128, 128, from_size=(1024, 1024))
+    >>> labels.shape, labels.dtype, sorted(np.unique(labels).tolist())
+    ((128, 128), dtype('uint8'), [0, 1, 2, 3])
     """
-    masks = rasterize_organs(landmarks, height, width, from_size=from_size)
+    masks = rasterize_organs(landmarks, height, width, from_size=from_size, allow_empty=allow_empty)
     organ_axis = masks.ndim - 3
     labels = np.zeros(masks.shape[:organ_axis] + masks.shape[organ_axis + 1 :], dtype=np.uint8)
     for k in range(len(ORGANS)):

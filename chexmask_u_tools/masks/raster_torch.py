@@ -14,7 +14,7 @@ On CPU tensors the default backend is the numpy kernel (same algorithm, but it
 fills runs with memory-speed ``np.repeat`` blocks instead of a full-image
 cumulative sum), writing straight into the returned tensor's memory.
 
-This is the only module of the package that imports torch.
+This module imports torch; ``chexmask_u_tools.masks`` does not import it.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def prediction_rows(
             else:
                 height, width = item.height, item.width
                 points, spread = _original_frame(mean, std, item)
-            masks = rasterize_organs(points, height, width)
+            masks = rasterize_organs(points, height, width, allow_empty=True)  # a prediction may leave the image
             columns["source"].append(source)
             columns["image_id"].append(item.image_id)
             columns["frame"].append(frame)
