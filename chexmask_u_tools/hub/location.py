@@ -586,7 +586,7 @@ class HubFile(io.RawIOBase):
             self._response = self._request(self._position)
             if self._response is None:
                 return 0
-            self._chunks = self._response.iter_raw(1 << 16)
+            self._chunks = self._response.iter_raw()  # as received: bytes before a cut are kept
         data = self._pending
         while not data:
             try:
@@ -600,6 +600,11 @@ class HubFile(io.RawIOBase):
                     error.status = self.last_status
                     raise error from None
                 return 0
+            except Exception as error:
+                # A stall or a cut after the answer began: remember that answer's status for the report.
+                if getattr(error, "status", None) is None:
+                    error.status = self.last_status
+                raise
         n = min(len(view), len(data))
         view[:n] = data[:n]
         self._pending = data[n:]

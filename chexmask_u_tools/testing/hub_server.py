@@ -90,8 +90,9 @@ class Fault:
     """A fault applied to the next ``times`` matching requests (``None``: to every one).
 
     ``kind`` is ``status`` (answer ``status``), ``cut`` (send the headers and
-    ``after_bytes`` body bytes, then close the connection), ``stall`` (send
-    ``after_bytes`` bytes, then wait ``seconds`` and close) or ``slow`` (the
+    the body up to byte ``after_bytes`` of the file, then close the
+    connection; a request starting at or past that byte gets no body byte),
+    ``stall`` (the same, but wait ``seconds`` before closing) or ``slow`` (the
     whole body, ``after_bytes`` bytes at a time with ``seconds`` between).
     ``route`` is ``files`` (requests serving file bytes: resolve and CDN),
     ``api`` (repo info and tree), ``revision``, ``tree`` or ``any``;
@@ -555,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {**headers, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         size = len(data)
         status = 200
+        first = 0
         wanted = self.headers.get("Range")
         if wanted:
             match = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
@@ -587,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if self._wait(fault.seconds):
                     break
             return
-        self.wfile.write(data[: fault.after_bytes])
+        self.wfile.write(data[: max(0, fault.after_bytes - first)])  # the cut sits at a byte of the file
         self.wfile.flush()
         if fault.kind == "stall":
             self._wait(fault.seconds)
