@@ -512,8 +512,9 @@ def test_unreachable_endpoint_fails_fast_naming_the_ways_forward(monkeypatch, tm
     close_session()
 
 
-def test_injected_api_is_still_used(tmp_path, mirror):
+def test_injected_api_is_still_used(tmp_path, mirror, monkeypatch):
     """``HubRepo(api=...)`` replaces the HTTP calls (for custom clients): the emulator cannot test the injection."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     repo, api = fake_hub(tmp_path, mirror, revision="main")
     assert discover(repo).revision == SHA
     assert [call[0] for call in api.calls] == ["repo_info", "list_repo_tree"]
