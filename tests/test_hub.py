@@ -520,3 +520,84 @@ def test_injected_api_is_still_used(tmp_path, mirror, monkeypatch):
     assert [call[0] for call in api.calls] == ["repo_info", "list_repo_tree"]
     assert api.calls[1][2] == {"revision": SHA, "repo_type": "dataset", "recursive": True}
     assert pl.concat(load(repo, use_cache=False)).equals(expected_table(mirror))
+
+
+# --------------------------------------------------------------------------- the Hub's parquet conversion layout
+
+
+def _converted_layout(root: Path) -> Path:
+    """A directory laid out like ``refs/convert/parquet``: ``<config>/<split>/NNNN.parquet``."""
+    from chexmask_u_tools.io.released import write_released
+    from chexmask_u_tools.io.sample import load_sample
+
+    sample = load_sample()
+    pieces = {
+        "CheXpert/train/0000.parquet": ("CheXpert", 0, 20, "chexmask-u"),
+        "CheXpert/train/0001.parquet": ("CheXpert", 20, 40, "chexmask-u"),
+        "Padchest/test/0000.parquet": ("Padchest", 0, 15, "short"),
+        "default/train/0000.parquet": (None, 0, 5, "physician"),
+    }
+    for path, (source, start, stop, variant) in pieces.items():
+        rows = sample.filter(pl.col("source") == source) if source else sample.filter(pl.col("source").is_in(["CheXpert", "VinDr-CXR"]))
+        rows = rows.slice(start, stop - start) if source else rows.group_by("source", maintain_order=True).head(stop)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        write_released(rows, root / path, variant)
+    (root / "README.md").write_text("converted\n")
+    return root
+
+
+def test_discover_understands_the_parquet_conversion_layout(tmp_path):
+    root = _converted_layout(tmp_path / "converted")
+    found = discover(root)
+    assert found.layout == "parquet-conversion"
+    by_path = {item.path: (item.source, item.split, item.format) for item in found.files}
+    assert by_path == {
+        "CheXpert/train/0000.parquet": ("CheXpert", "train", "parquet"),
+        "CheXpert/train/0001.parquet": ("CheXpert", "train", "parquet"),
+        "Padchest/test/0000.parquet": ("Padchest", "test", "parquet"),
+        "default/train/0000.parquet": (None, "train", "parquet"),  # rows name their source (Dataset column)
+    }
+    assert "split=test" in found.report() and found.to_frame()["split"].to_list().count("train") == 3
+    assert [item.path for item in found.select(sources="Padchest")] == ["Padchest/test/0000.parquet", "default/train/0000.parquet"]
+    expected = expected_table(root)
+    assert expected.height == 40 + 15 + 10
+    assert scan(root, use_cache=False).collect().equals(expected)
+    assert pl.concat(load(root, use_cache=False)).equals(expected)
+    # The released layout stays the released layout.
+    assert discover(build_mirror(tmp_path / "released", rows_per_source=2)).layout == "released"
+
+
+def test_emulator_parquet_conversion_revision(hub_emulator, tmp_path, mirror):
+    """``revision="refs/convert/parquet"`` of a Hub repo whose main branch holds the released CSVs."""
+    converted = _converted_layout(tmp_path / "converted")
+    hub_emulator.add_repo("someone/chexmask", mirror)
+    sha = hub_emulator.commit("someone/chexmask", converted, branch=PARQUET_CONVERSION_REVISION)
+    found = discover("someone/chexmask", revision=PARQUET_CONVERSION_REVISION)
+    assert found.revision == sha and found.layout == "parquet-conversion"
+    assert {item.source for item in found.files} == {"CheXpert", "Padchest", None}
+    assert scan("hf://datasets/someone/chexmask@refs/convert/parquet", use_cache=False).collect().equals(expected_table(converted))
+    assert discover("someone/chexmask").layout == "released"
+    assert any("/revision/refs%2Fconvert%2Fparquet" in r.path for r in hub_emulator.requests)
+
+
+def test_discovery_without_data_files_lists_what_it_found(tmp_path):
+    root = tmp_path / "odd"
+    (root / "data").mkdir(parents=True)
+    for k in range(25):
+        (root / "data" / f"shard-{k:02d}.jsonl").write_text("{}\n" * (k + 1))
+    (root / "README.md").write_text("# no csv here\n")
+    with pytest.raises(InputError) as caught:
+        discover(root)
+    message = str(caught.value)
+    assert "it holds 26 file(s)" in message
+    assert "data/shard-00.jsonl  (3 B)" in message and "... and 6 more" in message
+    assert len(re.findall(r"\.jsonl  \(", message)) == 19 and "README.md  (" in message  # 20 paths listed
+    for hint in ("revision='refs/convert/parquet'", "columns=", "source=", "frame="):
+        assert hint in message
+
+
+def test_emulator_repo_without_data_files_names_the_conversion_revision(hub_emulator):
+    hub_emulator.add_repo("someone/images-only", {"img/a.png": b"\x89PNG", "README.md": b"#"})
+    with pytest.raises(InputError, match=r"someone/images-only@refs/convert/parquet") as caught:
+        discover("someone/images-only")
+    assert "img/a.png  (4 B)" in str(caught.value)
