@@ -371,7 +371,7 @@ def test_emulator_faults_mid_file_recover_with_identical_rows(hub_dataset, fault
 
 
 def test_emulator_listing_and_revision_faults_recover(hub_dataset):
-    hub, mirror = hub_dataset
+    hub, _ = hub_dataset
     hub.inject("status", route="revision", status=502, times=2)
     hub.inject("status", route="tree", status=503, times=2)
     found = discover(HubRepo(DEFAULT_REPO, retry=FAST))

@@ -51,7 +51,7 @@ def test_mirror_holds_every_variant(mirror):
 
 def test_fake_hub_answers_like_the_hub(tmp_path, mirror, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    repo, api = fake_hub(tmp_path, mirror)
+    repo, _ = fake_hub(tmp_path, mirror)
     assert repo.revision == SHA
     listed = {entry.path: entry for entry in repo.list_files()}
     assert "Preprocessed/CheXpert.csv" in listed and "Preprocessed" not in listed
@@ -94,7 +94,11 @@ def test_emulator_answers_huggingface_hub_for_dataset_repos(hub_dataset):
 
 def test_emulator_error_codes_map_to_huggingface_hub_errors(hub_dataset):
     from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     hub, _ = hub_dataset
     with pytest.raises(RepositoryNotFoundError):

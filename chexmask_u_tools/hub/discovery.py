@@ -22,9 +22,14 @@ from typing import Any
 import polars as pl
 
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.hub.location import PARQUET_CONVERSION_REVISION, DatasetLocation, RetryPolicy, open_location
-from chexmask_u_tools.select.selection import normalize_frames, normalize_sources
+from chexmask_u_tools.hub.location import (
+    PARQUET_CONVERSION_REVISION,
+    DatasetLocation,
+    RetryPolicy,
+    open_location,
+)
 from chexmask_u_tools.io.table import infer_frame, infer_source
+from chexmask_u_tools.select.selection import normalize_frames, normalize_sources
 
 __all__ = [
     "CONVERTED_PARQUET",

@@ -70,6 +70,7 @@ again and for how long:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -253,9 +254,9 @@ def _final_advice(error: BaseException) -> str | None:
         )
     if isinstance(error, hf_errors.RepositoryNotFoundError):
         return (
-            "repository not found or not accessible (HTTP {status}): check the repo id; for a private or gated "
-            "repo pass a token (token=..., HF_TOKEN, or `hf auth login`)"
-        ).format(status=http_status(error))
+            f"repository not found or not accessible (HTTP {http_status(error)}): check the repo id; for a private "
+            "or gated repo pass a token (token=..., HF_TOKEN, or `hf auth login`)"
+        )
     if isinstance(error, hf_errors.RevisionNotFoundError):
         return (
             "revision not found (HTTP 404): pass an existing branch, tag or commit with revision=... (or "
@@ -522,10 +523,8 @@ class HubFile(io.RawIOBase):
             response.close()
             return None
         if response.status_code >= 400:
-            try:
+            with contextlib.suppress(Exception):  # the error body is informative only
                 response.read()
-            except Exception:  # the error body is informative only
-                pass
             response.close()
             hf_raise_for_status(response)
         if response.status_code == 200 and start:
@@ -554,10 +553,8 @@ class HubFile(io.RawIOBase):
 
     def _drop(self) -> None:
         if self._response is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken; closing may fail too
                 self._response.close()
-            except Exception:  # already broken; closing may fail too
-                pass
         self._response = None
         self._chunks = None
         self._pending = b""

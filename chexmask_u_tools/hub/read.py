@@ -20,12 +20,16 @@ from typing import Any, Literal
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, SkippedRowsWarning
-from chexmask_u_tools.schema import CANONICAL_SCHEMA
 from chexmask_u_tools.hub.discovery import DataFile, discover
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, open_location
 from chexmask_u_tools.hub.stream import iter_file_batches
-from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
 from chexmask_u_tools.io.table import scan_table
+from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.select.selection import (
+    normalize_frames,
+    normalize_sources,
+    row_filter,
+)
 
 __all__ = [
     "load",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -12,7 +13,7 @@ from typing import Any, BinaryIO, Literal
 
 import polars as pl
 
-from chexmask_u_tools.errors import CheXmaskUError, FileReadError, HubError
+from chexmask_u_tools.errors import CheXmaskUError, FileReadError
 from chexmask_u_tools.hub.discovery import DataFile
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, with_retries
 from chexmask_u_tools.io.table import canonicalize_batch, detect_layout
@@ -84,10 +85,8 @@ class RetryingReader(io.RawIOBase):
 
     def _drop_handle(self) -> None:
         if self._handle is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is already broken; closing it may fail too
                 self._handle.close()
-            except Exception:  # the connection is already broken; closing it may fail too
-                pass
             self._handle = None
 
     def readinto(self, buffer) -> int:

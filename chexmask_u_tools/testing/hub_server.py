@@ -167,10 +167,10 @@ class HubEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> HubEmulator:
+    def __enter__(self) -> HubEmulator:  # noqa: PYI034 - the class is not meant to be subclassed
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
@@ -368,7 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
     hub: HubEmulator
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # ------------------------------------------------------------------ plumbing
@@ -404,15 +404,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(entry, fault.status, None, messages.get(fault.status, f"injected HTTP {fault.status}"))
 
     # ------------------------------------------------------------------ verbs
-    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's naming
+    def do_CONNECT(self) -> None:
         entry = self._begin()
         self.close_connection = True
         self._answer(entry, 405, b"the Hub emulator is no proxy", {"Connection": "close"})
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._dispatch()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:
