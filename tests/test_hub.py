@@ -601,3 +601,17 @@ def test_emulator_repo_without_data_files_names_the_conversion_revision(hub_emul
     with pytest.raises(InputError, match=r"someone/images-only@refs/convert/parquet") as caught:
         discover("someone/images-only")
     assert "img/a.png  (4 B)" in str(caught.value)
+
+
+def test_emulator_cli_filter_on_a_repo_id_reads_through_the_endpoint(hub_dataset, tmp_path, capsys):
+    """``chexmask-u filter`` on a repo id without a cache (defect 1: it went to huggingface.co)."""
+    from chexmask_u_tools.cli import main
+
+    hub, mirror = hub_dataset
+    out = tmp_path / "kept.parquet"
+    code = main(["filter", DEFAULT_REPO, "--out", str(out), "--min-dice-rca-mean", "0.8", "--no-progress"])
+    assert code == 0
+    expected = expected_table(mirror).filter(pl.col("dice_rca_mean") >= 0.8)
+    assert pl.read_parquet(out).equals(expected)
+    assert f"kept {expected.height} of" in capsys.readouterr().out
+    _only_the_endpoint_was_contacted(hub)

@@ -90,6 +90,7 @@ __all__ = [
     "PARQUET_CONVERSION_REVISION",
     "REPO_TYPE",
     "DatasetLocation",
+    "HubFile",
     "HubRepo",
     "IncompleteBodyError",
     "LocalMirror",
