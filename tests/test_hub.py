@@ -615,3 +615,12 @@ def test_emulator_cli_filter_on_a_repo_id_reads_through_the_endpoint(hub_dataset
     assert pl.read_parquet(out).equals(expected)
     assert f"kept {expected.height} of" in capsys.readouterr().out
     _only_the_endpoint_was_contacted(hub)
+
+
+def test_emulator_attempts_count_requests_not_client_retries(hub_dataset):
+    """Issue 13: ``RetryPolicy(attempts=2)`` took 47 s because the client retried inside each attempt."""
+    hub, _ = hub_dataset
+    hub.inject("status", route="tree", status=503, times=None)
+    with pytest.raises(HubError, match=r"listing .*gave up after 2 attempts.*last HTTP status 503"):
+        discover(HubRepo(DEFAULT_REPO, retry=RetryPolicy(attempts=2, base_delay=0.1)))
+    assert len([r for r in hub.requests if "/tree/" in r.path]) == 2

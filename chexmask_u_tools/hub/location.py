@@ -30,7 +30,7 @@ Readers
     Streams canonical rows with bounded memory: yields ``polars.DataFrame``
     batches of at most ``batch_size`` rows (or one ``dict`` per row with
     ``rows=True``).  CSV files are read with pyarrow's incremental CSV reader
-    on a file object (``HfFileSystem`` for the Hub), one block at a time, and
+    on a file object (:class:`HubFile` for the Hub), one block at a time, and
     each block (2 MiB of CSV text) is canonicalized on its own, so memory
     depends on the block and batch size, not on the file size (about 300 MiB
     peak RSS for a 209 MB and an 836 MB file alike, see scripts/bench_hub.py).  This was chosen over polars'
@@ -56,7 +56,8 @@ Each request is made once by the client (none of ``huggingface_hub``'s own
 backoff loops is used), so :class:`RetryPolicy` alone decides what is tried
 again and for how long:
 
-* transient: connection reset or refused, a timeout or a stall longer than
+* transient: connection reset or refused (a refused connection is tried
+  twice only: the endpoint is down), a timeout or a stall longer than
   ``RetryPolicy.timeout``, a body cut short, HTTP 408 / 429 / 5xx.  Retried
   with exponential backoff (a file is reopened at the byte offset where it
   failed) until ``attempts`` or the ``budget`` in seconds run out; then one
