@@ -624,3 +624,14 @@ def test_emulator_attempts_count_requests_not_client_retries(hub_dataset):
     with pytest.raises(HubError, match=r"listing .*gave up after 2 attempts.*last HTTP status 503"):
         discover(HubRepo(DEFAULT_REPO, retry=RetryPolicy(attempts=2, base_delay=0.1)))
     assert len([r for r in hub.requests if "/tree/" in r.path]) == 2
+
+
+def test_emulator_server_ignoring_ranges_still_resumes_at_the_offset(hub_dataset):
+    """A server (or proxy) that answers a ranged GET with the whole file: the reader skips to its position."""
+    hub, mirror = hub_dataset
+    hub.honour_ranges = False
+    path = "Preprocessed/Padchest.csv.gz"
+    hub.inject("cut", match=path, after_bytes=5000, times=1)
+    rows = pl.concat(load(DEFAULT_REPO, sources="Padchest", frames="preprocessed", retry=FAST, use_cache=False))
+    assert rows.equals(expected_table(mirror, [path, "Physician/annotations.csv"]).filter(pl.col("source") == "Padchest"))
+    assert [r.status for r in _file_requests(hub, path) if r.host == f"localhost:{hub.port}"] == [200, 200]

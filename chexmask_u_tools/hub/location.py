@@ -509,7 +509,8 @@ class HubFile(io.RawIOBase):
     def tell(self) -> int:
         return self._position
 
-    def _request(self, start: int) -> Any:
+    def _connect(self) -> bool:
+        """Open ``GET`` at the current position; False when there is nothing left (HTTP 416)."""
         from huggingface_hub import get_session
         from huggingface_hub.utils import hf_raise_for_status
 
@@ -517,27 +518,30 @@ class HubFile(io.RawIOBase):
         request = session.build_request(
             "GET",
             self.url,
-            headers={**self._headers, "Range": f"bytes={start}-", "Accept-Encoding": "identity"},
+            headers={**self._headers, "Range": f"bytes={self._position}-", "Accept-Encoding": "identity"},
             timeout=self._timeout,
         )
         response = session.send(request, stream=True)
         self.last_status = response.status_code
         if response.status_code == 416:
             response.close()
-            return None
+            return False
         if response.status_code >= 400:
             with contextlib.suppress(Exception):  # the error body is informative only
                 response.read()
             response.close()
             hf_raise_for_status(response)
-        if response.status_code == 200 and start:
+        self._response = response
+        self._chunks = response.iter_raw()  # as received: bytes before a cut are kept
+        if response.status_code == 200 and self._position:
+            # The server ignored the Range header: skip to the position.
             skipped = 0
-            for chunk in response.iter_raw():  # the server ignored the Range header
+            for chunk in self._chunks:
                 skipped += len(chunk)
-                if skipped >= start:
-                    self._pending = chunk[len(chunk) - (skipped - start) :]
+                if skipped >= self._position:
+                    self._pending = chunk[len(chunk) - (skipped - self._position) :]
                     break
-        return response
+        return True
 
     def size(self) -> int:
         """The file's size in bytes (from the listing, else one ranged request)."""
@@ -582,11 +586,8 @@ class HubFile(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view) or (self._size is not None and self._position >= self._size):
             return 0
-        if self._chunks is None:
-            self._response = self._request(self._position)
-            if self._response is None:
-                return 0
-            self._chunks = self._response.iter_raw()  # as received: bytes before a cut are kept
+        if self._chunks is None and not self._connect():
+            return 0
         data = self._pending
         while not data:
             try:

@@ -129,13 +129,17 @@ class HubEmulator:
     lfs_threshold:
         Files of at least this many bytes are LFS files (served by a 302 to the
         CDN host name), except ``.gitattributes`` and ``*.md``.
+    honour_ranges:
+        False: answer ``Range`` requests with the whole file (200), as some
+        proxies do.
 
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, *, page_size: int = 50, lfs_threshold: int = 1024) -> None:
+    def __init__(self, *, page_size: int = 50, lfs_threshold: int = 1024, honour_ranges: bool = True) -> None:
         self.page_size = page_size
         self.lfs_threshold = lfs_threshold
+        self.honour_ranges = honour_ranges
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self._repos: dict[tuple[str, str], _Repo] = {}
@@ -557,7 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
         size = len(data)
         status = 200
         first = 0
-        wanted = self.headers.get("Range")
+        wanted = self.headers.get("Range") if self.hub.honour_ranges else None
         if wanted:
             match = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
             if match is None:
