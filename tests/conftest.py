@@ -89,3 +89,42 @@ def fake_hub_fs(tmp: Path, mirror: Path, repo_id: str = DEFAULT_REPO, sha: str =
 def fake_hub(tmp: Path, mirror: Path, **kwargs) -> tuple[HubRepo, FakeHfApi]:
     api = FakeHfApi(mirror)
     return HubRepo(DEFAULT_REPO, kwargs.pop("revision", None), api=api, fs=fake_hub_fs(tmp, mirror), **kwargs), api
+
+
+# --------------------------------------------------------------------------- Hub emulator
+# The real huggingface_hub client against chexmask_u_tools.testing.hub_server.HubEmulator,
+# a standard-library HTTP server on 127.0.0.1 (see that module for the routes and faults).
+# huggingface_hub reads HF_ENDPOINT once, at import: HubEmulator.patch sets the
+# environment *and* huggingface_hub.constants (ENDPOINT, URL template, offline flag,
+# cache and token paths), routes any other host through the emulator as a proxy (so a
+# request meant elsewhere is recorded as CONNECT), and resets the shared HTTP session.
+
+
+@pytest.fixture
+def hub_emulator(tmp_path, monkeypatch):
+    """A running :class:`HubEmulator` that ``huggingface_hub`` in this process talks to; no repo yet.
+
+    ``HF_HUB_OFFLINE`` is cleared, ``HF_HOME``/``HF_HUB_CACHE`` and ``CHEXMASK_U_CACHE``
+    point into ``tmp_path``.  Add repos with ``hub_emulator.add_repo(repo_id, dir_or_files,
+    repo_type="dataset"|"model")``; inject faults with ``hub_emulator.inject(...)``;
+    every request is in ``hub_emulator.requests``.
+    """
+    from huggingface_hub import close_session
+
+    from chexmask_u_tools.testing.hub_server import HubEmulator
+
+    monkeypatch.setenv("CHEXMASK_U_CACHE", str(tmp_path / "chexmask-u-cache"))
+    with HubEmulator(page_size=4, lfs_threshold=4096) as server:
+        server.patch(monkeypatch, tmp_path / "hf-home")
+        yield server
+    close_session()  # drop connections to the stopped server and its proxy settings
+
+
+@pytest.fixture
+def hub_dataset(hub_emulator, tmp_path) -> tuple[object, Path]:
+    """The test mirror (``build_mirror``) served as the dataset repo :data:`DEFAULT_REPO`: (emulator, mirror dir)."""
+    from chexmask_u_tools.testing.mirror import build_mirror
+
+    mirror = build_mirror(tmp_path / "hub-mirror")
+    hub_emulator.add_repo(DEFAULT_REPO, mirror, repo_type="dataset")
+    return hub_emulator, mirror

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import shutil
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 import polars as pl
 import pytest
@@ -24,6 +27,7 @@ from chexmask_u_tools.errors import (
 from chexmask_u_tools.hub.discovery import classify, discover
 from chexmask_u_tools.hub.location import (
     DEFAULT_REPO,
+    PARQUET_CONVERSION_REVISION,
     HubRepo,
     LocalMirror,
     RetryPolicy,
@@ -237,54 +241,6 @@ def test_retrying_reader_returns_the_exact_bytes(data, failures, chunk):
     assert bytes(out) == data
 
 
-def test_hub_code_path_uses_dataset_repo_and_pinned_revision(tmp_path, mirror):
-    repo, api = fake_hub(tmp_path, mirror, revision="main")
-    found = discover(repo)
-    assert found.revision == SHA
-    assert api.calls[0] == ("repo_info", DEFAULT_REPO, {"revision": "main", "repo_type": "dataset"})
-    assert api.calls[1] == ("list_repo_tree", DEFAULT_REPO, {"revision": SHA, "repo_type": "dataset", "recursive": True})
-    checksums = {item.path: item.checksum for item in found.files}
-    assert checksums["Preprocessed/CheXpert.csv"].startswith("sha256:")
-    assert set(found.other_files) == {".gitattributes", "README.md"}
-    assert repo.url_for("Preprocessed/CheXpert.csv") == f"hf://datasets/{DEFAULT_REPO}@{SHA}/Preprocessed/CheXpert.csv"
-    # Streaming through the (fake) HfFileSystem reads the same rows as the local mirror.
-    assert pl.concat(load(repo, use_cache=False)).equals(expected_table(mirror))
-    assert sum(call[0] == "repo_info" for call in api.calls) == 1  # resolved once, then pinned
-
-
-def test_hub_scan_reads_pinned_hf_urls(tmp_path, mirror, monkeypatch):
-    """The lazy Hub path hands polars ``hf://datasets/{repo}@{sha}/{path}`` URLs (served locally here)."""
-    import chexmask_u_tools.hub.read as hub_module
-    from chexmask_u_tools.io.table import scan_table as real_scan_table
-
-    prefix = f"hf://datasets/{DEFAULT_REPO}@{SHA}/"
-    seen = []
-
-    def local_scan_table(url, **kwargs):
-        seen.append((url, kwargs.pop("storage_options")))
-        return real_scan_table(mirror / url.removeprefix(prefix), **kwargs)
-
-    monkeypatch.setattr(hub_module, "scan_table", local_scan_table)
-    repo, _ = fake_hub(tmp_path, mirror, token="hf_test")
-    assert scan(repo, use_cache=False).collect().equals(expected_table(mirror))
-    assert [url for url, _ in seen] == [prefix + path for path in sorted(LAYOUT)]
-    assert all(options == {"token": "hf_test"} for _, options in seen)
-
-
-def test_revision_that_does_not_exist(tmp_path, mirror):
-    repo, _ = fake_hub(tmp_path, mirror, revision="v9-nope")
-    with pytest.raises(HubError, match="v9-nope"):
-        discover(repo)
-
-
-def test_offline_without_cache_is_a_clear_hub_error(tmp_path, mirror, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    repo, api = fake_hub(tmp_path, mirror)
-    with pytest.raises(HubError, match="offline"):
-        scan(repo, cache_dir=tmp_path / "no-cache")
-    assert api.calls == []
-
-
 def test_open_location_forms(tmp_path, mirror):
     assert isinstance(open_location(mirror), LocalMirror)
     repo = open_location("hf://datasets/someone/CheXmask-U@v1.0")
@@ -303,3 +259,379 @@ def test_local_revision_changes_with_content(tmp_path, mirror):
     before = LocalMirror(copy).revision
     (copy / "Preprocessed" / "CheXpert.csv").write_text((copy / "Preprocessed" / "CheXpert.csv").read_text() + "\n")
     assert LocalMirror(copy).revision != before
+
+
+def test_open_location_accepts_the_parquet_conversion_revision():
+    repo = open_location("hf://datasets/someone/CheXmask-U@refs/convert/parquet")
+    assert repo.repo_id == "someone/CheXmask-U" and repo.requested_revision == PARQUET_CONVERSION_REVISION
+    assert open_location("someone/data@refs/pr/3").requested_revision == "refs/pr/3"
+
+
+# --------------------------------------------------------------------------- the real client through the Hub emulator
+# Every test below runs huggingface_hub's own HTTP client against
+# chexmask_u_tools.testing.hub_server.HubEmulator (fixtures in conftest.py).
+
+FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, budget=30.0, timeout=2.0)
+
+
+def _file_requests(hub, path: str) -> list:
+    """Requests that served bytes of one repo file (resolve answers and their CDN redirects)."""
+    encoded = quote(path, safe="")
+    return [r for r in hub.requests if ("/resolve/" in r.path and r.path.endswith(path)) or f"name={encoded}" in r.path]
+
+
+def _only_the_endpoint_was_contacted(hub) -> None:
+    """No request left for another host: any would arrive here as a CONNECT through the proxy the fixture sets."""
+    assert hub.requests
+    assert not [r for r in hub.requests if r.method == "CONNECT"]
+    assert {r.host for r in hub.requests} <= hub.hosts
+
+
+def test_emulator_hub_reads_equal_local_files_and_stay_on_the_endpoint(hub_dataset):
+    hub, mirror = hub_dataset
+    expected = expected_table(mirror)
+    sha = hub.sha(DEFAULT_REPO)
+    repo = HubRepo(DEFAULT_REPO, "main")
+    found = discover(repo)
+    assert found.revision == sha
+    assert {item.path for item in found.files} == set(LAYOUT)
+    assert set(found.other_files) == {".gitattributes", "README.md"}
+    checksums = {item.path: item.checksum for item in found.files}
+    assert checksums["Preprocessed/CheXpert.csv"].startswith("sha256:")
+    assert repo.url_for("Preprocessed/CheXpert.csv") == f"{hub.url}/datasets/{DEFAULT_REPO}/resolve/{sha}/Preprocessed/CheXpert.csv"
+    # The lazy, eager and streaming paths read the same rows as the local files.
+    assert scan(repo, use_cache=False).collect().equals(expected)
+    assert load(repo, streaming=False, use_cache=False).equals(expected)
+    assert pl.concat(load(repo, batch_size=7, use_cache=False)).equals(expected)
+    assert pl.concat(load(DEFAULT_REPO, use_cache=False)).equals(expected)  # by repo id, default client
+    _only_the_endpoint_was_contacted(hub)
+    revision_calls = [r for r in hub.requests if "/revision/" in r.path]
+    assert len(revision_calls) == 2  # one per HubRepo: resolved once, then pinned
+    resolves = [r for r in hub.requests if "/resolve/" in r.path]
+    assert resolves and all(f"/resolve/{sha}/" in r.path for r in resolves)
+    assert len([r for r in hub.requests if "/tree/" in r.path]) > 2  # paginated listing followed to the end
+
+
+def test_emulator_lazy_scan_pushes_filters_and_head(hub_dataset):
+    hub, mirror = hub_dataset
+    lf = scan(DEFAULT_REPO, sources="Padchest", use_cache=False).select("image_id", "dice_rca_mean")
+    out = lf.filter(pl.col("dice_rca_mean") >= 0.8).collect()
+    full = expected_table(mirror).filter((pl.col("source") == "Padchest") & (pl.col("dice_rca_mean") >= 0.8))
+    assert out.equals(full.select("image_id", "dice_rca_mean"))
+    assert scan(DEFAULT_REPO, sources="CheXpert", frames="preprocessed", use_cache=False).head(3).collect().height == 3
+    assert not [r for r in hub.requests if "VinDr" in r.path and "/tree/" not in r.path]  # unselected files: never read
+
+
+def test_emulator_scan_reads_xz_and_zst_like_load(hub_emulator, tmp_path, mirror):
+    """Defects 6 and 7: ``.csv.xz`` and ``.csv.zst`` over the Hub in ``scan`` (polars cannot scan either)."""
+    import pyarrow as pa
+
+    root = tmp_path / "compressed"
+    (root / "Preprocessed").mkdir(parents=True)
+    shutil.copy(mirror / "Preprocessed/MIMIC-CXR-JPG.csv.xz", root / "Preprocessed/MIMIC-CXR-JPG.csv.xz")
+    with gzip.open(mirror / "Preprocessed/Padchest.csv.gz", "rb") as handle:
+        data = handle.read()
+    with pa.CompressedOutputStream(str(root / "Preprocessed/Padchest.csv.zst"), "zstd") as out:
+        out.write(data)
+    hub_emulator.add_repo("someone/compressed", root)
+    expected = expected_table(mirror, ["Preprocessed/MIMIC-CXR-JPG.csv.xz", "Preprocessed/Padchest.csv.gz"])
+    assert scan("someone/compressed", use_cache=False).collect().equals(expected)
+    assert pl.concat(load("someone/compressed", use_cache=False)).equals(expected)
+    assert scan(root, use_cache=False).collect().equals(expected)  # a local .csv.zst too
+    _only_the_endpoint_was_contacted(hub_emulator)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "cut", "after_bytes": 3000, "times": 2},
+        {"kind": "status", "status": 503, "times": 3},
+        {"kind": "status", "status": 429, "times": 1},
+        {"kind": "stall", "after_bytes": 2000, "seconds": 5.0, "times": 1},
+        {"kind": "slow", "after_bytes": 16384, "seconds": 0.01, "times": 1},
+    ],
+    ids=["cut", "503-burst", "429", "stall", "slow"],
+)
+def test_emulator_faults_mid_file_recover_with_identical_rows(hub_dataset, fault):
+    hub, mirror = hub_dataset
+    path = "Preprocessed/CheXpert.csv"
+    injected = hub.inject(match=path, **fault)
+    policy = RetryPolicy(attempts=5, base_delay=0.01, budget=30.0, timeout=0.5)  # a stall counts after 0.5 s
+    expected = expected_table(mirror, [path, "Physician/annotations.csv"]).filter(pl.col("source") == "CheXpert")
+    streamed = pl.concat(load(DEFAULT_REPO, sources="CheXpert", frames="preprocessed", retry=policy, use_cache=False))
+    assert streamed.equals(expected)
+    assert injected.used == fault["times"]
+    if fault["kind"] in ("cut", "stall"):
+        # Reopened where the body stopped, not from the start.
+        ranges = [r.range for r in _file_requests(hub, path) if r.host == f"localhost:{hub.port}"]
+        assert any(r != "bytes=0-" for r in ranges), ranges
+    hub.inject(match=path, **fault)
+    lazy = scan(DEFAULT_REPO, sources="CheXpert", frames="preprocessed", retry=policy, use_cache=False).collect()
+    assert lazy.equals(streamed)
+
+
+def test_emulator_listing_and_revision_faults_recover(hub_dataset):
+    hub, _ = hub_dataset
+    hub.inject("status", route="revision", status=502, times=2)
+    hub.inject("status", route="tree", status=503, times=2)
+    found = discover(HubRepo(DEFAULT_REPO, retry=FAST))
+    assert {item.path for item in found.files} == set(LAYOUT)
+
+
+def test_emulator_moved_revision_is_detected(hub_dataset, tmp_path):
+    hub, mirror = hub_dataset
+    pinned = HubRepo(DEFAULT_REPO, "main", retry=FAST)
+    old_sha = pinned.revision
+    before = pl.concat(load(pinned, sources="VinDr-CXR", frames="original", use_cache=False))
+    moved = tmp_path / "moved"
+    shutil.copytree(mirror, moved)
+    (moved / "OriginalResolution" / "VinDr-CXR.csv").unlink()
+    new_sha = hub.commit(DEFAULT_REPO, moved)
+    # A new location sees the move; the pinned one keeps reading its commit.
+    assert HubRepo(DEFAULT_REPO, "main").revision == new_sha != old_sha
+    assert "OriginalResolution/VinDr-CXR.csv" not in {e.path for e in discover(DEFAULT_REPO).files}
+    assert pl.concat(load(pinned, sources="VinDr-CXR", frames="original", use_cache=False)).equals(before)
+    # A force push deletes the pinned commit: the next read fails at once, saying what to do.
+    hub.commit(DEFAULT_REPO, moved, keep_history=False)
+    hub.requests.clear()
+    with pytest.raises(HubError, match=r"revision not found.*revision=") as caught:
+        list(load(pinned, frames="original", use_cache=False))
+    assert "OriginalResolution/VinDr-CXR.csv" in str(caught.value)
+    assert len(hub.requests) == 1  # final on the first answer: not retried
+
+
+@pytest.mark.slow
+def test_emulator_dead_file_fails_within_the_default_budget(hub_dataset):
+    hub, _ = hub_dataset
+    path = "Preprocessed/Padchest.csv.gz"
+    hub.inject("status", match=path, status=503, times=None)
+    start = time.monotonic()
+    with pytest.raises(HubError) as caught:
+        list(load(DEFAULT_REPO, sources="Padchest", frames="preprocessed", use_cache=False))
+    elapsed = time.monotonic() - start
+    message = str(caught.value)
+    assert path in message and "at byte 0" in message and "last HTTP status 503" in message
+    assert "gave up after 5 attempts" in message
+    assert len(_file_requests(hub, path)) == 5  # RetryPolicy's attempts, no inner retries of the client
+    # Generous bound (issue 13: a dead file fails within 45 s with the defaults); the
+    # default backoff sleeps 0.5+1+2+4 s between the five answers.
+    assert elapsed < 45
+
+
+def test_emulator_stalled_file_fails_within_the_budget_naming_the_offset(hub_dataset):
+    hub, _ = hub_dataset
+    path = "Preprocessed/Padchest.csv.gz"
+    hub.inject("stall", match=path, after_bytes=1500, seconds=30.0, times=None)
+    policy = RetryPolicy(attempts=10, base_delay=0.05, budget=3.0, timeout=0.5)
+    start = time.monotonic()
+    with pytest.raises(HubError) as caught:
+        list(load(DEFAULT_REPO, sources="Padchest", frames="preprocessed", retry=policy, use_cache=False))
+    elapsed = time.monotonic() - start
+    message = str(caught.value)
+    assert path in message and "last HTTP status 206" in message and "ReadTimeout" in message
+    assert re.search(r"at byte \d+", message)
+    # Generous bound on the wall time (the budget is 3 s): ten attempts of 0.5 s each would not fit.
+    assert elapsed < 10
+    assert len(_file_requests(hub, path)) < 2 * 10
+
+
+@pytest.mark.parametrize("route", ["api", "files"])
+def test_emulator_403_fails_at_once_saying_token(hub_dataset, route):
+    hub, _ = hub_dataset
+    hub.inject("status", route=route, status=403, times=None)
+    start = time.monotonic()
+    with pytest.raises(HubError, match=r"403.*token") as caught:
+        list(load(DEFAULT_REPO, sources="Padchest", use_cache=False))
+    # Generous bound: a permanent error is not retried (the default policy would wait 7.5 s).
+    assert time.monotonic() - start < 5
+    assert caught.value.__cause__ is not None
+    refused = [r for r in hub.requests if r.status == 403]
+    assert len(refused) == 1
+
+
+def test_emulator_not_found_errors_say_what_to_do(hub_dataset):
+    hub, _ = hub_dataset
+    with pytest.raises(HubError, match=r"repository not found.*token"):
+        discover("someone/does-not-exist")
+    with pytest.raises(HubError, match=r"v9-nope.*revision not found.*revision="):
+        discover(DEFAULT_REPO, revision="v9-nope")
+    repo = HubRepo(DEFAULT_REPO)
+    repo.list_files()
+    with pytest.raises(HubError, match=r"Preprocessed/nope.csv.*file not found.*file name"):
+        RetryingReader(lambda: repo.open("Preprocessed/nope.csv"), "Preprocessed/nope.csv", FAST).read(10)
+    assert all(r.status in (200, 302, 206, 404) for r in hub.requests)
+    assert len([r for r in hub.requests if r.status == 404]) == 3  # each answered once
+
+
+def test_emulator_token_goes_to_the_endpoint_only(hub_dataset):
+    hub, mirror = hub_dataset
+    rows = pl.concat(load(HubRepo(DEFAULT_REPO, token="hf_emulator_token"), sources="ChestX-ray8", use_cache=False))
+    assert rows.equals(expected_table(mirror, ["Preprocessed/ChestX-ray8.parquet"]))
+    endpoint = [r for r in hub.requests if r.host == f"127.0.0.1:{hub.port}"]
+    redirected = [r for r in hub.requests if r.host == f"localhost:{hub.port}"]
+    assert endpoint and all(r.authorization for r in endpoint)
+    assert redirected and not any(r.authorization for r in redirected)  # not forwarded to the storage host
+
+
+def test_emulator_offline_mode_makes_no_request(hub_dataset, monkeypatch, tmp_path):
+    hub, _ = hub_dataset
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="offline"):
+        scan(DEFAULT_REPO, cache_dir=tmp_path / "no-cache")
+    assert hub.requests == []
+
+
+def test_emulator_client_offline_flag_is_final(hub_dataset, monkeypatch):
+    """huggingface_hub's own offline flag (read at import) refuses the request: one clear error, no retry."""
+    from huggingface_hub import constants
+
+    hub, _ = hub_dataset
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        discover(HubRepo(DEFAULT_REPO, retry=RetryPolicy(sleep=pytest.fail)))
+    assert hub.requests == []
+
+
+def test_unreachable_endpoint_fails_fast_naming_the_ways_forward(monkeypatch, tmp_path):
+    """A refused connection is tried twice, then one error names HF_ENDPOINT, a local mirror and offline mode."""
+    import socket
+
+    from huggingface_hub import close_session, constants
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    close_session()
+    start = time.monotonic()
+    with pytest.raises(HubError, match=r"cannot connect to .*HF_ENDPOINT.*local mirror.*HF_HUB_OFFLINE=1"):
+        discover(HubRepo(DEFAULT_REPO))
+    assert time.monotonic() - start < 5  # generous bound: two attempts, one 0.5 s wait
+    close_session()
+
+
+def test_injected_api_is_still_used(tmp_path, mirror, monkeypatch):
+    """``HubRepo(api=...)`` replaces the HTTP calls (for custom clients): the emulator cannot test the injection."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo, api = fake_hub(tmp_path, mirror, revision="main")
+    assert discover(repo).revision == SHA
+    assert [call[0] for call in api.calls] == ["repo_info", "list_repo_tree"]
+    assert api.calls[1][2] == {"revision": SHA, "repo_type": "dataset", "recursive": True}
+    assert pl.concat(load(repo, use_cache=False)).equals(expected_table(mirror))
+
+
+# --------------------------------------------------------------------------- the Hub's parquet conversion layout
+
+
+def _converted_layout(root: Path) -> Path:
+    """A directory laid out like ``refs/convert/parquet``: ``<config>/<split>/NNNN.parquet``."""
+    from chexmask_u_tools.io.released import write_released
+    from chexmask_u_tools.io.sample import load_sample
+
+    sample = load_sample()
+    pieces = {
+        "CheXpert/train/0000.parquet": ("CheXpert", 0, 20, "chexmask-u"),
+        "CheXpert/train/0001.parquet": ("CheXpert", 20, 40, "chexmask-u"),
+        "Padchest/test/0000.parquet": ("Padchest", 0, 15, "short"),
+        "default/train/0000.parquet": (None, 0, 5, "physician"),
+    }
+    for path, (source, start, stop, variant) in pieces.items():
+        rows = sample.filter(pl.col("source") == source) if source else sample.filter(pl.col("source").is_in(["CheXpert", "VinDr-CXR"]))
+        rows = rows.slice(start, stop - start) if source else rows.group_by("source", maintain_order=True).head(stop)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        write_released(rows, root / path, variant)
+    (root / "README.md").write_text("converted\n")
+    return root
+
+
+def test_discover_understands_the_parquet_conversion_layout(tmp_path):
+    root = _converted_layout(tmp_path / "converted")
+    found = discover(root)
+    assert found.layout == "parquet-conversion"
+    by_path = {item.path: (item.source, item.split, item.format) for item in found.files}
+    assert by_path == {
+        "CheXpert/train/0000.parquet": ("CheXpert", "train", "parquet"),
+        "CheXpert/train/0001.parquet": ("CheXpert", "train", "parquet"),
+        "Padchest/test/0000.parquet": ("Padchest", "test", "parquet"),
+        "default/train/0000.parquet": (None, "train", "parquet"),  # rows name their source (Dataset column)
+    }
+    assert "split=test" in found.report() and found.to_frame()["split"].to_list().count("train") == 3
+    assert [item.path for item in found.select(sources="Padchest")] == ["Padchest/test/0000.parquet", "default/train/0000.parquet"]
+    expected = expected_table(root)
+    assert expected.height == 40 + 15 + 10
+    assert scan(root, use_cache=False).collect().equals(expected)
+    assert pl.concat(load(root, use_cache=False)).equals(expected)
+    # The released layout stays the released layout.
+    assert discover(build_mirror(tmp_path / "released", rows_per_source=2)).layout == "released"
+
+
+def test_emulator_parquet_conversion_revision(hub_emulator, tmp_path, mirror):
+    """``revision="refs/convert/parquet"`` of a Hub repo whose main branch holds the released CSVs."""
+    converted = _converted_layout(tmp_path / "converted")
+    hub_emulator.add_repo("someone/chexmask", mirror)
+    sha = hub_emulator.commit("someone/chexmask", converted, branch=PARQUET_CONVERSION_REVISION)
+    found = discover("someone/chexmask", revision=PARQUET_CONVERSION_REVISION)
+    assert found.revision == sha and found.layout == "parquet-conversion"
+    assert {item.source for item in found.files} == {"CheXpert", "Padchest", None}
+    assert scan("hf://datasets/someone/chexmask@refs/convert/parquet", use_cache=False).collect().equals(expected_table(converted))
+    assert discover("someone/chexmask").layout == "released"
+    assert any("/revision/refs%2Fconvert%2Fparquet" in r.path for r in hub_emulator.requests)
+
+
+def test_discovery_without_data_files_lists_what_it_found(tmp_path):
+    root = tmp_path / "odd"
+    (root / "data").mkdir(parents=True)
+    for k in range(25):
+        (root / "data" / f"shard-{k:02d}.jsonl").write_text("{}\n" * (k + 1))
+    (root / "README.md").write_text("# no csv here\n")
+    with pytest.raises(InputError) as caught:
+        discover(root)
+    message = str(caught.value)
+    assert "it holds 26 file(s)" in message
+    assert "data/shard-00.jsonl  (3 B)" in message and "... and 6 more" in message
+    assert len(re.findall(r"\.jsonl  \(", message)) == 19 and "README.md  (" in message  # 20 paths listed
+    for hint in ("revision='refs/convert/parquet'", "columns=", "source=", "frame="):
+        assert hint in message
+
+
+def test_emulator_repo_without_data_files_names_the_conversion_revision(hub_emulator):
+    hub_emulator.add_repo("someone/images-only", {"img/a.png": b"\x89PNG", "README.md": b"#"})
+    with pytest.raises(InputError, match=r"someone/images-only@refs/convert/parquet") as caught:
+        discover("someone/images-only")
+    assert "img/a.png  (4 B)" in str(caught.value)
+
+
+def test_emulator_cli_filter_on_a_repo_id_reads_through_the_endpoint(hub_dataset, tmp_path, capsys):
+    """``chexmask-u filter`` on a repo id without a cache (defect 1: it went to huggingface.co)."""
+    from chexmask_u_tools.cli import main
+
+    hub, mirror = hub_dataset
+    out = tmp_path / "kept.parquet"
+    code = main(["filter", DEFAULT_REPO, "--out", str(out), "--min-dice-rca-mean", "0.8", "--no-progress"])
+    assert code == 0
+    expected = expected_table(mirror).filter(pl.col("dice_rca_mean") >= 0.8)
+    assert pl.read_parquet(out).equals(expected)
+    assert f"kept {expected.height} of" in capsys.readouterr().out
+    _only_the_endpoint_was_contacted(hub)
+
+
+def test_emulator_attempts_count_requests_not_client_retries(hub_dataset):
+    """Issue 13: ``RetryPolicy(attempts=2)`` took 47 s because the client retried inside each attempt."""
+    hub, _ = hub_dataset
+    hub.inject("status", route="tree", status=503, times=None)
+    with pytest.raises(HubError, match=r"listing .*gave up after 2 attempts.*last HTTP status 503"):
+        discover(HubRepo(DEFAULT_REPO, retry=RetryPolicy(attempts=2, base_delay=0.1)))
+    assert len([r for r in hub.requests if "/tree/" in r.path]) == 2
+
+
+def test_emulator_server_ignoring_ranges_still_resumes_at_the_offset(hub_dataset):
+    """A server (or proxy) that answers a ranged GET with the whole file: the reader skips to its position."""
+    hub, mirror = hub_dataset
+    hub.honour_ranges = False
+    path = "Preprocessed/Padchest.csv.gz"
+    hub.inject("cut", match=path, after_bytes=5000, times=1)
+    rows = pl.concat(load(DEFAULT_REPO, sources="Padchest", frames="preprocessed", retry=FAST, use_cache=False))
+    assert rows.equals(expected_table(mirror, [path, "Physician/annotations.csv"]).filter(pl.col("source") == "Padchest"))
+    assert [r.status for r in _file_requests(hub, path) if r.host == f"localhost:{hub.port}"] == [200, 200]

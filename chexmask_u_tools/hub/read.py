@@ -1,7 +1,13 @@
 """Cache-first readers over a location: lazy :func:`scan`, per-file :func:`scan_parts` and streaming :func:`load`.
 
 They prefer a complete local cache of the same revision (:mod:`chexmask_u_tools.hub.cache`)
-and otherwise read the location's data files.
+and otherwise read the location's data files: local files with
+:func:`~chexmask_u_tools.io.table.scan_table`, Hub files through the streaming
+reader (:func:`~chexmask_u_tools.hub.stream.iter_file_batches`, wrapped as a
+polars IO source), so that every remote read -- lazy, eager and streaming --
+goes to ``HF_ENDPOINT`` through ``huggingface_hub`` under one
+:class:`~chexmask_u_tools.hub.location.RetryPolicy`, and supports the same
+formats (csv, csv.gz, csv.xz, csv.zst, parquet).
 """
 
 from __future__ import annotations
@@ -14,18 +20,63 @@ from typing import Any, Literal
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, SkippedRowsWarning
-from chexmask_u_tools.schema import CANONICAL_SCHEMA
-from chexmask_u_tools.hub.discovery import discover
+from chexmask_u_tools.hub.discovery import DataFile, discover
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, open_location
 from chexmask_u_tools.hub.stream import iter_file_batches
-from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
 from chexmask_u_tools.io.table import scan_table
+from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.select.selection import (
+    normalize_frames,
+    normalize_sources,
+    row_filter,
+)
 
 __all__ = [
     "load",
+    "remote_scan",
     "scan",
     "scan_parts",
 ]
+
+
+def remote_scan(
+    place: DatasetLocation,
+    item: DataFile,
+    *,
+    masks: Literal["released", "mean"] = "released",
+    on_error: Literal["raise", "skip"] = "raise",
+    retry: RetryPolicy | None = None,
+) -> pl.LazyFrame:
+    """A lazy canonical table of one data file read through the streaming reader (no polars remote client).
+
+    Nothing is read until the frame is collected; filters, column selections
+    and ``head`` are applied batch by batch while the file streams, and a
+    ``head`` stops the download early.  Errors (``HubError``,
+    ``SchemaError``, ``RecordError``, ``FileReadError``) surface from
+    ``collect`` unchanged.
+    """
+    from polars.io.plugins import register_io_source
+
+    def batches(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        remaining = n_rows
+        for batch in iter_file_batches(place, item, masks=masks, on_error=on_error, retry=retry):
+            if predicate is not None:
+                batch = batch.filter(predicate)
+            if with_columns is not None:
+                batch = batch.select(with_columns)
+            if remaining is not None:
+                batch = batch.head(remaining)
+                remaining -= batch.height
+            if batch.height:
+                yield batch
+            if remaining == 0:
+                return
+
+    return register_io_source(
+        batches, schema=CANONICAL_SCHEMA, explain_name="chexmask-u hub file", explain_detail=item.path
+    )
 
 
 
@@ -39,6 +90,7 @@ def scan(
     on_error: Literal["raise", "skip"] = "raise",
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    retry: RetryPolicy | None = None,
     api: Any = None,
     token: str | None = None,
 ) -> pl.LazyFrame:
@@ -61,14 +113,20 @@ def scan(
         selection exists under ``cache_dir`` (default
         :func:`~chexmask_u_tools.hub.cache.default_cache_dir`), read it instead of
         the source files; this also works offline (``HF_HUB_OFFLINE=1``).
+    retry:
+        Attempts, backoff and time budget for transient Hub errors (default
+        :class:`~chexmask_u_tools.hub.location.RetryPolicy`, or the location's own).
     api, token:
         See :class:`HubRepo`.
 
     Returns
     -------
     ``LazyFrame`` with :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
+    Local files are checked when the scan is built (an unknown column variant
+    raises ``SchemaError`` here); Hub files are read, and checked, when the
+    frame is collected: nothing is downloaded before.
     """
-    place = open_location(location, revision=revision, api=api, token=token)
+    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, open_cache
 
@@ -84,6 +142,7 @@ def scan(
         masks=masks,
         on_error=on_error,
         use_cache=False,
+        retry=retry,
     )
     return pl.concat([lf for _, lf in parts], how="vertical")
 
@@ -98,6 +157,7 @@ def scan_parts(
     on_error: Literal["raise", "skip"] = "raise",
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    retry: RetryPolicy | None = None,
     api: Any = None,
     token: str | None = None,
 ) -> list[tuple[str, pl.LazyFrame]]:
@@ -105,7 +165,7 @@ def scan_parts(
 
     Concatenating the frames in order gives :func:`scan`'s result.
     """
-    place = open_location(location, revision=revision, api=api, token=token)
+    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, shard_files
@@ -120,14 +180,11 @@ def scan_parts(
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
     parts = []
     for item in chosen:
-        lf = scan_table(
-            place.url_for(item.path),
-            source=item.source,
-            frame=item.frame,
-            masks=masks,
-            on_error=on_error,
-            storage_options=place.storage_options,
-        )
+        local = place.local_path(item.path)
+        if local is not None and item.format != "csv.zst":
+            lf = scan_table(local, source=item.source, frame=item.frame, masks=masks, on_error=on_error)
+        else:
+            lf = remote_scan(place, item, masks=masks, on_error=on_error, retry=retry)
         parts.append((item.path, lf if condition is None else lf.filter(condition)))
     return parts
 
@@ -189,9 +246,10 @@ def load(
             cache_dir=cache_dir,
             use_cache=use_cache,
             api=api,
+            retry=retry,
             token=token,
         ).collect()
-    place = open_location(location, revision=revision, api=api, token=token)
+    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry)
     if rows:
         return (row for batch in batches for row in batch.iter_rows(named=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -12,9 +13,9 @@ from typing import Any, BinaryIO, Literal
 
 import polars as pl
 
-from chexmask_u_tools.errors import CheXmaskUError, FileReadError, HubError
+from chexmask_u_tools.errors import CheXmaskUError, FileReadError
 from chexmask_u_tools.hub.discovery import DataFile
-from chexmask_u_tools.hub.location import TRANSIENT_ERRORS, DatasetLocation, RetryPolicy
+from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, with_retries
 from chexmask_u_tools.io.table import canonicalize_batch, detect_layout
 
 __all__ = [
@@ -25,10 +26,28 @@ __all__ = [
 class RetryingReader(io.RawIOBase):
     """A read-only, seekable raw stream over ``opener()`` that survives transient errors.
 
-    On a transient error the underlying file is closed, the policy's delay is
-    slept, the file is reopened and positioned at the current offset, and the
-    read is tried again; after ``policy.attempts`` consecutive failures at one
-    offset :class:`HubError` names the file and the offset.
+    On a transient error (:func:`~chexmask_u_tools.hub.location.is_transient`)
+    the underlying file is closed, the policy's delay is slept, the file is
+    reopened and positioned at the current offset, and the read is tried
+    again, within the policy's attempts and time budget; then one
+    :class:`HubError` names the file, the byte offset and the last HTTP
+    status.  Permanent Hub errors (403, not found...) raise ``HubError`` at
+    once; a missing local file raises ``FileReadError``.
+
+    Examples
+    --------
+    >>> import io
+    >>> from chexmask_u_tools.hub import RetryingReader, RetryPolicy
+    >>> failures = [3]
+    >>> class Flaky(io.BytesIO):
+    ...     def read(self, size=-1):
+    ...         if failures and self.tell() >= failures[0]:
+    ...             failures.pop()
+    ...             raise ConnectionResetError("connection reset by peer")
+    ...         return super().read(size)
+    >>> reader = RetryingReader(lambda: Flaky(b"0123456789"), "x.csv", RetryPolicy(sleep=lambda s: None))
+    >>> reader.read(3), reader.read(7)
+    (b'012', b'3456789')
     """
 
     def __init__(self, opener: Callable[[], BinaryIO], name: str, policy: RetryPolicy | None = None) -> None:
@@ -47,31 +66,27 @@ class RetryingReader(io.RawIOBase):
         return True
 
     def _call(self, operation: Callable[[BinaryIO], Any]) -> Any:
-        for attempt in range(self._policy.attempts):
-            try:
-                if self._handle is None:
-                    self._handle = self._opener()
-                    if self._position:
-                        self._handle.seek(self._position)
-                return operation(self._handle)
-            except FileNotFoundError as error:
-                raise FileReadError(f"file not found: {self.name_in_repo!r}") from error
-            except TRANSIENT_ERRORS as error:
-                self._drop_handle()
-                if attempt + 1 == self._policy.attempts:
-                    raise HubError(
-                        f"reading {self.name_in_repo!r} failed at byte {self._position} "
-                        f"after {self._policy.attempts} attempts: {error}"
-                    ) from error
-                self._policy.sleep(self._policy.delay(attempt))
-        raise AssertionError("unreachable")
+        def attempt() -> Any:
+            if self._handle is None:
+                self._handle = self._opener()
+                if self._position:
+                    self._handle.seek(self._position)
+            return operation(self._handle)
+
+        try:
+            return with_retries(
+                f"reading {self.name_in_repo!r} at byte {self._position}",
+                attempt,
+                self._policy,
+                on_failure=lambda error: self._drop_handle(),
+            )
+        except FileNotFoundError as error:
+            raise FileReadError(f"file not found: {self.name_in_repo!r}") from error
 
     def _drop_handle(self) -> None:
         if self._handle is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is already broken; closing it may fail too
                 self._handle.close()
-            except Exception:  # the connection is already broken; closing it may fail too
-                pass
             self._handle = None
 
     def readinto(self, buffer) -> int:
