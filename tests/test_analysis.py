@@ -198,6 +198,7 @@ def test_uncertainty_vs_corruption_small_model():
         analysis.uncertainty_vs_corruption(model, [], [0], "noise")
 
 
+@pytest.mark.slow
 def test_cli_experiment_corruption(tmp_path, capsys):
     pytest.importorskip("torch")
     from PIL import Image

@@ -108,3 +108,15 @@ def test_summary_keeps_the_frames_apart():
     assert summary.select("source", "frame", "rows").rows() == [("CheXpert", "original", 4), ("CheXpert", "preprocessed", 4)]
     medians = dict(zip(summary["frame"], summary["node_sigma_median"]))
     assert medians["original"] == pytest.approx(2 * medians["preprocessed"])
+
+
+def test_experiment_ood_on_rows_without_std_says_so(tmp_path, capsys, real_subset_dir):
+    from chexmask_u_tools.cli import main
+
+    path = real_subset_dir / "CheXpert.csv"
+    assert main(["experiment", "ood", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "needs landmarks_std" in err and "--missing drop" in err
+    assert main(["experiment", "ood", "sample", "--scores", "node_sigma_mean", "--dice", "dice_rca_mean"]) == 0
+    out = capsys.readouterr().out
+    assert "node_sigma_mean" in out and "latent_sigma_mean" not in out

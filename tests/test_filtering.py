@@ -78,6 +78,7 @@ def test_criteria_names_and_order():
 
 
 @settings(max_examples=30, deadline=None)
+@pytest.mark.slow
 @given(
     dice=st.one_of(st.none(), st.floats(0.5, 1.0)),
     sigma=st.one_of(st.none(), st.floats(3.0, 20.0)),

@@ -228,6 +228,7 @@ def test_dataloader_two_workers_no_duplicates(table, roots):
     assert sorted(rows) == expected and len(rows) == len(iterable)
 
 
+@pytest.mark.slow
 def test_lazy_iterable_in_workers_needs_spawn(table, roots, tmp_path):
     path = tmp_path / "t.parquet"
     table.write_parquet(path)

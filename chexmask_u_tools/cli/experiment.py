@@ -19,8 +19,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="ROC-AUC of mean/max node sigma and mean latent sigma for flagging low-quality rows",
         description="OOD label: DICE_COLUMN < THRESHOLD (the paper: Dice RCA (Max) < 0.7).",
     )
-    ood.add_argument("table", metavar="TABLE", help="a CheXmask-U file, a directory of them, or 'sample'")
-    ood.add_argument("--dice-column", default="dice_rca_max", help="canonical Dice column of the label (default dice_rca_max)")
+    ood.add_argument("table", metavar="TABLE", help="any input: 'sample', a file, a folder, a cache or a Hub id")
+    ood.add_argument(
+        "--scores", default="node_sigma_mean,node_sigma_max,latent_sigma_mean",
+        help="comma list of scores (default: mean and max node sigma, mean latent sigma)",
+    )
+    ood.add_argument(
+        "--missing", choices=["raise", "drop"], default="raise",
+        help="rows without the std or latents a score needs: raise (default) or leave them out of that score",
+    )
+    ood.add_argument(
+        "--dice-column", "--dice", default="dice_rca_max",
+        help="canonical Dice column of the OOD label: dice_rca_max (default) or dice_rca_mean",
+    )
     ood.add_argument("--threshold", type=float, default=0.7, help="rows below it are OOD (default 0.7)")
     ood.add_argument("--roc", type=Path, default=None, help="also draw the ROC curves to this figure")
     ood.set_defaults(func=run_ood)
@@ -66,9 +77,31 @@ def run_ood(args: argparse.Namespace) -> int:
     from chexmask_u_tools.analysis.experiments import DEFAULT_OOD_SCORES, ood_scores
     from chexmask_u_tools.cli._format import print_table
     from chexmask_u_tools.cli.plot import load_table
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.select.uncertainty import require_uncertainty
 
+    names = [name.strip() for name in args.scores.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DEFAULT_OOD_SCORES]
+    if unknown or not names:
+        raise InputError(f"--scores: unknown score(s) {unknown}; choose from {list(DEFAULT_OOD_SCORES)}")
+    if args.dice_column not in ("dice_rca_max", "dice_rca_mean"):
+        raise InputError(f"--dice-column must be dice_rca_max or dice_rca_mean, got {args.dice_column!r}")
     table = load_table(args.table)
-    result = ood_scores(table, dice_column=args.dice_column, threshold=args.threshold)
+    for kind, needed_by in (("std", ("node_sigma_mean", "node_sigma_max")), ("latent", ("latent_sigma_mean",))):
+        scores = [name for name in names if name in needed_by]
+        if scores:
+            others = [name for name in names if name not in needed_by]
+            fix = "pass --missing drop to score only the rows that have it" + (
+                f", or --scores {','.join(others)}" if others else ""
+            )
+            # Only a check: with --missing drop each score leaves out its own rows (reported as n_dropped).
+            require_uncertainty(
+                table, kind, missing=args.missing, what=f"experiment ood (score {', '.join(scores)})", fix=fix
+            )
+    result = ood_scores(
+        table, scores={name: DEFAULT_OOD_SCORES[name] for name in names},
+        dice_column=args.dice_column, threshold=args.threshold,
+    )
     print(f"OOD = {args.dice_column} < {args.threshold:g}; higher score = more OOD")
     print_table(result)
     if args.roc is not None:
