@@ -103,7 +103,7 @@ from chexmask_u_tools.hub.manifest import (
     ShardRecord,
     read_manifest,
 )
-from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.hub.stream import RetryingReader, iter_file_batches
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
 from chexmask_u_tools.select.selection import (
     normalize_frames,
@@ -122,6 +122,7 @@ __all__ = [
     "iterable_dataset",
     "open_cache",
     "read_manifest",
+    "require_final_line_break",
     "shard_count",
     "shard_files",
 ]
@@ -199,20 +200,44 @@ def hub_unreachable(error: BaseException) -> bool:
     return True
 
 
+def _recorded_revision(root: Path, place: DatasetLocation) -> str | None:
+    """The commit a revision name resolved to when a cache was last built (a commit sha names itself)."""
+    if re.fullmatch(r"[0-9a-f]{40}", place.requested_revision or ""):
+        return place.requested_revision
+    ref = _ref_file(root, place)
+    return ref.read_text().strip() if ref is not None and ref.is_file() else None
+
+
 def _cached_revision(root: Path, place: DatasetLocation) -> str | None:
     """The revision to look for: resolved online when possible, else from the refs file."""
-    ref = _ref_file(root, place)
     if place.is_remote and hub_offline():
-        if re.fullmatch(r"[0-9a-f]{40}", place.requested_revision or ""):
-            return place.requested_revision
-        return ref.read_text().strip() if ref is not None and ref.is_file() else None
+        return _recorded_revision(root, place)
     try:
         return place.revision
     except HubError as error:
         # The Hub is unreachable: fall back to what this revision name resolved to last time.
-        if ref is not None and ref.is_file() and hub_unreachable(error):
-            return ref.read_text().strip()
+        recorded = _recorded_revision(root, place)
+        if recorded is not None and hub_unreachable(error):
+            return recorded
         raise
+
+
+def _complete_cache_in(revision_dir: Path, want: Selection) -> Path | None:
+    """The complete cache under one revision folder covering ``want`` (``all`` first), or None.
+
+    A damaged manifest there raises rather than being passed over: the readers
+    would otherwise quietly fall back to the source files, or to another cache.
+    """
+    if not revision_dir.is_dir():
+        return None
+    candidates = sorted((p for p in revision_dir.iterdir() if p.is_dir()), key=lambda p: (p.name != "all", p.name))
+    for candidate in candidates:
+        if not (candidate / MANIFEST).is_file():
+            continue
+        manifest = read_manifest(candidate)
+        if manifest.complete and manifest.selection.covers(want):
+            return candidate
+    return None
 
 
 def find_cache(
@@ -236,23 +261,7 @@ def find_cache(
     sha = _cached_revision(root, place)
     if sha is None:
         return None
-    revision_dir = root / place.cache_key() / sha
-    if not revision_dir.is_dir():
-        return None
-    want = Selection.from_request(sources, frames)
-    candidates = sorted(
-        (p for p in revision_dir.iterdir() if p.is_dir()), key=lambda p: (p.name != "all", p.name)
-    )
-    for candidate in candidates:
-        if not (candidate / MANIFEST).is_file():
-            continue
-        try:
-            manifest = read_manifest(candidate)
-        except FileReadError:
-            continue
-        if manifest.complete and manifest.selection.covers(want):
-            return candidate
-    return None
+    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames))
 
 
 # ---------------------------------------------------------------------------- integrity
@@ -658,6 +667,44 @@ class _HashingLocation:
         return self._place.file_checksum(RepoEntry(item.path, item.size, item.checksum))
 
 
+def require_final_line_break(
+    location: DatasetLocation, path: str, *, retry: RetryPolicy | None = None
+) -> None:
+    """Refuse a plain CSV whose last byte is not a line break, as ``read_table`` does: its last record was cut.
+
+    Without it the cut record would be stored with its last field shortened
+    (a ``Width`` of 1024 cached as 10).  Reads one byte (a ranged request on
+    the Hub).  Compressed files are checked by their decompressors.
+
+    Raises
+    ------
+    FileReadError
+        An empty file, or one that does not end with a line break (named).
+    HubError
+        Repeated network failure.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from chexmask_u_tools.hub.location import LocalMirror
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "cut.csv").write_text("a,b\\n1,2")
+    >>> require_final_line_break(LocalMirror(folder), "cut.csv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.FileReadError: 'cut.csv' does not end with a line break: the file looks truncated
+    """
+    policy = retry or getattr(location, "retry", None) or RetryPolicy()
+    with RetryingReader(lambda: location.open(path), path, policy) as raw:
+        size = raw.seek(0, os.SEEK_END)
+        if size == 0:
+            raise FileReadError(f"empty file: {path!r}")
+        raw.seek(size - 1)
+        last = raw.read(1)
+    if last not in (b"\n", b"\r"):
+        raise FileReadError(f"{path!r} does not end with a line break: the file looks truncated")
+
+
 def _write_part(
     place: DatasetLocation,
     item: DataFile,
@@ -677,6 +724,8 @@ def _write_part(
     """
     import pyarrow as pa
 
+    if item.format == "csv":
+        require_final_line_break(place, item.path, retry=retry)
     source = _HashingLocation(place) if item.checksum is None else place
     rows = 0
     skipped: dict[str, int] = {}
@@ -940,7 +989,9 @@ def _reuse_offline(
     error: BaseException | None = None,
 ) -> Path:
     """The Hub cannot be asked: a complete cache of the recorded revision is the answer, else a HubError."""
-    directory = find_cache(place, root, sources=sources, frames=frames)
+    recorded = _recorded_revision(root, place)
+    want = Selection.from_request(sources, frames)
+    directory = None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want)
     if directory is None:
         raise HubError(
             f"{reason}, and no complete cache of {place.name!r} at revision {place.requested_revision!r} "
