@@ -60,6 +60,7 @@ Safety
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -129,7 +130,6 @@ __all__ = [
 
 STAMPS = ".verified.json"
 _ROW_GROUP_ROWS = 1024
-_PART_BATCH_ROWS = 1024
 # CSV text parsed per step while converting: large enough that the per-batch
 # overhead of canonicalizing is small, small enough to keep memory bounded.
 _CONVERT_BLOCK_BYTES = 16 << 20
@@ -467,6 +467,7 @@ def iterable_dataset(
 # ---------------------------------------------------------------------------- building: shared pieces
 
 
+@functools.lru_cache(maxsize=1)
 def _arrow_schema():
     return pl.DataFrame(schema=CANONICAL_SCHEMA).to_arrow().schema
 
@@ -718,9 +719,10 @@ def _write_part(
     """Stream one source file into an Arrow part of fixed-size batches (atomically).
 
     Returns (rows, skipped rows per reason, sha256 checksum when the listing had none).
-    Parts are Arrow IPC files (lz4 buffers): written and memory-mapped back
-    much faster than parquet, and of ``_PART_BATCH_ROWS`` rows per batch so
-    that a shard finds its rows by arithmetic.
+    Parts are uncompressed Arrow IPC files: written at disk speed and
+    memory-mapped back without decoding or copying (compressing them cost as
+    much as compressing the shards, where the canonical strings dominate), at
+    the price of about the canonical table's size in temporary disk space.
     """
     import pyarrow as pa
 
@@ -730,27 +732,11 @@ def _write_part(
     rows = 0
     skipped: dict[str, int] = {}
     schema = _arrow_schema()
-    options_ipc = pa.ipc.IpcWriteOptions(compression="lz4")
     with (
         atomic_path(target, fsync=False) as temporary,
         pa.OSFile(str(temporary), "wb") as sink,
-        pa.ipc.new_file(sink, schema, options=options_ipc) as writer,
+        pa.ipc.new_file(sink, schema) as writer,
     ):
-        pending: list[pl.DataFrame] = []
-        pending_rows = 0
-
-        def flush(final: bool) -> None:
-            nonlocal pending, pending_rows
-            if not pending_rows:
-                return
-            merged = pl.concat(pending, rechunk=True) if len(pending) > 1 else pending[0].rechunk()
-            keep = merged.height if final else merged.height - merged.height % _PART_BATCH_ROWS
-            table = merged.slice(0, keep).to_arrow().combine_chunks()
-            for batch in table.to_batches(max_chunksize=_PART_BATCH_ROWS):
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
-            rest = merged.slice(keep)
-            pending, pending_rows = ([rest], rest.height) if rest.height else ([], 0)
-
         for batch in iter_file_batches(
             source,
             item,
@@ -763,13 +749,11 @@ def _write_part(
             if condition is not None:
                 # Files that name no source hold rows of several; keep the selected ones.
                 batch = batch.filter(condition)
-            pending.append(batch)
-            pending_rows += batch.height
+            if batch.height:
+                table = batch.to_arrow()
+                writer.write_table(table if table.schema == schema else table.cast(schema))
             rows += batch.height
             advance(batch.height)
-            if pending_rows >= _PART_BATCH_ROWS:
-                flush(final=False)
-        flush(final=True)
     checksum = source.checksum(item) if isinstance(source, _HashingLocation) else None
     return rows, skipped, checksum
 
@@ -866,21 +850,24 @@ def _row_batches(parts: list[tuple[Path, int]], start: int, stop: int) -> Iterat
             continue
         if low >= stop:
             return
-        with pa.memory_map(str(part)) as source:
-            reader = pa.ipc.open_file(source)
-            first_batch = max(0, start - low) // _PART_BATCH_ROWS
-            for index in range(first_batch, reader.num_record_batches):
-                batch_low = low + index * _PART_BATCH_ROWS
-                if batch_low >= stop:
-                    break
-                batch = reader.get_batch(index)
-                if batch.num_rows != _PART_BATCH_ROWS and batch_low + batch.num_rows != offset:
-                    raise FileReadError(
-                        f"cache part {str(part)!r} has a batch of {batch.num_rows} rows inside it "
-                        f"(expected {_PART_BATCH_ROWS}); rebuild with build_cache(..., force=True)"
-                    )
+        # Not closed here: the yielded slices point into the map, which lives as long as they do.
+        reader = pa.ipc.open_file(pa.memory_map(str(part)))
+        batch_low = low
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)  # zero-copy: only its metadata is read here
+            batch_high = batch_low + batch.num_rows
+            if batch_high > start and batch_low < stop:
                 first = max(start, batch_low)
-                yield batch.slice(first - batch_low, min(stop, batch_low + batch.num_rows) - first)
+                yield batch.slice(first - batch_low, min(stop, batch_high) - first)
+            batch_low = batch_high
+            if batch_low >= stop:
+                break
+        else:
+            if batch_low != offset:
+                raise FileReadError(
+                    f"cache part {str(part)!r} holds {batch_low - low} rows, the manifest says {rows}; "
+                    "rebuild with build_cache(..., force=True)"
+                )
 
 
 def _write_shard(parts: list[tuple[Path, int]], start: int, stop: int, target: Path) -> tuple[ShardRecord, dict]:
@@ -893,11 +880,12 @@ def _write_shard(parts: list[tuple[Path, int]], start: int, stop: int, target: P
 
     schema = _arrow_schema()
     with atomic_path(target) as temporary:
+        # Dictionary pages stay on for every column: they fall back to plain pages on their own and
+        # still made the shards 30% smaller on unique masks, for 20% more time.
         with pq.ParquetWriter(
             temporary,
             schema,
             compression="zstd",
-            use_dictionary=["source", "frame"],
             write_statistics=_statistics_columns(),
             write_page_checksum=True,
         ) as writer:

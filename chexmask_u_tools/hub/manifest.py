@@ -239,8 +239,12 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=1)
 
     def write(self, directory: str | os.PathLike) -> None:
-        """Write ``directory/manifest.json`` atomically."""
-        atomic_write_bytes(Path(directory) / MANIFEST, self.to_json().encode())
+        """Write ``directory/manifest.json`` atomically.
+
+        Only a complete manifest is flushed to disk before the rename: losing a
+        ``building`` one to a power cut only makes the next build redo work.
+        """
+        atomic_write_bytes(Path(directory) / MANIFEST, self.to_json().encode(), fsync=self.complete)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, where: str) -> Manifest:
