@@ -10,12 +10,13 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 from conftest import SHA, FakeHfApi, expected_table, fake_hub
 from filelock import FileLock
-from huggingface_hub.errors import RevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
 from chexmask_u_tools.cli import main
 from chexmask_u_tools.errors import FileReadError, HubError
@@ -334,7 +335,13 @@ class DownHfApi(FakeHfApi):
         raise self.error
 
 
-@pytest.mark.parametrize("error", [ConnectionError("connection refused"), TimeoutError("read timed out")])
+def http_error(status: int) -> HfHubHTTPError:
+    return HfHubHTTPError(f"{status} Server Error", response=SimpleNamespace(status_code=status, headers={}, request=None))
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionError("connection refused"), TimeoutError("read timed out"), http_error(503)], ids=repr
+)
 def test_build_cache_reuses_the_cache_when_the_hub_is_down(tmp_path, mirror, monkeypatch, error):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     repo, _ = fake_hub(tmp_path, mirror)
@@ -350,16 +357,20 @@ def test_build_cache_reuses_the_cache_when_the_hub_is_down(tmp_path, mirror, mon
         build_cache(down, tmp_path / "other", progress=False)
 
 
-def test_a_hub_refusal_is_not_hidden_by_the_cache(tmp_path, mirror, monkeypatch):
+@pytest.mark.parametrize(
+    "refusal",
+    [RevisionNotFoundError("Invalid rev id: main", response=SimpleNamespace(headers={}, request=None)), http_error(403)],
+    ids=repr,
+)
+def test_a_hub_refusal_is_not_hidden_by_the_cache(tmp_path, mirror, monkeypatch, refusal):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     repo, _ = fake_hub(tmp_path, mirror)
     build_cache(repo, tmp_path / "cache", progress=False)
-    from types import SimpleNamespace
-
-    refusal = RevisionNotFoundError("Invalid rev id: main", response=SimpleNamespace(headers={}, request=None))
     gone = HubRepo(DEFAULT_REPO, api=DownHfApi(mirror, refusal), retry=RetryPolicy(attempts=2, sleep=lambda s: None))
-    with pytest.raises(HubError, match="revision not found"):
-        build_cache(gone, tmp_path / "cache", progress=False)
+    events: list = []
+    with pytest.raises(HubError):
+        build_cache(gone, tmp_path / "cache", progress=False, on_event=lambda k, d: events.append(k))
+    assert "reuse" not in events
 
 
 def test_shards_cut_across_part_batches_and_parts_keep_every_row_in_order(tmp_path, mirror):
