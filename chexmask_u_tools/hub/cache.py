@@ -501,9 +501,10 @@ def _run_parallel(
 
 
 def _remove_debris(directory: Path) -> None:
-    """Remove what killed runs left: temporaries of dead writers, and ``.parts/`` once the cache is complete.
+    """Remove the temporaries that killed runs left in the cache and its ``.parts/`` (their writers are dead).
 
-    Called with the build lock held, so no other build is writing here.
+    Called with the build lock held, so no other build is writing here; a
+    reader's temporary stamps file is kept while its process lives.
     """
     folders = [directory, directory / ".parts"]
     for folder in folders:
@@ -552,14 +553,21 @@ class _Plan:
     """What a build will produce: the cache directory and the manifest a fresh build starts from."""
 
     place: DatasetLocation
-    discovery: Discovery
     chosen: tuple[DataFile, ...]
     directory: Path
     fresh: Manifest
 
 
-def _plan(place: DatasetLocation, root: Path, discovery: Discovery, selection: Selection, options: BuildOptions,
-          sources: Any, frames: Any) -> _Plan:
+def _plan(
+    place: DatasetLocation,
+    root: Path,
+    discovery: Discovery,
+    selection: Selection,
+    options: BuildOptions,
+    sources: Any,
+    frames: Any,
+) -> _Plan:
+    """The cache directory and the fresh manifest of a build of the selected files."""
     chosen = discovery.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{discovery.report()}")
@@ -572,7 +580,7 @@ def _plan(place: DatasetLocation, root: Path, discovery: Discovery, selection: S
     fresh = Manifest(
         location=place.describe(), revision=discovery.revision, selection=selection, options=options, files=files
     )
-    return _Plan(place, discovery, tuple(chosen), directory, fresh)
+    return _Plan(place, tuple(chosen), directory, fresh)
 
 
 def _resumable(existing: Manifest, fresh: Manifest) -> bool:
@@ -1088,7 +1096,7 @@ def build_cache(
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
 
     def notify(kind: str, detail: str) -> None:
-        if progress and kind == "wait":
+        if progress and kind == "wait" and on_event is None:
             print(detail, file=sys.stderr, flush=True)
         if on_event is not None:
             on_event(kind, detail)
