@@ -897,15 +897,11 @@ def _write_shard(parts: list[tuple[Path, int]], start: int, stop: int, target: P
             write_statistics=_statistics_columns(),
             write_page_checksum=True,
         ) as writer:
-            pending, pending_rows = [], 0
-            for batch in _row_batches(parts, start, stop):
-                pending.append(batch)
-                pending_rows += batch.num_rows
-                if pending_rows >= _ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=_ROW_GROUP_ROWS)
-                    pending, pending_rows = [], 0
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=_ROW_GROUP_ROWS)
+            # Zero-copy views into the memory-mapped parts, copied one row group at a time into
+            # contiguous arrays: a row group written from several chunks compressed 1.5x worse.
+            rows = pa.Table.from_batches(list(_row_batches(parts, start, stop)), schema)
+            for first in range(0, rows.num_rows, _ROW_GROUP_ROWS):
+                writer.write_table(rows.slice(first, _ROW_GROUP_ROWS).combine_chunks())
         record = ShardRecord(rows=stop - start, bytes=temporary.stat().st_size, sha256=_sha256_file(temporary))
     return record, {"sha256": record.sha256, **_stat_identity(target.stat())}
 
