@@ -386,3 +386,31 @@ def test_shards_cut_across_part_batches_and_parts_keep_every_row_in_order(tmp_pa
     directory = build_cache(big.parent, tmp_path / "cache", n_shards=7, progress=False)
     assert read_manifest(directory).files[0].rows > 2048  # more than two part batches
     assert open_cache(directory).collect().equals(expected_table(big.parent))
+
+
+def test_a_cut_file_on_the_hub_is_refused_too(tmp_path, mirror, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(mirror, cut)
+    target = cut / "OriginalResolution" / "VinDr-CXR.csv"
+    target.write_bytes(target.read_bytes().rstrip(b"\r\n"))
+    repo, _ = fake_hub(tmp_path, cut)
+    with pytest.raises(FileReadError, match="VinDr-CXR.csv' does not end with a line break"):
+        build_cache(repo, tmp_path / "cache", progress=False)
+
+
+def test_a_version_1_cache_is_still_read_and_reused(tmp_path, mirror, cache):
+    """Caches written before manifest version 2 (no page checksums) keep working."""
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["version"] = 1
+    del manifest["page_checksums"]
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(cache).version == 1
+    assert open_cache(cache).collect().equals(expected_table(mirror))
+    assert find_cache(mirror, tmp_path / "cache") == cache
+    events: list = []
+    assert build_cache(mirror, tmp_path / "cache", n_shards=4, progress=False, on_event=lambda k, d: events.append(k)) == cache
+    assert "part" not in events and "shard" not in events  # reused, not rebuilt
+    assert read_manifest(cache).version == 1
