@@ -164,6 +164,7 @@ def test_damaged_shards_are_named(tmp_path, mirror):
 
 
 def test_hub_cache_is_reused_offline(tmp_path, mirror, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # built online first
     repo, _ = fake_hub(tmp_path, mirror)
     directory = build_cache(repo, tmp_path / "cache", progress=False)
     manifest = read_manifest(directory)

@@ -305,6 +305,7 @@ def test_a_file_without_a_final_line_break_is_refused_like_read_table(tmp_path, 
 
 
 def test_cli_cache_offline_reuses_the_recorded_revision(tmp_path, mirror, monkeypatch, capsys):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # built online first
     repo, _ = fake_hub(tmp_path, mirror)
     directory = build_cache(repo, tmp_path / "cache", progress=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
