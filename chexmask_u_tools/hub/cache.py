@@ -177,6 +177,14 @@ def hub_unreachable(error: BaseException) -> bool:
 
     False when the Hub answered and said no (unknown repo or revision, missing
     file, 4xx such as 401/403): serving a cache then would hide the answer.
+    The exception's causes are searched.
+
+    Examples
+    --------
+    >>> down, refused = HubError("listing failed"), HubError("listing failed")
+    >>> down.__cause__, refused.__cause__ = ConnectionError("refused"), FileNotFoundError("no such revision")
+    >>> hub_unreachable(down), hub_unreachable(refused)
+    (True, False)
     """
     from huggingface_hub import errors as hf_errors
 
@@ -195,8 +203,9 @@ def hub_unreachable(error: BaseException) -> bool:
             return True
         if isinstance(current, refusals):
             return False
-        response = getattr(current, "response", None)
-        status = getattr(response, "status_code", None)
+        status = getattr(current, "status", None)
+        if not isinstance(status, int):
+            status = getattr(getattr(current, "response", None), "status_code", None)
         if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
             return False
         current = current.__cause__ or current.__context__
