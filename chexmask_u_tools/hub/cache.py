@@ -51,10 +51,15 @@ Safety
   and each shard's sha256 - once: a verified shard is stamped in
   ``.verified.json`` with its size, modification and change times and inode,
   and is hashed again only when one of them changes.  A shard damaged on disk
-  without any of them changing (bit rot) is still caught by the pyarrow
-  readers (:func:`iter_cache_batches`, ``datasets``), which verify the parquet
-  page checksums; polars does not.  Anything wrong raises
-  :class:`~chexmask_u_tools.errors.FileReadError` naming the shard.
+  without any of them changing (bit rot) is still caught by
+  :func:`iter_cache_batches` (so ``hub.load`` over a cache), which verifies
+  the parquet page checksums; polars and ``datasets`` do not.  Anything wrong
+  raises :class:`~chexmask_u_tools.errors.FileReadError` naming the shard.
+  Cost (``scripts/bench_hub.py``): the first read hashes every shard (about
+  0.3 s per 130 MB on two shared cores); later reads only stat the shards.
+* ``refs/<revision name>`` is written once a cache is complete, so offline
+  (``HF_HUB_OFFLINE=1``) or while the Hub cannot be reached, the last complete
+  cache of that name is found and reused.
 """
 
 from __future__ import annotations
