@@ -7,13 +7,19 @@ shifted landmarks, rescaled stds and latents, new Dice RCA values and masks
 shifted by whole image rows (so the RLE strings keep their real length).
 Then, in one run:
 
-1. cache build (:func:`chexmask_u_tools.hub.cache.build_cache`): rows/s;
-2. the same filtered query (CheXpert + MIMIC rows with Dice RCA (Mean) >= 0.7
+1. ingest: cache build (:func:`chexmask_u_tools.hub.cache.build_cache`) rows/s
+   against :func:`chexmask_u_tools.read_table` on the same files (target:
+   build >= 0.5x read_table) and read_table against polars reading the raw
+   fields as strings (target 0.7x);
+2. the cost of the default integrity check (sha256 of every shard once, then
+   stamps) on the filtered query below, against scanning the shards with no
+   check at all;
+3. the same filtered query (CheXpert + MIMIC rows with Dice RCA (Mean) >= 0.7
    and mean node sigma < 8 px) over the cache with polars, and with pandas
    reading the CSVs (only the needed columns, ``usecols``) and parsing the std
    strings - the approach without this toolkit; both results are compared;
-3. the query returning whole canonical rows from the cache;
-4. peak RSS of a child process streaming one file of two sizes with
+4. the query returning whole canonical rows from the cache;
+5. peak RSS of a child process streaming one file of two sizes with
    :func:`chexmask_u_tools.hub.load` (bounded memory: the peak must not grow
    with the file).
 
@@ -21,7 +27,8 @@ Caveat: the generated masks repeat (10 vertical shifts of each sample mask), so
 parquet compresses them better than real data; the id/summary query does not
 read the masks.
 
-Usage: ``python scripts/bench_hub.py [--rows 200000] [--workdir DIR]``
+Usage: ``python scripts/bench_hub.py [--rows 40000] [--workdir DIR]``
+(about 60 s on two shared cores at the default size)
 (a kept ``--workdir`` reuses its generated mirror on the next run).
 """
 
@@ -41,9 +48,15 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from chexmask_u_tools.hub.cache import build_cache, open_cache, read_manifest
+from chexmask_u_tools.hub.cache import (
+    build_cache,
+    open_cache,
+    read_manifest,
+    shard_files,
+)
 from chexmask_u_tools.io.released import ID_COLUMN_OF_SOURCE, write_released
 from chexmask_u_tools.io.sample import load_sample
+from chexmask_u_tools.io.table import read_table
 from chexmask_u_tools.schema import RLE_COLUMNS
 
 VARIANT = {"CheXpert": "chexmask-u", "MIMIC-CXR-JPG": "short", "ChestX-ray8": "chexmask-u", "Padchest": "short", "VinDr-CXR": "chexmask-u"}
@@ -118,11 +131,34 @@ def pandas_query(mirror: Path) -> pd.DataFrame:
     return pd.concat(kept, ignore_index=True)
 
 
-def cache_query(cache: Path, columns: list[str] | None) -> pl.DataFrame:
-    lf = open_cache(cache).filter(
-        pl.col("source").is_in(QUERY_SOURCES) & (pl.col("dice_rca_mean") >= MIN_DICE) & (pl.col("node_sigma_mean") < MAX_SIGMA)
-    )
+QUERY = pl.col("source").is_in(QUERY_SOURCES) & (pl.col("dice_rca_mean") >= MIN_DICE) & (pl.col("node_sigma_mean") < MAX_SIGMA)
+ID_COLUMNS = ["source", "image_id", "dice_rca_mean", "node_sigma_mean"]
+
+
+def cache_query(cache: Path, columns: list[str] | None, verify: str = "once") -> pl.DataFrame:
+    lf = open_cache(cache, verify=verify).filter(QUERY)
     return (lf.select(columns) if columns else lf).collect()
+
+
+def unchecked_query(shards: list[str]) -> pl.DataFrame:
+    """The reference for the integrity check's cost: the same query on the shards, nothing verified."""
+    return pl.scan_parquet(shards).filter(QUERY).select(ID_COLUMNS).collect()
+
+
+def first_read_query(cache: Path) -> pl.DataFrame:
+    """A first read: every shard changed (touched: its change time moved) since it was verified, so all are hashed."""
+    for shard in cache.glob("shard-*.parquet"):
+        os.utime(shard)
+    return cache_query(cache, ID_COLUMNS)
+
+
+def read_table_all(files: list[Path]) -> int:
+    return sum(read_table(path).height for path in files)
+
+
+def raw_read_all(files: list[Path]) -> int:
+    """The floor: polars parsing the same CSVs into string columns, no canonicalization."""
+    return sum(pl.read_csv(path, infer_schema=False).height for path in files)
 
 
 def best_of(repeats: int, function, *args):
@@ -160,7 +196,7 @@ def stream_peak(directory: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=40_000)
     parser.add_argument("--workdir", default=None, help="keep the mirror and cache here (reused if present)")
     args = parser.parse_args()
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_hub_"))
@@ -173,15 +209,28 @@ def main() -> None:
         csv_bytes = sum(p.stat().st_size for p in mirror.rglob("*.csv"))
         shutil.rmtree(cache_root, ignore_errors=True)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         cache = build_cache(mirror, cache_root, progress=False)
-        build_s = time.perf_counter() - start
+        build_s, build_cpu = time.perf_counter() - start, time.process_time() - cpu
         manifest = read_manifest(cache)
-        cache_bytes = sum(s["bytes"] for s in manifest["shards"].values())
+        cache_bytes = sum(s.bytes for s in manifest.shards.values())
 
+        csv_files = sorted(mirror.rglob("*.csv"))
+        cpu = time.process_time()
+        read_s, read_rows = best_of(1, read_table_all, csv_files)
+        read_cpu, cpu = time.process_time() - cpu, time.process_time()
+        raw_s, raw_rows = best_of(1, raw_read_all, csv_files)
+        raw_cpu = time.process_time() - cpu
+        assert read_rows == raw_rows == manifest.rows, (read_rows, raw_rows, manifest.rows)
+
+        shards = shard_files(cache)
+        unchecked_s, unchecked = best_of(3, unchecked_query, shards)
+        first_s, _ = best_of(3, first_read_query, cache)
+        always_s, _ = best_of(3, cache_query, cache, ID_COLUMNS, "always")
         pandas_s, reference = best_of(1, pandas_query, mirror)
-        ids_s, subset = best_of(3, cache_query, cache, ["source", "image_id", "dice_rca_mean", "node_sigma_mean"])
-        full_s, full = best_of(3, cache_query, cache, None)
+        ids_s, subset = best_of(3, cache_query, cache, ID_COLUMNS)
+        full_s, _ = best_of(3, cache_query, cache, None)
+        assert subset.equals(unchecked)
         same = sorted(zip(reference["source"], reference["image_id"])) == sorted(subset.select("source", "image_id").rows())
 
         # Streaming memory: one source file, a quarter of it vs all of it.
@@ -203,12 +252,30 @@ def main() -> None:
         big = stream_peak(big_dir.parent)
 
         mib = 1 / 1024
-        print(f"## bench_hub: {manifest['rows']} rows, {csv_bytes / 1e9:.2f} GB of CSV -> {manifest['n_shards']} shards, "
-              f"{cache_bytes / 1e6:.0f} MB parquet (2 shared cores)")
+        rows = manifest.rows
+        print(f"## bench_hub: {rows} rows, {csv_bytes / 1e9:.2f} GB of CSV -> {manifest.n_shards} shards, "
+              f"{cache_bytes / 1e6:.0f} MB parquet ({os.cpu_count()} cores)")
+        print()
+        # CPU seconds (all threads of this process) are printed too: on a shared machine they move less than wall time.
+        print("| ingest, same files | time | rows/s | ratio | CPU s | ratio by CPU |")
+        print("|---|---|---|---|---|---|")
+        print(f"| polars read_csv, raw string fields (floor) | {raw_s:.2f} s | {rows / raw_s:,.0f} | 1x | {raw_cpu:.2f} | 1x |")
+        print(f"| read_table (parse + canonicalize) | {read_s:.2f} s | {rows / read_s:,.0f} | "
+              f"{raw_s / read_s:.2f}x of the floor (target 0.7) | {read_cpu:.2f} | {raw_cpu / read_cpu:.2f}x |")
+        print(f"| build_cache (stream + canonicalize + shard + checksums) | {build_s:.2f} s | {rows / build_s:,.0f} | "
+              f"{read_s / build_s:.2f}x of read_table (target 0.5) | {build_cpu:.2f} | {read_cpu / build_cpu:.2f}x |")
+        print()
+        print("| integrity check (ids + summaries query over the cache) | time | overhead |")
+        print("|---|---|---|")
+        print(f"| no check: pl.scan_parquet(shards) | {unchecked_s:.3f} s | reference |")
+        print(f"| default, shards stamped (every read after the first) | {ids_s:.3f} s | "
+              f"{ids_s - unchecked_s:+.3f} s ({ids_s / unchecked_s:.2f}x) |")
+        print(f"| default, first read (sha256 of {cache_bytes / 1e6:.0f} MB) | {first_s:.3f} s | "
+              f"{first_s - unchecked_s:+.3f} s ({first_s / unchecked_s:.2f}x) |")
+        print(f'| verify="always" | {always_s:.3f} s | {always_s - unchecked_s:+.3f} s ({always_s / unchecked_s:.2f}x) |')
         print()
         print("| step | time | rate / ratio |")
         print("|---|---|---|")
-        print(f"| cache build (parse + canonicalize + shard) | {build_s:.1f} s | {manifest['rows'] / build_s:,.0f} rows/s |")
         print(f"| pandas: read CSVs (usecols) + parse std + filter | {pandas_s:.2f} s | 1x (reference) |")
         print(f"| cache: filtered query, ids + summaries ({subset.height} rows) | {ids_s:.3f} s | {pandas_s / ids_s:.0f}x faster |")
         print(f"| cache: same query returning full canonical rows (arrays + masks) | {full_s:.3f} s | "

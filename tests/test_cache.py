@@ -63,19 +63,20 @@ def test_cache_content_and_manifest(built, mirror):
     expected = expected_table(mirror)
     assert open_cache(built).collect().equals(expected)
     manifest = read_manifest(built)
-    assert manifest["status"] == "complete" and manifest["rows"] == expected.height
-    assert manifest["location"]["kind"] == "local" and manifest["revision"].startswith("local-")
-    assert manifest["n_shards"] == 24 and len(manifest["shards"]) == 24
-    rows = [shard["rows"] for shard in manifest["shards"].values()]
+    assert manifest.status == "complete" and manifest.rows == expected.height
+    assert manifest.location["kind"] == "local" and manifest.revision.startswith("local-")
+    assert manifest.n_shards == 24 and len(manifest.shards) == 24
+    rows = [shard.rows for shard in manifest.shards.values()]
     assert sum(rows) == expected.height and max(rows) - min(rows) <= 1
-    for record in manifest["files"]:
-        digest = hashlib.sha256((mirror / record["path"]).read_bytes()).hexdigest()
-        assert record["checksum"] == f"sha256:{digest}"
-    for name, shard in manifest["shards"].items():
-        assert hashlib.sha256((built / name).read_bytes()).hexdigest() == shard["sha256"]
+    for record in manifest.files:
+        digest = hashlib.sha256((mirror / record.path).read_bytes()).hexdigest()
+        assert record.checksum == f"sha256:{digest}"
+    for name, shard in manifest.shards.items():
+        assert hashlib.sha256((built / name).read_bytes()).hexdigest() == shard.sha256
     assert not (built / ".parts").exists()
-    assert sorted(p.name for p in built.iterdir()) == ["manifest.json", *sorted(manifest["shards"])]
-    assert pl.read_parquet_schema(built / next(iter(manifest["shards"]))) == dict(CANONICAL_SCHEMA)
+    # Besides the shards and the manifest, only the verification stamps.
+    assert sorted(p.name for p in built.iterdir()) == [".verified.json", "manifest.json", *sorted(manifest.shards)]
+    assert pl.read_parquet_schema(built / next(iter(manifest.shards))) == dict(CANONICAL_SCHEMA)
 
 
 def test_filters_on_the_cache_are_pushed_into_the_parquet_scan(built):
@@ -118,23 +119,23 @@ def test_resume_after_interruption_redoes_nothing_finished(tmp_path, mirror, bui
         build_cache(mirror, tmp_path, progress=False, on_event=interrupt_after(kind, count, seen))
     directory = next(tmp_path.glob("*/*/all"))
     manifest = read_manifest(directory)
-    assert manifest["status"] == "building"
+    assert manifest.status == "building"
     with pytest.raises(FileReadError, match="incomplete"):
         open_cache(directory)
     # Only complete files are left: no temporary names, every recorded file has its recorded size.
     leftovers = [p.name for p in directory.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
-    finished_shards = set(manifest["shards"])
+    finished_shards = set(manifest.shards)
     assert len(finished_shards) == (count if kind == "shard" else 0)
-    finished_parts = [f["path"] for f in manifest["files"] if f["part"] is not None]
-    assert len(finished_parts) == (count if kind == "part" else len(manifest["files"]))
+    finished_parts = [f.path for f in manifest.files if f.part is not None]
+    assert len(finished_parts) == (count if kind == "part" else len(manifest.files))
 
     resumed: list = []
     build_cache(mirror, tmp_path, progress=False, on_event=lambda event, name: resumed.append((event, name)))
     redone_parts = [name for event, name in resumed if event == "part"]
     redone_shards = [name for event, name in resumed if event == "shard"]
     assert not set(redone_parts) & set(finished_parts)
-    assert len(redone_parts) == len(manifest["files"]) - len(finished_parts)
+    assert len(redone_parts) == len(manifest.files) - len(finished_parts)
     assert not set(redone_shards) & finished_shards and len(redone_shards) == 24 - len(finished_shards)
     assert _snapshot(directory) == _snapshot(built)
     assert open_cache(directory).collect().equals(expected_table(mirror))
@@ -144,11 +145,12 @@ def test_damaged_shards_are_named(tmp_path, mirror):
     directory = build_cache(mirror, tmp_path, progress=False, n_shards=6, workers=1)
     shards = sorted(directory.glob("shard-*.parquet"))
     original = shards[2].read_bytes()
-    # Same size, flipped bytes in the middle: only the checksum notices.
+    # Same size, flipped bytes in the middle: only the checksum notices, and it is checked by default.
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0xFF
     shards[2].write_bytes(bytes(damaged))
-    open_cache(directory)
+    with pytest.raises(FileReadError, match=shards[2].name):
+        open_cache(directory)
     with pytest.raises(FileReadError, match=shards[2].name):
         open_cache(directory, verify=True)
     shards[2].write_bytes(original[: len(original) // 2])
@@ -162,17 +164,18 @@ def test_damaged_shards_are_named(tmp_path, mirror):
 
 
 def test_hub_cache_is_reused_offline(tmp_path, mirror, monkeypatch):
-    repo, api = fake_hub(tmp_path, mirror)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # built online first
+    repo, _ = fake_hub(tmp_path, mirror)
     directory = build_cache(repo, tmp_path / "cache", progress=False)
     manifest = read_manifest(directory)
-    assert manifest["revision"] == SHA and directory.parent.name == SHA
-    assert manifest["location"] == {
+    assert manifest.revision == SHA and directory.parent.name == SHA
+    assert manifest.location == {
         "kind": "hub",
         "repo_id": "mcosarinsky/CheXmask-U",
         "repo_type": "dataset",
         "requested_revision": "main",
     }
-    assert all(f["checksum"].startswith("sha256:") for f in manifest["files"])
+    assert all(f.checksum.startswith("sha256:") for f in manifest.files)
     assert (tmp_path / "cache" / "datasets--mcosarinsky--CheXmask-U" / "refs" / "main").read_text() == SHA
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "or a local directory laid out like it), convert them into canonical parquet shards under "
             "--cache-dir and record the revision and checksums in manifest.json.  Run it again after an "
             "interruption to resume.  Later scans of the same revision use the cache automatically, "
-            "also with HF_HUB_OFFLINE=1."
+            "also with HF_HUB_OFFLINE=1.  Offline, or while the Hub cannot be reached, a complete cache of the "
+            "revision recorded last time is reused (and the command says so)."
         ),
     )
     parser.add_argument("location", nargs="?", default=None, help="Hub repo id or local mirror directory")
@@ -25,7 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shards", type=int, default=None, help="number of shards (default: a multiple of 24)")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad rows: stop, or skip and count")
     parser.add_argument("--masks", choices=["released", "mean"], default="released")
-    parser.add_argument("--workers", type=int, default=None, help="files converted in parallel (default min(4, cpus))")
+    parser.add_argument("--workers", type=int, default=None, help="files converted in parallel (default min(2, cpus))")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for another build of the same cache (default: until it finishes)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete cache exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--list", action="store_true", help="only list the discovered files and exit")
@@ -38,9 +45,15 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.hub.location import open_location
 
     place = open_location(args.location, revision=args.revision)
-    print(discover(place).report())
     if args.list:
+        print(discover(place).report())
         return 0
+
+    def say(kind: str, detail: str) -> None:
+        # The discovery report before converting; why a cache is reused offline; that another build runs.
+        if kind in ("plan", "reuse", "wait"):
+            print(detail, flush=True)
+
     directory = build_cache(
         place,
         args.cache_dir,
@@ -52,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         workers=args.workers,
+        lock_timeout=args.lock_timeout,
+        on_event=say,
     )
     manifest = read_manifest(directory)
-    skipped = sum(sum(f["skipped"].values()) for f in manifest["files"])
+    skipped = manifest.skipped_rows
     print(
         f"cache ready: {directory}\n"
-        f"  revision {manifest['revision']}, {manifest['rows']} rows in {manifest['n_shards']} shards"
+        f"  revision {manifest.revision}, {manifest.rows} rows in {manifest.n_shards} shards"
         + (f", {skipped} bad rows skipped" if skipped else "")
     )
     return 0

@@ -404,6 +404,14 @@ class DatasetLocation(ABC):
         """JSON-serializable identity, recorded in cache manifests."""
         return {"kind": self.kind, "name": self.name}
 
+    is_remote: bool = False
+    """True when reads go over the network (the Hub): offline mode and outages apply to it."""
+
+    def cache_key(self) -> str:
+        """A file-name-safe identity of the location (not of its revision): the folder of its caches."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(self.name).name) or "root"
+        return f"local--{name}-{hashlib.sha1(self.name.encode()).hexdigest()[:10]}"
+
 
 class LocalMirror(DatasetLocation):
     """A local directory laid out like the Hub dataset repo.
@@ -647,6 +655,10 @@ class HubRepo(DatasetLocation):
     """
 
     kind = "hub"
+    is_remote = True
+
+    def cache_key(self) -> str:
+        return "datasets--" + self.repo_id.replace("/", "--")
 
     def __init__(
         self,
