@@ -18,6 +18,7 @@ from conftest import SHA, FakeHfApi, expected_table, fake_hub
 from filelock import FileLock
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
+import chexmask_u_tools as cxu
 from chexmask_u_tools.cli import main
 from chexmask_u_tools.errors import FileReadError, HubError
 from chexmask_u_tools.hub.cache import (
@@ -415,3 +416,36 @@ def test_a_version_1_cache_is_still_read_and_reused(tmp_path, mirror, cache):
     assert build_cache(mirror, tmp_path / "cache", n_shards=4, progress=False, on_event=lambda k, d: events.append(k)) == cache
     assert "part" not in events and "shard" not in events  # reused, not rebuilt
     assert read_manifest(cache).version == 1
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.xz"])
+def test_a_cut_compressed_file_is_refused_by_the_streaming_reader_before_its_last_rows(tmp_path, suffix):
+    import gzip
+    import lzma
+
+    from chexmask_u_tools.io.released import to_released
+
+    text = to_released(cxu.load_sample().head(6), "chexmask-u").write_csv()
+    cut = text[: text.rstrip("\n").rfind(",") + 3]  # the last record loses the end of its last field
+    mirror = tmp_path / "mirror" / "Preprocessed"
+    mirror.mkdir(parents=True)
+    opener = gzip.open if suffix == ".csv.gz" else lzma.open
+    with opener(mirror / f"CheXpert{suffix}", "wt") as handle:
+        handle.write(cut)
+    got = []
+    with pytest.raises(FileReadError, match="does not end with a line break"):
+        for batch in load(tmp_path / "mirror", use_cache=False):
+            got.append(batch)
+    assert got == []  # no row of the cut file was handed out
+    with pytest.raises(FileReadError, match="does not end with a line break"):
+        build_cache(tmp_path / "mirror", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_a_header_only_file_is_an_empty_table_for_every_reader(tmp_path):
+    from chexmask_u_tools.io.released import to_released
+
+    header = to_released(cxu.load_sample().head(1), "chexmask-u").write_csv().split("\n")[0] + "\n"
+    (tmp_path / "mirror" / "Preprocessed").mkdir(parents=True)
+    (tmp_path / "mirror" / "Preprocessed" / "CheXpert.csv").write_text(header)
+    assert cxu.read_table(tmp_path / "mirror" / "Preprocessed" / "CheXpert.csv").height == 0
+    assert sum(batch.height for batch in load(tmp_path / "mirror", use_cache=False)) == 0

@@ -109,7 +109,7 @@ from chexmask_u_tools.hub.manifest import (
     ShardRecord,
     read_manifest,
 )
-from chexmask_u_tools.hub.stream import RetryingReader, iter_file_batches
+from chexmask_u_tools.hub.stream import iter_file_batches
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
 from chexmask_u_tools.select.selection import (
     normalize_frames,
@@ -128,7 +128,6 @@ __all__ = [
     "iterable_dataset",
     "open_cache",
     "read_manifest",
-    "require_final_line_break",
     "shard_count",
     "shard_files",
 ]
@@ -693,44 +692,6 @@ class _HashingLocation:
         return self._place.file_checksum(RepoEntry(item.path, item.size, item.checksum))
 
 
-def require_final_line_break(
-    location: DatasetLocation, path: str, *, retry: RetryPolicy | None = None
-) -> None:
-    """Refuse a plain CSV whose last byte is not a line break, as ``read_table`` does: its last record was cut.
-
-    Without it the cut record would be stored with its last field shortened
-    (a ``Width`` of 1024 cached as 10).  Reads one byte (a ranged request on
-    the Hub).  Compressed files are checked by their decompressors.
-
-    Raises
-    ------
-    FileReadError
-        An empty file, or one that does not end with a line break (named).
-    HubError
-        Repeated network failure.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from chexmask_u_tools.hub.location import LocalMirror
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (folder / "cut.csv").write_text("a,b\\n1,2")
-    >>> require_final_line_break(LocalMirror(folder), "cut.csv")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    chexmask_u_tools.errors.FileReadError: 'cut.csv' does not end with a line break: the file looks truncated
-    """
-    policy = retry or getattr(location, "retry", None) or RetryPolicy()
-    with RetryingReader(lambda: location.open(path), path, policy) as raw:
-        size = raw.seek(0, os.SEEK_END)
-        if size == 0:
-            raise FileReadError(f"empty file: {path!r}")
-        raw.seek(size - 1)
-        last = raw.read(1)
-    if last not in (b"\n", b"\r"):
-        raise FileReadError(f"{path!r} does not end with a line break: the file looks truncated")
-
-
 def _write_part(
     place: DatasetLocation,
     item: DataFile,
@@ -751,8 +712,6 @@ def _write_part(
     """
     import pyarrow as pa
 
-    if item.format == "csv":
-        require_final_line_break(place, item.path, retry=retry)
     source = _HashingLocation(place) if item.checksum is None else place
     rows = 0
     skipped: dict[str, int] = {}

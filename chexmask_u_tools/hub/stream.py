@@ -136,6 +136,35 @@ def _decompressed(raw: io.RawIOBase, path: str) -> BinaryIO:
     return buffered
 
 
+class _LastByte(io.RawIOBase):
+    """A raw view of a decompressed stream that remembers the last byte it handed out.
+
+    Once a reader has consumed the stream to its end, :attr:`last` is the
+    file's final byte: a CSV whose final byte is no line break was cut.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self.last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._stream.read(len(view))
+        n = len(data)
+        view[:n] = data
+        if n:
+            self.last = data[-1:]
+        return n
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
 class _ArrowRaw(io.RawIOBase):
     """Python raw-stream view of a pyarrow input stream (which has no ``readline``)."""
 
@@ -240,15 +269,22 @@ def iter_file_batches(
     policy = retry or getattr(location, "retry", None) or RetryPolicy()
     raw = RetryingReader(lambda: location.open(item.path), item.path, policy)
     stream = _decompressed(raw, item.path)
+    tail = None
     offset = 0
     try:
         if item.format == "parquet":
             batches = _parquet_batches(stream, max(1, block_size // 20_000))
             columns = None
         else:
+            tail = _LastByte(stream)
+            stream = io.BufferedReader(tail, buffer_size=1 << 20)
             columns = _header(stream, item.path)
-            batches = _csv_batches(stream, columns, item.path, block_size)
+            # A header and no record is a valid, empty table (as read_table reads it); pyarrow calls it an error.
+            batches = _csv_batches(stream, columns, item.path, block_size) if stream.peek(1) else iter(())
         layout = None
+        # The last batch is held back until the end of the file is seen, so that the rows of a
+        # file cut mid-record are never handed out before it is refused (the rule of read_table).
+        held = None
         for batch in batches:
             drop = [c for c in batch.columns if _is_index_column(c)]
             if drop:
@@ -262,8 +298,16 @@ def iter_file_batches(
             if skipped is not None:
                 for reason, count in counts.items():
                     skipped[reason] = skipped.get(reason, 0) + count
-            if canonical.height:
-                yield canonical
+            if held is not None:
+                yield held
+            held = canonical if canonical.height else None
+        if tail is not None and tail.last not in (b"\n", b"\r"):
+            raise FileReadError(
+                f"{item.path!r} does not end with a line break: the file looks truncated "
+                "(its last record may be cut); download it again"
+            )
+        if held is not None:
+            yield held
         if layout is None and columns is not None:
             # A header and no rows: still check the variant, then yield nothing.
             detect_layout(
