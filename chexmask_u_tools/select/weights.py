@@ -200,6 +200,17 @@ class SampleWeighting:
         Divide by the mean weight over the rows the weights are computed on.
     missing:
         Weight given to rows whose ``stat`` is null (None: such rows raise).
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> weighting = cxu.SampleWeighting("exp", tau=8.0)  # exp(-sigma / 8), clipped to [0.05, 1]
+    >>> weighting.apply(np.array([0.0, 4.0, 8.0, 40.0])).round(3).tolist()
+    [1.0, 0.607, 0.368, 0.05]
+    >>> table = pl.DataFrame({"node_sigma_mean": [2.0, 8.0, None]})
+    >>> table.select(cxu.SampleWeighting("inverse", tau=4.0, missing=0.0).expr())["sample_weight"].to_list()
+    [1.0, 0.5, 0.0]
     """
 
     method: SampleMethod = "exp"
@@ -321,6 +332,24 @@ def node_weights(
     Returns
     -------
     ``(..., 120)`` float32.
+
+    Raises
+    ------
+    InputError
+        ``std`` of another shape, a negative std, an unknown ``method`` or a
+        non-positive ``tau`` / ``power``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((120, 2), 4.0)  # px
+    >>> std[94:] = 12.0  # an unsure heart
+    >>> weights = cxu.node_weights(std)  # 64 / (64 + sigma**2), then mean 1 over the nodes
+    >>> weights.shape, weights.dtype, weights[[0, 94]].astype(float).round(3).tolist()
+    ((120,), dtype('float32'), [1.154, 0.444])
+    >>> cxu.node_weights(std, normalize=False)[[0, 94]].astype(float).round(3).tolist()
+    [0.8, 0.308]
     """
     std = np.asarray(std, dtype=np.float64)
     if std.ndim >= 2 and std.shape[-2:] == (120, 2):
@@ -387,6 +416,16 @@ def soft_pixel_weights(soft: Any, *, floor: float = 0.1, power: float = 1.0, red
     Returns
     -------
     Same type as ``soft``; float32 for numpy input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> soft = np.array([[[0.0, 0.5, 1.0]], [[0.0, 0.0, 0.75]]], dtype=np.float32)  # 2 organs, 1 x 3 pixels
+    >>> cxu.soft_pixel_weights(soft).astype(float).round(3).tolist()
+    [[[1.0, 0.1, 1.0]], [[1.0, 1.0, 0.55]]]
+    >>> cxu.soft_pixel_weights(soft, reduce="min").astype(float).round(3).tolist()
+    [[1.0, 0.1, 0.55]]
     """
     floor, power = float(floor), float(power)
     if not 0 <= floor <= 1:
