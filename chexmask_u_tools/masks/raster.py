@@ -104,6 +104,12 @@ def truncate_points(points: np.ndarray) -> np.ndarray:
 
     ``points``: (..., N, 2) numbers.  Returns int64 of the same shape
     (``-0.7 -> 0``, ``-1.2 -> -1``, ``3.9 -> 3``), like ``numpy.astype(int)``.
+
+    Examples
+    --------
+    >>> truncate_points([[-0.7, 3.9], [-1.2, 10.5]])
+    array([[ 0,  3],
+           [-1, 10]])
     """
     arr = as_points(points)
     # float -> int casts truncate toward zero, like numpy's astype(int)
@@ -118,6 +124,14 @@ def scale_points(
     ``x' = x * W' / W`` and ``y' = y * H' / H`` in float64 (origin: top-left
     pixel centre, no half-pixel offset).  Rasterize the result at ``to_size`` to
     get the mask the released pipeline would have drawn at that size.
+
+    Examples
+    --------
+    From the 1024 x 1024 frame to a 256-row, 512-column grid:
+
+    >>> scale_points([[512.0, 256.0], [1023.0, 0.0]], (1024, 1024), (256, 512))
+    array([[256. ,  64. ],
+           [511.5,   0. ]])
     """
     arr = as_points(points).astype(np.float64)
     for size in (from_size, to_size):
