@@ -63,6 +63,18 @@ def gaussian_noise(image: np.ndarray, std: float, seed: int | np.random.Generato
     Returns
     -------
     (H, W) uint8 ``clip(rint(image + N(0, std^2)), 0, 255)``.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> noisy = cxu.gaussian_noise(image, 20.0, seed=0)
+    >>> noisy.dtype, noisy[0].tolist()
+    (dtype('uint8'), [103, 97, 113, 102, 89, 107])
+    >>> bool((cxu.gaussian_noise(image, 20.0, seed=0) == noisy).all())  # the same seed, the same noise
+    True
+    >>> int(cxu.gaussian_noise(image, 500.0, seed=1).max())  # clipped to 0..255
+    255
     """
     image = _image(image, uint8=True)
     std = _severity(std, "noise std")
@@ -129,6 +141,20 @@ def occlude(
     Returns
     -------
     A copy of ``image`` with the squares set to 0.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> landmarks = np.full((120, 2), -100.0)  # off the image: nothing to black out
+    >>> landmarks[94] = (2.0, 1.0)  # the first heart node at x = 2, y = 1
+    >>> cxu.occlude(image, landmarks, 2, nodes=[94])
+    array([[100,   0,   0, 100, 100, 100],
+           [100,   0,   0, 100, 100, 100],
+           [100, 100, 100, 100, 100, 100],
+           [100, 100, 100, 100, 100, 100]], dtype=uint8)
+    >>> int((cxu.occlude(image, landmarks, 3, nodes="heart") == 0).sum())  # a 3 x 3 square
+    9
     """
     image = _image(image, uint8=False)
     size = _severity(size, "square size")
@@ -194,6 +220,18 @@ def gaussian_blur(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.
     Same shape and dtype as ``image``: float images are returned blurred as
     float64 sums cast back (the mean is preserved up to float rounding);
     integer images are rounded and clipped to their dtype's range.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> line = np.array([[0, 0, 0, 255, 0, 0, 0]], dtype=np.uint8)
+    >>> cxu.gaussian_blur(line, 1.0)
+    array([[  1,  14,  62, 102,  62,  14,   1]], dtype=uint8)
+    >>> spot = np.zeros((5, 5))
+    >>> spot[2, 2] = 1.0
+    >>> blurred = cxu.gaussian_blur(spot, 1.0)
+    >>> round(float(blurred[2, 2]), 3), round(float(blurred.sum()), 6)  # the mean is kept
+    (0.159, 1.0)
     """
     image = _image(image, uint8=False)
     kernel = gaussian_kernel(sigma, truncate)
