@@ -118,6 +118,20 @@ def from_hf_dataset(dataset: Any) -> pl.DataFrame:
     ------
     SchemaError
         The dataset lacks canonical columns (named in the message).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(3)
+    >>> ds = cxu.to_hf_dataset(table).add_column("label", [0, 1, 0])
+    >>> cxu.from_hf_dataset(ds).equals(table)  # the extra column is dropped
+    True
+    >>> cxu.from_hf_dataset(ds.to_iterable_dataset()).equals(table)
+    True
+    >>> cxu.from_hf_dataset(ds.remove_columns(["landmarks"]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.SchemaError: the dataset lacks canonical columns ['landmarks'] ...
     """
     import datasets
 
