@@ -658,6 +658,8 @@ class HubRepo(DatasetLocation):
     retry:
         Attempts, backoff and time budget for transient Hub errors (:class:`RetryPolicy`).
 
+    Notes
+    -----
     Every request goes to ``huggingface_hub.constants.ENDPOINT`` (``HF_ENDPOINT``)
     through ``huggingface_hub``'s session: ``GET /api/datasets/{repo}/revision/{rev}``
     (the sha), ``GET /api/datasets/{repo}/tree/{sha}?recursive=true`` (paginated

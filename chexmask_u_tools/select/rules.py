@@ -158,7 +158,14 @@ _METADATA_FIX = (
 
 
 def mask_valid_columns() -> dict[str, str]:
-    """Organ -> name of the boolean column :func:`apply_rules` writes (``mask_valid_<organ>``)."""
+    """Organ -> name of the boolean column :func:`apply_rules` writes (``mask_valid_<organ>``).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import mask_valid_columns
+    >>> mask_valid_columns()["heart"]
+    'mask_valid_heart'
+    """
     return {organ: f"mask_valid_{organ}" for organ in ORGANS}
 
 
@@ -224,6 +231,14 @@ class NodeStat:
     sigma, compared with the threshold.  ``fraction=f`` (text ``"frac<f>"``):
     the value is the fraction of the organ's nodes failing the threshold, and
     the organ passes when it is ``<= f``.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import NodeStat, Rule
+    >>> Rule("node", 7, "frac0.1", organ="heart").statistic
+    NodeStat(organ='heart', fraction=0.1)
+    >>> NodeStat().organs, NodeStat().needs
+    (('right_lung', 'left_lung', 'heart'), 'landmarks_std')
     """
 
     organ: str | None = None
@@ -250,7 +265,14 @@ class NodeStat:
 
 @dataclass(frozen=True)
 class OrganStat:
-    """Mean or max node sigma of one organ (or of each organ, judged on its own)."""
+    """Mean or max node sigma of one organ (or of each organ, judged on its own).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import OrganStat
+    >>> OrganStat().stored_column("heart"), OrganStat(stat="max").stored_column("heart")  # max is recomputed
+    ('sigma_heart', None)
+    """
 
     organ: str | None = None
     stat: Literal["mean", "max"] = "mean"
@@ -277,7 +299,16 @@ class OrganStat:
 
 @dataclass(frozen=True)
 class ImageStat:
-    """Mean, max or quantile ``q`` of the image's 120 node sigmas (``"median"`` is ``q=0.5``)."""
+    """Mean, max or quantile ``q`` of the image's 120 node sigmas (``"median"`` is ``q=0.5``).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import ImageStat, parse_statistic
+    >>> parse_statistic("image", "median")
+    ImageStat(stat='quantile', q=0.5)
+    >>> ImageStat("mean").stored_column(), ImageStat("quantile", 0.9).stored_column()
+    ('node_sigma_mean', None)
+    """
 
     stat: Literal["mean", "max", "quantile"] = "mean"
     q: float | None = None
@@ -304,7 +335,14 @@ class ImageStat:
 
 @dataclass(frozen=True)
 class LatentStat:
-    """Mean or max of the 64 latent posterior sigmas."""
+    """Mean or max of the 64 latent posterior sigmas.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import LatentStat
+    >>> LatentStat().needs, LatentStat().stored_column()
+    ('latent_sigma', 'latent_sigma_mean')
+    """
 
     stat: Literal["mean", "max"] = "mean"
     level: ClassVar[str] = "latent"
@@ -326,7 +364,14 @@ class LatentStat:
 
 @dataclass(frozen=True)
 class DiceStat:
-    """The released ``Dice RCA (Mean)`` or ``(Max)`` of the row."""
+    """The released ``Dice RCA (Mean)`` or ``(Max)`` of the row.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import DiceStat
+    >>> DiceStat("max").needs
+    'dice_rca_max'
+    """
 
     stat: Literal["mean", "max"] = "mean"
     level: ClassVar[str] = "dice"
