@@ -578,6 +578,14 @@ def require_on_grid(landmarks: np.ndarray, height: int, width: int) -> None:
     draws them) are a pixel of the ``(height, width)`` mask.  Landmarks that all
     miss it almost always belong to another frame (1024 landmarks drawn at 256
     without ``from_size``), which would give silently empty masks.
+
+    Examples
+    --------
+    >>> require_on_grid(np.array([[10.0, 20.0], [2000.0, 10.0]]), 256, 256)  # one vertex on the grid is enough
+    >>> require_on_grid(np.array([[600.0, 700.0], [900.0, 300.0]]), 256, 256)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
     """
     verts = truncate_points(landmarks)
     on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
