@@ -92,6 +92,17 @@ def occlusion_nodes(
 
     ``None``: all 120 nodes; an organ name: its nodes; an int ``k``: ``k`` distinct
     nodes drawn at random with ``seed``; a sequence: those indices (0..119).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import occlusion_nodes
+    >>> heart = occlusion_nodes("heart")
+    >>> len(heart), int(heart[0]), int(heart[-1])
+    (26, 94, 119)
+    >>> occlusion_nodes([5, 3, 5]).tolist()
+    [3, 5]
+    >>> len(occlusion_nodes(10, seed=0)), len(occlusion_nodes())
+    (10, 120)
     """
     if nodes is None:
         return np.arange(N_NODES)
@@ -179,7 +190,16 @@ def occlude(
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """1-D Gaussian weights (float64, odd length ``2 * ceil(truncate * sigma) + 1``) summing to 1."""
+    """1-D Gaussian weights (float64, odd length ``2 * ceil(truncate * sigma) + 1``) summing to 1.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import gaussian_kernel
+    >>> gaussian_kernel(1.0, truncate=2.0).round(3).tolist()
+    [0.054, 0.244, 0.403, 0.244, 0.054]
+    >>> gaussian_kernel(0.0).tolist()  # no blur
+    [1.0]
+    """
     sigma = _severity(sigma, "blur sigma")
     radius = int(np.ceil(truncate * sigma))
     if sigma == 0 or radius == 0:
@@ -254,7 +274,19 @@ def corrupt(
     seed: int | np.random.Generator | None = None,
 ) -> np.ndarray:
     """Apply one corruption by name: ``"noise"`` (std), ``"occlusion"`` (square side; needs
-    ``landmarks``) or ``"blur"`` (sigma) to a uint8 image."""
+    ``landmarks``) or ``"blur"`` (sigma) to a uint8 image.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import corrupt
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> corrupt(image, "blur", 1.0).dtype, corrupt(image, "noise", 10.0, seed=0).shape
+    (dtype('uint8'), (4, 6))
+    >>> corrupt(image, "jpeg", 2)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unknown corruption 'jpeg'; expected one of ('noise', 'occlusion', 'blur')
+    """
     if kind == "noise":
         return gaussian_noise(image, severity, seed)
     if kind == "occlusion":

@@ -68,7 +68,14 @@ def crop_black_border(image: np.ndarray, threshold: int = 0) -> tuple[np.ndarray
 
 
 def pad_offsets(height: int, width: int) -> tuple[int, int, int]:
-    """Side ``L = max(h, w)`` of the centred square and the top / left pad ``((L-h)//2, (L-w)//2)``."""
+    """Side ``L = max(h, w)`` of the centred square and the top / left pad ``((L-h)//2, (L-w)//2)``.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.images.preprocess import pad_offsets
+    >>> pad_offsets(2048, 1024)  # (side, top, left)
+    (2048, 0, 512)
+    """
     side = max(int(height), int(width))
     return side, (side - int(height)) // 2, (side - int(width)) // 2
 
@@ -113,6 +120,14 @@ def resize_levels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     geometry), clamped and rounded back to whole levels, because the authors
     resized a uint8 image.  Returns float32 levels in 0..255 on ``pixels``'
     device, shape ``size``.  Needs torch (the ``[torch]`` extra).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from chexmask_u_tools.images.preprocess import resize_levels
+    >>> levels = resize_levels(torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8), (4, 4))
+    >>> levels.dtype, levels[0].tolist()
+    (torch.float32, [0.0, 64.0, 191.0, 255.0])
     """
     import torch
     import torch.nn.functional as F

@@ -177,7 +177,14 @@ def latent_sigma_mean(latent_column: str = "latent_sigma") -> pl.Expr:
 
 
 def summary_expressions() -> list[pl.Expr]:
-    """The derived summary columns of the canonical schema, named as there."""
+    """The derived summary columns of the canonical schema, named as there.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.uncertainty import summary_expressions
+    >>> [expr.meta.output_name() for expr in summary_expressions()]
+    ['node_sigma_mean', 'node_sigma_max', 'sigma_right_lung', 'sigma_left_lung', 'sigma_heart', 'latent_sigma_mean']
+    """
     return [
         node_sigma_mean().alias("node_sigma_mean"),
         node_sigma_max().alias("node_sigma_max"),
@@ -201,7 +208,17 @@ def add_summaries(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyF
 
 
 def node_sigma_array(std: np.ndarray) -> np.ndarray:
-    """NumPy form of :func:`node_sigma`: ``(..., 120, 2) -> (..., 120)`` float32."""
+    """NumPy form of :func:`node_sigma`: ``(..., 120, 2) -> (..., 120)`` float32.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.uncertainty import node_sigma_array
+    >>> std = np.zeros((3, 120, 2), dtype=np.float32)
+    >>> std[..., 0], std[..., 1] = 2.0, 4.0  # std_x, std_y in px
+    >>> sigma = node_sigma_array(std)
+    >>> sigma.shape, sigma.dtype, float(sigma[0, 0])
+    ((3, 120), dtype('float32'), 3.0)
+    """
     return np.asarray(std, dtype=np.float32).mean(axis=-1)
 
 
