@@ -88,7 +88,14 @@ CANONICAL_SCHEMA: pl.Schema = pl.Schema({**BASE_SCHEMA, **SUMMARY_SCHEMA})
 
 
 def empty_table() -> pl.DataFrame:
-    """A zero-row canonical table."""
+    """A zero-row canonical table.
+
+    Examples
+    --------
+    >>> table = empty_table()
+    >>> table.shape, table.schema["landmarks"]
+    ((0, 19), Array(Float32, shape=(120, 2)))
+    """
     return pl.DataFrame(schema=CANONICAL_SCHEMA)
 
 
@@ -146,6 +153,15 @@ def check_mask_size(height: object, width: object, limit: int | None = None) -> 
     fractional floats, strings and values below 1 (or above ``limit``) raise
     :class:`~chexmask_u_tools.errors.InputError`, so that no size is silently
     truncated.
+
+    Examples
+    --------
+    >>> check_mask_size(1024.0, np.int64(512))
+    (1024, 512)
+    >>> check_mask_size(10.5, 3)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: height must be an integer, got 10.5
     """
     from chexmask_u_tools.errors import InputError
 

@@ -420,6 +420,26 @@ def landmarks_on_image(
     -------
     ``(landmarks, std, (out_height, out_width))``: float64 (120, 2) arrays
     (``std`` None when not given) and the output image size.
+
+    Examples
+    --------
+    A preprocessed row of a 2048 x 1024 image, drawn on the original image and
+    on a 256 x 256 model input:
+
+    >>> from chexmask_u_tools.masks.frames import landmarks_on_image
+    >>> landmarks = np.full((120, 2), 512.0)
+    >>> landmarks[0] = (300.0, 100.0)
+    >>> std = np.full((120, 2), 2.0)
+    >>> points, sigma, size = landmarks_on_image(
+    ...     landmarks, std, row_frame="preprocessed", original_size=(2048, 1024), frame="original", size=None
+    ... )
+    >>> points[0].tolist(), sigma[0].tolist(), size
+    ([88.0, 200.0], [4.0, 4.0], (2048, 1024))
+    >>> points, _, size = landmarks_on_image(
+    ...     landmarks, None, row_frame="preprocessed", original_size=None, frame="preprocessed", size=256
+    ... )
+    >>> points[0].tolist(), size
+    ([75.0, 25.0], (256, 256))
     """
     if frame not in FRAMES or row_frame not in FRAMES:
         raise InputError(f"frames must be one of {FRAMES}, got frame={frame!r}, row_frame={row_frame!r}")
