@@ -59,6 +59,13 @@ def cite(*which: str) -> str:
     ------
     InputError
         An unknown key (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> print(cite("chexmask-u").splitlines()[0])
+    @inproceedings{cosarinsky2026chexmasku,
+    >>> cite("chexmask", "chexmask-u-tools").count("@")
+    2
     """
     keys = which or tuple(CITATIONS)
     unknown = [key for key in keys if key not in CITATIONS]

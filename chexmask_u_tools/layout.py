@@ -51,6 +51,13 @@ def ring_edges(sizes: tuple[int, ...] = tuple(ORGAN_SIZES[o] for o in ORGANS)) -
     -------
     (E, 2) int64 array with one row ``(i, j)``, ``i`` before ``j`` in ring order,
     per undirected edge, ``E = sum(sizes)``.
+
+    Examples
+    --------
+    >>> ring_edges((3, 4)).tolist()
+    [[0, 1], [1, 2], [2, 0], [3, 4], [4, 5], [5, 6], [6, 3]]
+    >>> ring_edges().shape
+    (120, 2)
     """
     edges, start = [], 0
     for n in sizes:
@@ -61,7 +68,28 @@ def ring_edges(sizes: tuple[int, ...] = tuple(ORGAN_SIZES[o] for o in ORGANS)) -
 
 
 def ring_adjacency(sizes: tuple[int, ...] = tuple(ORGAN_SIZES[o] for o in ORGANS)) -> np.ndarray:
-    """Symmetric 0/1 adjacency matrix (float64, (N, N)) of consecutive closed rings."""
+    """Symmetric 0/1 adjacency matrix (float64, (N, N)) of consecutive closed rings.
+
+    Parameters
+    ----------
+    sizes:
+        Ring sizes in node order, as for :func:`ring_edges`.
+
+    Returns
+    -------
+    (N, N) float64 array, ``N = sum(sizes)``: 1 where two nodes are ring neighbours.
+
+    Examples
+    --------
+    >>> ring_adjacency((4,))
+    array([[0., 1., 0., 1.],
+           [1., 0., 1., 0.],
+           [0., 1., 0., 1.],
+           [1., 0., 1., 0.]])
+    >>> adjacency = ring_adjacency()
+    >>> adjacency.shape, adjacency.sum(axis=1).tolist() == [2.0] * 120
+    ((120, 120), True)
+    """
     n = int(sum(sizes))
     adjacency = np.zeros((n, n))
     edges = ring_edges(sizes)
@@ -71,7 +99,19 @@ def ring_adjacency(sizes: tuple[int, ...] = tuple(ORGAN_SIZES[o] for o in ORGANS
 
 
 def split_organs(landmarks: np.ndarray) -> dict[str, np.ndarray]:
-    """Split ``(..., 120, k)`` node arrays into a dict of per-organ views."""
+    """Split ``(..., 120, k)`` node arrays into a dict of per-organ views.
+
+    Raises
+    ------
+    InputError
+        The array is not shaped ``(..., 120, k)``.
+
+    Examples
+    --------
+    >>> landmarks = np.zeros((5, 120, 2), dtype=np.float32)  # 5 rows of x, y
+    >>> {organ: part.shape for organ, part in split_organs(landmarks).items()}
+    {'right_lung': (5, 44, 2), 'left_lung': (5, 50, 2), 'heart': (5, 26, 2)}
+    """
     landmarks = np.asarray(landmarks)
     if landmarks.ndim < 2 or landmarks.shape[-2] != N_NODES:
         from chexmask_u_tools.errors import InputError

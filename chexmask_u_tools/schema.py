@@ -88,7 +88,14 @@ CANONICAL_SCHEMA: pl.Schema = pl.Schema({**BASE_SCHEMA, **SUMMARY_SCHEMA})
 
 
 def empty_table() -> pl.DataFrame:
-    """A zero-row canonical table."""
+    """A zero-row canonical table.
+
+    Examples
+    --------
+    >>> table = empty_table()
+    >>> table.shape, table.schema["landmarks"]
+    ((0, 19), Array(Float32, shape=(120, 2)))
+    """
     return pl.DataFrame(schema=CANONICAL_SCHEMA)
 
 
@@ -98,6 +105,18 @@ def mask_shape(frame: str, height: int | None, width: int | None) -> tuple[int, 
     In the ``preprocessed`` frame that is always 1024 x 1024, whatever
     ``height``/``width`` say (they may carry the original image size); in the
     ``original`` frame it is ``(height, width)``.
+
+    Raises
+    ------
+    InputError
+        An unknown ``frame``, or an ``original`` row without a size.
+
+    Examples
+    --------
+    >>> mask_shape("preprocessed", 2048, 2500)  # the size of the original image is not the grid
+    (1024, 1024)
+    >>> mask_shape("original", 2048, 2500)
+    (2048, 2500)
     """
     if frame == "preprocessed":
         return PREPROCESSED_SIZE, PREPROCESSED_SIZE
@@ -113,7 +132,14 @@ def mask_shape(frame: str, height: int | None, width: int | None) -> tuple[int, 
 
 
 def mask_shape_exprs() -> tuple[pl.Expr, pl.Expr]:
-    """Polars form of :func:`mask_shape`: Int32 expressions named ``mask_rows``, ``mask_cols``."""
+    """Polars form of :func:`mask_shape`: Int32 expressions named ``mask_rows``, ``mask_cols``.
+
+    Examples
+    --------
+    >>> table = pl.DataFrame({"frame": ["preprocessed", "original"], "height": [2048, 900], "width": [2500, 1200]})
+    >>> table.with_columns(*mask_shape_exprs()).select("mask_rows", "mask_cols").rows()
+    [(1024, 1024), (900, 1200)]
+    """
     preprocessed = pl.col("frame") == "preprocessed"
     rows = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("height")).cast(pl.Int32).alias("mask_rows")
     cols = pl.when(preprocessed).then(pl.lit(PREPROCESSED_SIZE)).otherwise(pl.col("width")).cast(pl.Int32).alias("mask_cols")
@@ -127,6 +153,15 @@ def check_mask_size(height: object, width: object, limit: int | None = None) -> 
     fractional floats, strings and values below 1 (or above ``limit``) raise
     :class:`~chexmask_u_tools.errors.InputError`, so that no size is silently
     truncated.
+
+    Examples
+    --------
+    >>> check_mask_size(1024.0, np.int64(512))
+    (1024, 512)
+    >>> check_mask_size(10.5, 3)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: height must be an integer, got 10.5
     """
     from chexmask_u_tools.errors import InputError
 

@@ -63,6 +63,18 @@ def gaussian_noise(image: np.ndarray, std: float, seed: int | np.random.Generato
     Returns
     -------
     (H, W) uint8 ``clip(rint(image + N(0, std^2)), 0, 255)``.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> noisy = cxu.gaussian_noise(image, 20.0, seed=0)
+    >>> noisy.dtype, noisy[0].tolist()
+    (dtype('uint8'), [103, 97, 113, 102, 89, 107])
+    >>> bool((cxu.gaussian_noise(image, 20.0, seed=0) == noisy).all())  # the same seed, the same noise
+    True
+    >>> int(cxu.gaussian_noise(image, 500.0, seed=1).max())  # clipped to 0..255
+    255
     """
     image = _image(image, uint8=True)
     std = _severity(std, "noise std")
@@ -80,6 +92,17 @@ def occlusion_nodes(
 
     ``None``: all 120 nodes; an organ name: its nodes; an int ``k``: ``k`` distinct
     nodes drawn at random with ``seed``; a sequence: those indices (0..119).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import occlusion_nodes
+    >>> heart = occlusion_nodes("heart")
+    >>> len(heart), int(heart[0]), int(heart[-1])
+    (26, 94, 119)
+    >>> occlusion_nodes([5, 3, 5]).tolist()
+    [3, 5]
+    >>> len(occlusion_nodes(10, seed=0)), len(occlusion_nodes())
+    (10, 120)
     """
     if nodes is None:
         return np.arange(N_NODES)
@@ -129,6 +152,20 @@ def occlude(
     Returns
     -------
     A copy of ``image`` with the squares set to 0.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> landmarks = np.full((120, 2), -100.0)  # off the image: nothing to black out
+    >>> landmarks[94] = (2.0, 1.0)  # the first heart node at x = 2, y = 1
+    >>> cxu.occlude(image, landmarks, 2, nodes=[94])
+    array([[100,   0,   0, 100, 100, 100],
+           [100,   0,   0, 100, 100, 100],
+           [100, 100, 100, 100, 100, 100],
+           [100, 100, 100, 100, 100, 100]], dtype=uint8)
+    >>> int((cxu.occlude(image, landmarks, 3, nodes="heart") == 0).sum())  # a 3 x 3 square
+    9
     """
     image = _image(image, uint8=False)
     size = _severity(size, "square size")
@@ -153,7 +190,16 @@ def occlude(
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """1-D Gaussian weights (float64, odd length ``2 * ceil(truncate * sigma) + 1``) summing to 1."""
+    """1-D Gaussian weights (float64, odd length ``2 * ceil(truncate * sigma) + 1``) summing to 1.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import gaussian_kernel
+    >>> gaussian_kernel(1.0, truncate=2.0).round(3).tolist()
+    [0.054, 0.244, 0.403, 0.244, 0.054]
+    >>> gaussian_kernel(0.0).tolist()  # no blur
+    [1.0]
+    """
     sigma = _severity(sigma, "blur sigma")
     radius = int(np.ceil(truncate * sigma))
     if sigma == 0 or radius == 0:
@@ -194,6 +240,18 @@ def gaussian_blur(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.
     Same shape and dtype as ``image``: float images are returned blurred as
     float64 sums cast back (the mean is preserved up to float rounding);
     integer images are rounded and clipped to their dtype's range.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> line = np.array([[0, 0, 0, 255, 0, 0, 0]], dtype=np.uint8)
+    >>> cxu.gaussian_blur(line, 1.0)
+    array([[  1,  14,  62, 102,  62,  14,   1]], dtype=uint8)
+    >>> spot = np.zeros((5, 5))
+    >>> spot[2, 2] = 1.0
+    >>> blurred = cxu.gaussian_blur(spot, 1.0)
+    >>> round(float(blurred[2, 2]), 3), round(float(blurred.sum()), 6)  # the mean is kept
+    (0.159, 1.0)
     """
     image = _image(image, uint8=False)
     kernel = gaussian_kernel(sigma, truncate)
@@ -216,7 +274,19 @@ def corrupt(
     seed: int | np.random.Generator | None = None,
 ) -> np.ndarray:
     """Apply one corruption by name: ``"noise"`` (std), ``"occlusion"`` (square side; needs
-    ``landmarks``) or ``"blur"`` (sigma) to a uint8 image."""
+    ``landmarks``) or ``"blur"`` (sigma) to a uint8 image.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.analysis.corruptions import corrupt
+    >>> image = np.full((4, 6), 100, dtype=np.uint8)
+    >>> corrupt(image, "blur", 1.0).dtype, corrupt(image, "noise", 10.0, seed=0).shape
+    (dtype('uint8'), (4, 6))
+    >>> corrupt(image, "jpeg", 2)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unknown corruption 'jpeg'; expected one of ('noise', 'occlusion', 'blur')
+    """
     if kind == "noise":
         return gaussian_noise(image, severity, seed)
     if kind == "occlusion":

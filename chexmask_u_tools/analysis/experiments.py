@@ -81,6 +81,17 @@ def ood_scores(
     InputError
         Empty table, a missing column, or a label with a single class among the
         rows that have a score.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> result = cxu.ood_scores(table)  # OOD: Dice RCA (Max) < 0.7
+    >>> result.select("score", pl.col("auc").round(3), "n", "n_ood").rows()
+    [('node_sigma_mean', 0.998, 200, 11), ('node_sigma_max', 0.994, 200, 11), ('latent_sigma_mean', 1.0, 200, 11)]
+    >>> cxu.ood_scores(table, label=pl.col("dice_rca_mean") < 0.8, scores=["sigma_heart"]).select("score", pl.col("auc").round(3), "n_ood").row(0)
+    ('sigma_heart', 0.966, 47)
     """
     if table.height == 0:
         raise InputError("the table is empty: nothing to score")
@@ -180,6 +191,23 @@ def uncertainty_vs_corruption(
     polars table, one row per image and severity: ``image_id``, ``kind``,
     ``severity`` (Float64), ``node_sigma_mean`` (px of the 1024 frame) and
     ``latent_sigma_mean`` (Float64).
+
+    Examples
+    --------
+    A small model with random weights (use :func:`~chexmask_u_tools.model.load_pretrained`
+    for the published one) on one 80 x 64 image, at three noise levels:
+
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> model = cxu.HybridGNet(input_size=64)
+    >>> image = np.random.default_rng(0).integers(0, 256, (80, 64), dtype=np.uint8)
+    >>> result = cxu.uncertainty_vs_corruption(model, [image], [0.0, 20.0, 60.0], "noise", n_samples=2)
+    >>> result.columns
+    ['image_id', 'kind', 'severity', 'node_sigma_mean', 'latent_sigma_mean']
+    >>> result.select("image_id", "kind", "severity").rows()
+    [('0', 'noise', 0.0), ('0', 'noise', 20.0), ('0', 'noise', 60.0)]
+    >>> bool((result["node_sigma_mean"] > 0).all() and (result["latent_sigma_mean"] > 0).all())
+    True
     """
     import torch
 

@@ -68,6 +68,20 @@ class JoinReport:
         ``height``, ``width``, ``original_height``, ``original_width``); only
         rows that carry their original size are compared (original frame, or
         preprocessed rows whose size is not the 1024 default).
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> table = pl.DataFrame({"source": ["ChestX-ray8"] * 3,
+    ...                       "image_id": ["00000001_000.png", "00000001_001.png", "00000099_000.png"]})
+    >>> meta = pl.DataFrame({"source": "ChestX-ray8", "image_id": ["00000001_000.png", "00000001_001.png"],
+    ...                      "patient_id": ["1", "1"]})
+    >>> joined, report = cxu.attach_metadata(table, meta, return_report=True)
+    >>> report.matched, report.per_source.rows(), report.size_mismatches.height
+    (2, [('ChestX-ray8', 3, 2, 1)], 0)
+    >>> print(report)
+    ChestX-ray8: 2 of 3 rows matched
     """
 
     per_source: pl.DataFrame

@@ -423,6 +423,24 @@ class LocalMirror(DatasetLocation):
     fs:
         An fsspec filesystem used by :meth:`open` (default: the local one);
         injectable so tests can simulate flaky reads.
+
+    Examples
+    --------
+    The embedded sample is laid out like the Hub repo:
+
+    >>> import chexmask_u_tools as cxu
+    >>> mirror = cxu.LocalMirror(cxu.sample_dir())
+    >>> [entry.path for entry in mirror.list_files()][:2]
+    ['Preprocessed/CheXpert.csv.xz', 'Preprocessed/ChestX-ray8.csv.xz']
+    >>> mirror.kind, mirror.revision.startswith("local-")  # a fingerprint of the listing
+    ('local', True)
+    >>> with mirror.open("Preprocessed/CheXpert.csv.xz") as handle:
+    ...     handle.read(6)[1:5]  # raw bytes, not decompressed: the xz magic
+    b'7zXZ'
+    >>> mirror.open("../secrets.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: path '../secrets.txt' leaves the mirror directory ...
     """
 
     kind = "local"
@@ -648,10 +666,25 @@ class HubRepo(DatasetLocation):
     retry:
         Attempts, backoff and time budget for transient Hub errors (:class:`RetryPolicy`).
 
+    Notes
+    -----
     Every request goes to ``huggingface_hub.constants.ENDPOINT`` (``HF_ENDPOINT``)
     through ``huggingface_hub``'s session: ``GET /api/datasets/{repo}/revision/{rev}``
     (the sha), ``GET /api/datasets/{repo}/tree/{sha}?recursive=true`` (paginated
     listing) and ranged ``GET /datasets/{repo}/resolve/{sha}/{path}`` (file bytes).
+
+    Examples
+    --------
+    Making one touches no network; the revision is resolved on first use:
+
+    >>> import chexmask_u_tools as cxu
+    >>> repo = cxu.HubRepo("mcosarinsky/CheXmask-U", revision="main")
+    >>> repo.name, repo.requested_revision, repo.kind
+    ('mcosarinsky/CheXmask-U', 'main', 'hub')
+    >>> cxu.HubRepo("not a repo")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: not a Hub repo id (owner/name): 'not a repo'
     """
 
     kind = "hub"

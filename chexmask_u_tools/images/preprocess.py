@@ -39,6 +39,22 @@ def crop_black_border(image: np.ndarray, threshold: int = 0) -> tuple[np.ndarray
     -------
     The cropped view and its box ``(top, left, height, width)`` in the input's
     pixels.  An image with no pixel above the threshold is returned whole.
+
+    Raises
+    ------
+    InputError
+        ``image`` is not 2-D.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> image = np.zeros((5, 6), dtype=np.uint8)
+    >>> image[1:4, 2:5] = 200  # a bright 3 x 3 block in a black frame
+    >>> cropped, box = cxu.crop_black_border(image)
+    >>> cropped.shape, box  # (top, left, height, width)
+    ((3, 3), (1, 2, 3, 3))
+    >>> cxu.crop_black_border(np.zeros((4, 4), dtype=np.uint8))[1]  # all black: kept whole
+    (0, 0, 4, 4)
     """
     image = np.asarray(image)
     if image.ndim != 2:
@@ -52,7 +68,14 @@ def crop_black_border(image: np.ndarray, threshold: int = 0) -> tuple[np.ndarray
 
 
 def pad_offsets(height: int, width: int) -> tuple[int, int, int]:
-    """Side ``L = max(h, w)`` of the centred square and the top / left pad ``((L-h)//2, (L-w)//2)``."""
+    """Side ``L = max(h, w)`` of the centred square and the top / left pad ``((L-h)//2, (L-w)//2)``.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.images.preprocess import pad_offsets
+    >>> pad_offsets(2048, 1024)  # (side, top, left)
+    (2048, 0, 512)
+    """
     side = max(int(height), int(width))
     return side, (side - int(height)) // 2, (side - int(width)) // 2
 
@@ -63,6 +86,23 @@ def pad_to_square(image: np.ndarray, value: int = 0) -> tuple[np.ndarray, tuple[
     Returns
     -------
     The padded array (same dtype) and the ``(top, left)`` offset of the input inside it.
+
+    Raises
+    ------
+    InputError
+        ``image`` is not 2-D.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> square, offset = cxu.pad_to_square(np.full((2, 4), 7, dtype=np.uint8))
+    >>> square
+    array([[0, 0, 0, 0],
+           [7, 7, 7, 7],
+           [7, 7, 7, 7],
+           [0, 0, 0, 0]], dtype=uint8)
+    >>> offset  # (top, left)
+    (1, 0)
     """
     image = np.asarray(image)
     if image.ndim != 2:
@@ -80,6 +120,14 @@ def resize_levels(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     geometry), clamped and rounded back to whole levels, because the authors
     resized a uint8 image.  Returns float32 levels in 0..255 on ``pixels``'
     device, shape ``size``.  Needs torch (the ``[torch]`` extra).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from chexmask_u_tools.images.preprocess import resize_levels
+    >>> levels = resize_levels(torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8), (4, 4))
+    >>> levels.dtype, levels[0].tolist()
+    (torch.float32, [0.0, 64.0, 191.0, 255.0])
     """
     import torch
     import torch.nn.functional as F

@@ -215,6 +215,24 @@ class ImageResolver:
     Directory listings (``images*`` / numbered folders, the MIMIC index) are
     made once per root and cached on the instance; call :meth:`prepare` before
     starting DataLoader workers so that forked workers share them.
+
+    Examples
+    --------
+    A ChestX-ray8 copy keeps its images in ``images_NNN/images/``:
+
+    >>> import tempfile, pathlib
+    >>> import chexmask_u_tools as cxu
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "images_001" / "images").mkdir(parents=True)
+    >>> _ = (root / "images_001" / "images" / "00000001_000.png").write_bytes(b"")
+    >>> resolver = cxu.ImageResolver({"chestx-ray8": root})
+    >>> resolver.resolve("ChestX-ray8", "00000001_000.png").relative_to(root).as_posix()
+    'images_001/images/00000001_000.png'
+    >>> resolver.resolve("ChestX-ray8", "00000002_000.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.images.resolver.MissingImageError: no image found for ChestX-ray8 id '00000002_000.png'; tried:
+    ...
     """
 
     def __init__(
@@ -439,7 +457,25 @@ def check_images(
 
     Run it before training: it resolves every row once (building the MIMIC
     index if needed) and prints nothing; ``str(result)`` is the report.
-    Raises InputError on an unsafe id.
+
+    Raises
+    ------
+    InputError
+        An unsafe id (see :func:`check_image_id`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "00000001_000.png").write_bytes(b"")
+    >>> table = pl.DataFrame({"source": ["ChestX-ray8"] * 2, "image_id": ["00000001_000.png", "00000002_000.png"]})
+    >>> check = cxu.check_images(table, {"ChestX-ray8": root})
+    >>> check.found, check.missing, check.per_source
+    (1, 1, {'ChestX-ray8': (1, 2)})
+    >>> print(str(check).splitlines()[0])
+    images on disk: 1 of 2 rows (1 missing)
     """
     resolver = as_resolver(images)
     rows = table.lazy().select("source", "image_id").collect()

@@ -46,7 +46,14 @@ def _fixed_list(length: int) -> Any:
 
 
 def hf_features(*, with_image: bool = False) -> Any:
-    """The ``datasets.Features`` of the canonical table (plus an ``Image()`` column when asked)."""
+    """The ``datasets.Features`` of the canonical table (plus an ``Image()`` column when asked).
+
+    Examples
+    --------
+    >>> features = hf_features(with_image=True)
+    >>> features["landmarks"], features["height"], "image" in features
+    (Array2D(shape=(120, 2), dtype='float32'), Value('int32'), True)
+    """
     import datasets
 
     value = {pl.String: "string", pl.Int32: "int32", pl.Float64: "float64", pl.Float32: "float32"}
@@ -83,6 +90,16 @@ def to_hf_dataset(table: pl.DataFrame | pl.LazyFrame, *, image_paths: Sequence[s
         ``image`` column of type ``datasets.Image()`` that points at the files
         (decoded lazily by ``datasets``).  ``cxu.to_hf_dataset(table, images=roots)``
         finds the paths for you.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(2)
+    >>> ds = to_hf_dataset(table, image_paths=["/data/a.png", None])  # decoded only when read
+    >>> ds.num_rows, type(ds.features["image"]).__name__
+    (2, 'Image')
+    >>> ds.with_format("numpy", columns=["landmarks_std"])[0]["landmarks_std"].shape
+    (120, 2)
     """
     import datasets
 
@@ -118,6 +135,20 @@ def from_hf_dataset(dataset: Any) -> pl.DataFrame:
     ------
     SchemaError
         The dataset lacks canonical columns (named in the message).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(3)
+    >>> ds = cxu.to_hf_dataset(table).add_column("label", [0, 1, 0])
+    >>> cxu.from_hf_dataset(ds).equals(table)  # the extra column is dropped
+    True
+    >>> cxu.from_hf_dataset(ds.to_iterable_dataset()).equals(table)
+    True
+    >>> cxu.from_hf_dataset(ds.remove_columns(["landmarks"]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.SchemaError: the dataset lacks canonical columns ['landmarks'] ...
     """
     import datasets
 

@@ -80,6 +80,22 @@ def frame_scale(height, width) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns float64 arrays ``(s, pad_left, pad_top)`` of the broadcast shape of
     ``height`` and ``width``: ``s = 1024 / max(height, width)`` and the pads in
     1024-frame pixels (integers).
+
+    Raises
+    ------
+    InputError
+        A size that is not a positive whole number of pixels.
+
+    Examples
+    --------
+    A 2048 x 1024 (height x width) image is halved and centred with 256 px of
+    padding on the left and on the right:
+
+    >>> s, pad_left, pad_top = frame_scale(2048, 1024)
+    >>> float(s), float(pad_left), float(pad_top)
+    (0.5, 256.0, 0.0)
+    >>> frame_scale([2048, 1000], [1024, 1000])[0].tolist()  # one size per row
+    [0.5, 1.024]
     """
     h, w = _sizes(height, width)
     s = PREPROCESSED_SIZE / np.maximum(h, w)
@@ -178,6 +194,13 @@ def std_to_original_frame(std, height, width) -> np.ndarray:
 
     ``std`` is per-axis (..., 2) or per-node (...,); ``height``/``width``
     broadcast over its leading axes (both std_x and std_y scale alike).
+
+    Examples
+    --------
+    >>> std_to_original_frame([[2.0, 3.0]], 2048, 1024)  # s = 0.5: a 1024-frame pixel is 2 original ones
+    array([[4., 6.]])
+    >>> std_to_original_frame(np.full((2, 120), 2.0), [2048, 512], [1024, 512])[:, 0].tolist()  # per-node sigmas, one size per row
+    [4.0, 1.0]
     """
     arr = _as_std(std)
     s = frame_scale(height, width)[0]
@@ -185,7 +208,13 @@ def std_to_original_frame(std, height, width) -> np.ndarray:
 
 
 def std_to_preprocessed_frame(std, height, width) -> np.ndarray:
-    """Std in original-frame pixels -> 1024-frame pixels: ``std * s`` (float64)."""
+    """Std in original-frame pixels -> 1024-frame pixels: ``std * s`` (float64).
+
+    Examples
+    --------
+    >>> std_to_preprocessed_frame([[4.0, 6.0]], 2048, 1024)
+    array([[2., 3.]])
+    """
     arr = _as_std(std)
     s = frame_scale(height, width)[0]
     return arr * _expand(s, arr.ndim, "std")
@@ -249,6 +278,34 @@ def convert_table_frame(
     InputError
         Unknown frame, missing columns, or a preprocessed row without a known
         original size.
+
+    Examples
+    --------
+    A preprocessed row of a 2048 x 1024 image, which carries its original size:
+
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> landmarks = np.full((1, 120, 2), 512.0, dtype=np.float32)
+    >>> landmarks[0, 0] = (300.0, 100.0)
+    >>> table = pl.DataFrame(
+    ...     {"frame": ["preprocessed"], "height": [2048], "width": [1024], "landmarks": landmarks},
+    ...     schema_overrides={"height": pl.Int32, "width": pl.Int32},
+    ... )
+    >>> original = cxu.convert_table_frame(table, "original")
+    >>> original.select("frame", "height", "width").row(0), original["landmarks"].to_numpy()[0, :2].tolist()
+    (('original', 2048, 1024), [[88.0, 200.0], [512.0, 1024.0]])
+    >>> cxu.convert_table_frame(original, "preprocessed")["landmarks"].to_numpy()[0, 0].tolist()
+    [300.0, 100.0]
+
+    A row of a 1024 file does not say its original size; pass it:
+
+    >>> square = table.with_columns(height=pl.lit(1024, pl.Int32), width=pl.lit(1024, pl.Int32))
+    >>> cxu.convert_table_frame(square, "original")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: 1 preprocessed row(s) do not carry their original image size ...
+    >>> cxu.convert_table_frame(square, "original", original_height=2048, original_width=1024)["height"].to_list()
+    [2048]
     """
     if frame not in FRAMES:
         raise InputError(f"frame must be one of {FRAMES}, got {frame!r}")
@@ -363,6 +420,26 @@ def landmarks_on_image(
     -------
     ``(landmarks, std, (out_height, out_width))``: float64 (120, 2) arrays
     (``std`` None when not given) and the output image size.
+
+    Examples
+    --------
+    A preprocessed row of a 2048 x 1024 image, drawn on the original image and
+    on a 256 x 256 model input:
+
+    >>> from chexmask_u_tools.masks.frames import landmarks_on_image
+    >>> landmarks = np.full((120, 2), 512.0)
+    >>> landmarks[0] = (300.0, 100.0)
+    >>> std = np.full((120, 2), 2.0)
+    >>> points, sigma, size = landmarks_on_image(
+    ...     landmarks, std, row_frame="preprocessed", original_size=(2048, 1024), frame="original", size=None
+    ... )
+    >>> points[0].tolist(), sigma[0].tolist(), size
+    ([88.0, 200.0], [4.0, 4.0], (2048, 1024))
+    >>> points, _, size = landmarks_on_image(
+    ...     landmarks, None, row_frame="preprocessed", original_size=None, frame="preprocessed", size=256
+    ... )
+    >>> points[0].tolist(), size
+    ([75.0, 25.0], (256, 256))
     """
     if frame not in FRAMES or row_frame not in FRAMES:
         raise InputError(f"frames must be one of {FRAMES}, got frame={frame!r}, row_frame={row_frame!r}")

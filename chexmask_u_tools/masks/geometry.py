@@ -63,13 +63,42 @@ def organ_areas(landmarks) -> np.ndarray:
 
     Self-intersecting contours are repaired first, so a figure-eight counts
     both lobes instead of cancelling them.
+
+    Examples
+    --------
+    Two lungs of radius 150 px and a heart of radius 120 px:
+
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> def ring(n, cx, cy, r):  # n nodes on a circle
+    ...     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ...     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+    >>> landmarks = np.concatenate([ring(44, 300, 500, 150), ring(50, 700, 500, 150), ring(26, 500, 600, 120)])
+    >>> cxu.organ_areas(landmarks).round().tolist()  # right lung, left lung, heart
+    [70446.0, 70500.0, 44800.0]
+    >>> cxu.organ_areas(np.stack([landmarks] * 4)).shape
+    (4, 3)
     """
     polys = organ_polygons(landmarks, repair=True)
     return _stack({o: shapely.area(p) for o, p in polys.items()})
 
 
 def organ_validity(landmarks) -> np.ndarray:
-    """bool (..., 3): whether each organ's ring is a valid simple polygon (no self-intersection)."""
+    """bool (..., 3): whether each organ's ring is a valid simple polygon (no self-intersection).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> def ring(n, cx, cy, r):  # n nodes on a circle
+    ...     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ...     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+    >>> landmarks = np.concatenate([ring(44, 300, 500, 150), ring(50, 700, 500, 150), ring(26, 500, 600, 120)])
+    >>> crossed = landmarks.copy()
+    >>> crossed[[94, 100]] = crossed[[100, 94]]  # two heart nodes swapped: the contour crosses itself
+    >>> cxu.organ_validity(np.stack([landmarks, crossed])).tolist()
+    [[True, True, True], [True, True, False]]
+    """
     polys = organ_polygons(landmarks)
     return _stack({o: shapely.is_valid(p) for o, p in polys.items()})
 
@@ -80,6 +109,19 @@ def heart_lung_overlap(landmarks, *, relative: bool = False) -> np.ndarray:
     Pixels^2 of the landmark frame, or, with ``relative=True``, as a fraction of
     the heart's area (0 when the heart is degenerate).  Contours are repaired
     before intersecting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> def ring(n, cx, cy, r):  # n nodes on a circle
+    ...     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ...     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+    >>> landmarks = np.concatenate([ring(44, 300, 500, 150), ring(50, 700, 500, 150), ring(26, 500, 600, 120)])
+    >>> cxu.heart_lung_overlap(landmarks).round().tolist()  # px^2 shared with the right, the left lung
+    [4593.0, 4602.0]
+    >>> cxu.heart_lung_overlap(landmarks, relative=True).round(3).tolist()  # fraction of the heart
+    [0.103, 0.103]
     """
     polys = organ_polygons(landmarks, repair=True)
     heart = polys["heart"]

@@ -104,6 +104,12 @@ def truncate_points(points: np.ndarray) -> np.ndarray:
 
     ``points``: (..., N, 2) numbers.  Returns int64 of the same shape
     (``-0.7 -> 0``, ``-1.2 -> -1``, ``3.9 -> 3``), like ``numpy.astype(int)``.
+
+    Examples
+    --------
+    >>> truncate_points([[-0.7, 3.9], [-1.2, 10.5]])
+    array([[ 0,  3],
+           [-1, 10]])
     """
     arr = as_points(points)
     # float -> int casts truncate toward zero, like numpy's astype(int)
@@ -118,6 +124,14 @@ def scale_points(
     ``x' = x * W' / W`` and ``y' = y * H' / H`` in float64 (origin: top-left
     pixel centre, no half-pixel offset).  Rasterize the result at ``to_size`` to
     get the mask the released pipeline would have drawn at that size.
+
+    Examples
+    --------
+    From the 1024 x 1024 frame to a 256-row, 512-column grid:
+
+    >>> scale_points([[512.0, 256.0], [1023.0, 0.0]], (1024, 1024), (256, 512))
+    array([[256. ,  64. ],
+           [511.5,   0. ]])
     """
     arr = as_points(points).astype(np.float64)
     for size in (from_size, to_size):
@@ -564,6 +578,14 @@ def require_on_grid(landmarks: np.ndarray, height: int, width: int) -> None:
     draws them) are a pixel of the ``(height, width)`` mask.  Landmarks that all
     miss it almost always belong to another frame (1024 landmarks drawn at 256
     without ``from_size``), which would give silently empty masks.
+
+    Examples
+    --------
+    >>> require_on_grid(np.array([[10.0, 20.0], [2000.0, 10.0]]), 256, 256)  # one vertex on the grid is enough
+    >>> require_on_grid(np.array([[600.0, 700.0], [900.0, 300.0]]), 256, 256)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
     """
     verts = truncate_points(landmarks)
     on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)

@@ -253,6 +253,21 @@ def rasterize_torch(
     Returns
     -------
     bool tensor (B, H, W), or (H, W) for one (N, 2) polygon.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import chexmask_u_tools as cxu
+    >>> square = torch.tensor([[1.0, 1.0], [3.9, 1.0], [3.9, 3.0], [1.0, 3.0]])  # x, y; truncated to 1..3
+    >>> mask = cxu.rasterize_torch(square, 5, 6)
+    >>> mask.shape, mask.dtype
+    (torch.Size([5, 6]), torch.bool)
+    >>> mask.int().tolist()
+    [[0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
+    >>> triangle = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    >>> masks = cxu.rasterize_torch([square, triangle], 5, 6, backend="torch")  # polygons of different lengths
+    >>> masks.shape, masks.sum(dim=(1, 2)).tolist()
+    (torch.Size([2, 5, 6]), [9, 6])
     """
     height, width = check_size(height, width)
     verts, first, single = _as_polygons(points, device)
@@ -274,6 +289,18 @@ def rasterize_organs_torch(
     Same masks and organ order as :func:`chexmask_u_tools.masks.raster.rasterize_organs`
     ((120, 2) gives (3, H, W)).  ``from_size=(H0, W0)`` first scales the
     landmarks by ``x * width / W0``, ``y * height / H0``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> import chexmask_u_tools as cxu
+    >>> landmarks = torch.as_tensor(np.stack([np.asarray(cxu.load_sample()["landmarks"][0])] * 2))  # 1024 frame
+    >>> masks = cxu.rasterize_organs_torch(landmarks, 64, 64, from_size=(1024, 1024))
+    >>> masks.shape, masks.dtype
+    (torch.Size([2, 3, 64, 64]), torch.bool)
+    >>> reference = cxu.rasterize_organs(landmarks[0].numpy(), 64, 64, from_size=(1024, 1024))
+    >>> bool((masks[0].numpy() == reference).all())
+    True
     """
     height, width = check_size(height, width)
     lm = landmarks if isinstance(landmarks, torch.Tensor) else torch.as_tensor(np.asarray(landmarks))

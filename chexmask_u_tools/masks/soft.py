@@ -698,6 +698,14 @@ def sample_masks(points, std, height: int, width: int, n: int, seed=None) -> np.
     perturbed contour is rasterized with :func:`chexmask_u_tools.masks.raster.rasterize`
     (truncation + boundary pixels).  Returns bool (n, H, W).  ``seed``: anything
     ``numpy.random.default_rng`` accepts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square = np.array([[5.0, 5.0], [14.0, 5.0], [14.0, 14.0], [5.0, 14.0]])  # x, y of 4 nodes
+    >>> masks = sample_masks(square, np.full(4, 1.0), 20, 20, n=8, seed=0)  # std 1 px on x and y
+    >>> masks.shape, masks.dtype, bool(masks[:, 10, 10].all()), bool(masks[:, 0, 0].any())
+    ((8, 20, 20), dtype('bool'), True, False)
     """
     height, width, noisy = _perturbed_contours(points, std, height, width, n, seed)
     return rasterize(noisy, height, width)
@@ -708,6 +716,16 @@ def sample_probability(points, std, height: int, width: int, n: int, seed=None, 
 
     Draws the same contours as ``sample_masks(points, std, height, width, n, seed)``
     but holds only ``chunk`` masks at a time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square = np.array([[5.0, 5.0], [14.0, 5.0], [14.0, 14.0], [5.0, 14.0]])  # x, y of 4 nodes
+    >>> p = sample_probability(square, np.full(4, 1.0), 20, 20, n=200, seed=0)
+    >>> p.shape, p.dtype, float(p[10, 10]), float(p[0, 0])
+    ((20, 20), dtype('float32'), 1.0, 0.0)
+    >>> bool(abs(p - soft_mask(square, np.full(4, 1.0), 20, 20)).max() < 0.1)  # the closed form agrees
+    True
     """
     height, width, noisy = _perturbed_contours(points, std, height, width, n, seed)
     total = np.zeros((height, width), dtype=np.int32)
@@ -739,6 +757,22 @@ def uncertainty_band(points, std, k: float = 2.0):
     -------
     (inner, outer): shapely geometries (Polygon / MultiPolygon, possibly empty),
     pixels of the points' frame.  ``outer - inner`` is the band.
+
+    Raises
+    ------
+    InputError
+        A negative or infinite ``k``, a contour of fewer than 3 nodes, or
+        ``std`` of the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square = np.array([[5.0, 5.0], [14.0, 5.0], [14.0, 14.0], [5.0, 14.0]])  # x, y of 4 nodes
+    >>> inner, outer = uncertainty_band(square, np.full(4, 1.0), k=2.0)
+    >>> inner.geom_type, [round(v, 2) for v in inner.bounds], [round(v, 2) for v in outer.bounds]
+    ('Polygon', [6.41, 6.41, 12.59, 12.59], [3.59, 3.59, 15.41, 15.41])
+    >>> round(outer.difference(inner).area, 1)  # the band, in px^2
+    101.8
     """
     pts = _polygon(points)
     sd = as_std(std, len(pts))

@@ -158,7 +158,14 @@ _METADATA_FIX = (
 
 
 def mask_valid_columns() -> dict[str, str]:
-    """Organ -> name of the boolean column :func:`apply_rules` writes (``mask_valid_<organ>``)."""
+    """Organ -> name of the boolean column :func:`apply_rules` writes (``mask_valid_<organ>``).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import mask_valid_columns
+    >>> mask_valid_columns()["heart"]
+    'mask_valid_heart'
+    """
     return {organ: f"mask_valid_{organ}" for organ in ORGANS}
 
 
@@ -224,6 +231,14 @@ class NodeStat:
     sigma, compared with the threshold.  ``fraction=f`` (text ``"frac<f>"``):
     the value is the fraction of the organ's nodes failing the threshold, and
     the organ passes when it is ``<= f``.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import NodeStat, Rule
+    >>> Rule("node", 7, "frac0.1", organ="heart").statistic
+    NodeStat(organ='heart', fraction=0.1)
+    >>> NodeStat().organs, NodeStat().needs
+    (('right_lung', 'left_lung', 'heart'), 'landmarks_std')
     """
 
     organ: str | None = None
@@ -250,7 +265,14 @@ class NodeStat:
 
 @dataclass(frozen=True)
 class OrganStat:
-    """Mean or max node sigma of one organ (or of each organ, judged on its own)."""
+    """Mean or max node sigma of one organ (or of each organ, judged on its own).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import OrganStat
+    >>> OrganStat().stored_column("heart"), OrganStat(stat="max").stored_column("heart")  # max is recomputed
+    ('sigma_heart', None)
+    """
 
     organ: str | None = None
     stat: Literal["mean", "max"] = "mean"
@@ -277,7 +299,16 @@ class OrganStat:
 
 @dataclass(frozen=True)
 class ImageStat:
-    """Mean, max or quantile ``q`` of the image's 120 node sigmas (``"median"`` is ``q=0.5``)."""
+    """Mean, max or quantile ``q`` of the image's 120 node sigmas (``"median"`` is ``q=0.5``).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import ImageStat, parse_statistic
+    >>> parse_statistic("image", "median")
+    ImageStat(stat='quantile', q=0.5)
+    >>> ImageStat("mean").stored_column(), ImageStat("quantile", 0.9).stored_column()
+    ('node_sigma_mean', None)
+    """
 
     stat: Literal["mean", "max", "quantile"] = "mean"
     q: float | None = None
@@ -304,7 +335,14 @@ class ImageStat:
 
 @dataclass(frozen=True)
 class LatentStat:
-    """Mean or max of the 64 latent posterior sigmas."""
+    """Mean or max of the 64 latent posterior sigmas.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import LatentStat
+    >>> LatentStat().needs, LatentStat().stored_column()
+    ('latent_sigma', 'latent_sigma_mean')
+    """
 
     stat: Literal["mean", "max"] = "mean"
     level: ClassVar[str] = "latent"
@@ -326,7 +364,14 @@ class LatentStat:
 
 @dataclass(frozen=True)
 class DiceStat:
-    """The released ``Dice RCA (Mean)`` or ``(Max)`` of the row."""
+    """The released ``Dice RCA (Mean)`` or ``(Max)`` of the row.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.rules import DiceStat
+    >>> DiceStat("max").needs
+    'dice_rca_max'
+    """
 
     stat: Literal["mean", "max"] = "mean"
     level: ClassVar[str] = "dice"
@@ -731,7 +776,22 @@ def node_rule(
     weight: float = 0.5,
     missing: Missing = "raise",
 ) -> Rule:
-    """Every node sigma of the organ(s) ``<= threshold`` px (or at most ``fraction`` of them above)."""
+    """Every node sigma of the organ(s) ``<= threshold`` px (or at most ``fraction`` of them above).
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((3, 120, 2), 4.0, dtype=np.float32)  # node stds of 3 rows, in px
+    >>> std[1, 94:] = (10.0, 6.0)  # row "b" is unsure of its heart (nodes 94..119): sigma 8
+    >>> std[2] = 9.0  # row "c" is unsure everywhere
+    >>> table = pl.DataFrame({"image_id": ["a", "b", "c"], "landmarks_std": std})
+    >>> rule = cxu.node_rule(7, organ="heart", action="drop_organ")
+    >>> str(rule), str(cxu.node_rule(12, fraction=0.1))
+    ('node.heart.all<=7.0:drop_organ', 'node.frac0.1<=12.0')
+    >>> cxu.apply_rules(table, [rule])["mask_valid_heart"].to_list()
+    [True, False, False]
+    """
     stat = "all" if fraction == 0 else f"frac{float(fraction):g}"
     return Rule("node", threshold, stat, organ=organ, action=action, weight=weight, missing=missing)
 
@@ -745,7 +805,22 @@ def organ_rule(
     weight: float = 0.5,
     missing: Missing = "raise",
 ) -> Rule:
-    """Mean (or max) node sigma of each selected organ ``<= threshold`` px."""
+    """Mean (or max) node sigma of each selected organ ``<= threshold`` px.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((3, 120, 2), 4.0, dtype=np.float32)  # node stds of 3 rows, in px
+    >>> std[1, 94:] = (10.0, 6.0)  # row "b" is unsure of its heart (nodes 94..119): sigma 8
+    >>> std[2] = 9.0  # row "c" is unsure everywhere
+    >>> table = pl.DataFrame({"image_id": ["a", "b", "c"], "landmarks_std": std})
+    >>> rule = cxu.organ_rule(6, action="weight", weight=0.5)  # every organ, judged on its own
+    >>> str(rule)
+    'organ.mean<=6.0:weight=0.5'
+    >>> cxu.apply_rules(table, [rule])["rule_weight"].to_list()
+    [1.0, 0.5, 0.5]
+    """
     return Rule("organ", threshold, stat, organ=organ, action=action, weight=weight, missing=missing)
 
 
@@ -757,7 +832,21 @@ def image_rule(
     weight: float = 0.5,
     missing: Missing = "raise",
 ) -> Rule:
-    """Image-level node sigma (``"mean"``, ``"max"``, ``"median"``, ``"q0.9"``...) ``<= threshold`` px."""
+    """Image-level node sigma (``"mean"``, ``"max"``, ``"median"``, ``"q0.9"``...) ``<= threshold`` px.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((3, 120, 2), 4.0, dtype=np.float32)  # node stds of 3 rows, in px
+    >>> std[1, 94:] = (10.0, 6.0)  # row "b" is unsure of its heart (nodes 94..119): sigma 8
+    >>> std[2] = 9.0  # row "c" is unsure everywhere
+    >>> table = pl.DataFrame({"image_id": ["a", "b", "c"], "landmarks_std": std})
+    >>> str(cxu.image_rule(8, stat="q0.9"))
+    'image.q0.9<=8.0'
+    >>> cxu.apply_rules(table, [cxu.image_rule(8)])["image_id"].to_list()
+    ['a', 'b']
+    """
     return Rule("image", threshold, stat, action=action, weight=weight, missing=missing)
 
 
@@ -769,7 +858,18 @@ def latent_rule(
     weight: float = 0.5,
     missing: Missing = "raise",
 ) -> Rule:
-    """Mean (or max) of the 64 latent sigmas ``<= threshold``."""
+    """Mean (or max) of the 64 latent sigmas ``<= threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> latent = np.array([[0.8] * 64, [1.5] * 64], dtype=np.float32)
+    >>> table = pl.DataFrame({"image_id": ["a", "b"], "latent_sigma": latent})
+    >>> rule = cxu.latent_rule(1.2)
+    >>> str(rule), cxu.apply_rules(table, [rule])["image_id"].to_list()
+    ('latent.mean<=1.2', ['a'])
+    """
     return Rule("latent", threshold, stat, action=action, weight=weight, missing=missing)
 
 
@@ -781,7 +881,18 @@ def dice_rule(
     weight: float = 0.5,
     missing: Missing = "raise",
 ) -> Rule:
-    """``Dice RCA (Mean)`` (or ``(Max)``) ``>= threshold``; 0.7 is the parent dataset's advice."""
+    """``Dice RCA (Mean)`` (or ``(Max)``) ``>= threshold``; 0.7 is the parent dataset's advice.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> table = pl.DataFrame({"image_id": ["a", "b", "c"], "dice_rca_mean": [0.91, 0.64, None]})
+    >>> str(cxu.dice_rule())
+    'dice.mean>=0.7'
+    >>> cxu.apply_rules(table, [cxu.dice_rule(missing="drop")])["image_id"].to_list()
+    ['a']
+    """
     return Rule("dice", threshold, stat, action=action, weight=weight, missing=missing)
 
 
@@ -865,7 +976,15 @@ def parse_rule(text: str) -> AnyRule:
 
 
 def parse_rules(texts: Iterable[str | AnyRule]) -> list[AnyRule]:
-    """:func:`parse_rule` over a list (rule objects pass through)."""
+    """:func:`parse_rule` over a list (rule objects pass through).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> rules = cxu.parse_rules(["image.mean<=8", cxu.dice_rule(0.8), "view in PA,AP"])
+    >>> [str(rule) for rule in rules]
+    ['image.mean<=8.0', 'dice.mean>=0.8', 'view in PA,AP']
+    """
     return [text if isinstance(text, (Rule, ColumnRule)) else parse_rule(text) for text in texts]
 
 
@@ -888,6 +1007,21 @@ def check_rules(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[AnyRule | st
     ``fix``: the advice ending the message (default: add ``;missing=keep`` or
     ``;missing=drop`` to the rule); callers with other knobs (a keyword, a flag)
     name theirs.  On a ``LazyFrame`` this collects one small aggregate.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> table = pl.DataFrame({"image_id": ["a", "b", "c"], "dice_rca_mean": [0.91, 0.64, None]})
+    >>> cxu.check_rules(table, ["dice.mean>=0.7;missing=drop"])  # fine: returns None
+    >>> cxu.check_rules(table, ["dice.mean>=0.7"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.RecordError: rule 'dice.mean>=0.7' needs dice_rca_mean, but 1 of 3 rows have none; ...
+    >>> cxu.check_rules(table, ["view in PA"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: rule 'view in PA' needs column 'view', which the table does not have; ...
     """
     rules = parse_rules(rules)
     columns = frame.collect_schema().names()

@@ -55,7 +55,19 @@ def _node_sigma_list(std_column: str) -> pl.Expr:
 
 
 def node_sigma(std_column: str = "landmarks_std") -> pl.Expr:
-    """Per-node sigma ``(std_x + std_y) / 2``: ``Array(Float32, 120)``, null without std."""
+    """Per-node sigma ``(std_x + std_y) / 2``: ``Array(Float32, 120)``, null without std.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((2, 120, 2), 4.0, dtype=np.float32)  # 2 rows, std_x and std_y of each node
+    >>> std[1, 94:] = (10.0, 6.0)  # the second row is unsure of its heart (nodes 94..119)
+    >>> table = pl.DataFrame({"landmarks_std": std})
+    >>> sigma = table.select(cxu.node_sigma()).to_series().to_numpy()
+    >>> sigma.shape, sigma[1, 93:96].tolist()
+    ((2, 120), [4.0, 8.0, 8.0])
+    """
     return _node_sigma_list(std_column).list.to_array(N_NODES).cast(pl.Array(pl.Float32, N_NODES))
 
 
@@ -80,12 +92,39 @@ def node_sigma_mean(std_column: str = "landmarks_std") -> pl.Expr:
 
 
 def node_sigma_max(std_column: str = "landmarks_std") -> pl.Expr:
-    """Largest node sigma of the image (Float32, pixels)."""
+    """Largest node sigma of the image (Float32, pixels), null without std.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((2, 120, 2), 4.0, dtype=np.float32)  # 2 rows, std_x and std_y of each node
+    >>> std[1, 94:] = (10.0, 6.0)  # the second row is unsure of its heart (nodes 94..119)
+    >>> table = pl.DataFrame({"landmarks_std": std})
+    >>> table.select(cxu.node_sigma_max()).to_series().to_list()
+    [4.0, 8.0]
+    """
     return _node_sigma_list(std_column).list.max().cast(pl.Float32)
 
 
 def node_sigma_quantile(q: float, std_column: str = "landmarks_std") -> pl.Expr:
-    """The ``q`` quantile (linear interpolation) of the image's 120 node sigmas."""
+    """The ``q`` quantile (linear interpolation) of the image's 120 node sigmas.
+
+    Raises
+    ------
+    InputError
+        ``q`` outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((2, 120, 2), 4.0, dtype=np.float32)  # 2 rows, std_x and std_y of each node
+    >>> std[1, 94:] = (10.0, 6.0)  # the second row is unsure of its heart (nodes 94..119)
+    >>> table = pl.DataFrame({"landmarks_std": std})
+    >>> table.select(median=cxu.node_sigma_quantile(0.5), p90=cxu.node_sigma_quantile(0.9)).rows()
+    [(4.0, 4.0), (4.0, 8.0)]
+    """
     if not 0.0 <= q <= 1.0:
         raise InputError(f"quantile must lie in [0, 1], got {q}")
     return (
@@ -97,7 +136,23 @@ def node_sigma_quantile(q: float, std_column: str = "landmarks_std") -> pl.Expr:
 
 
 def organ_sigma_mean(organ: str, std_column: str = "landmarks_std") -> pl.Expr:
-    """Mean node sigma over one organ's nodes (Float32, pixels)."""
+    """Mean node sigma over one organ's nodes (Float32, pixels).
+
+    Raises
+    ------
+    InputError
+        An unknown organ (expected one of ``right_lung``, ``left_lung``, ``heart``).
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((2, 120, 2), 4.0, dtype=np.float32)  # 2 rows, std_x and std_y of each node
+    >>> std[1, 94:] = (10.0, 6.0)  # the second row is unsure of its heart (nodes 94..119)
+    >>> table = pl.DataFrame({"landmarks_std": std})
+    >>> table.select(heart=cxu.organ_sigma_mean("heart"), lung=cxu.organ_sigma_mean("right_lung")).rows()
+    [(4.0, 4.0), (8.0, 4.0)]
+    """
     if organ not in ORGAN_SLICES:
         raise InputError(f"unknown organ {organ!r}; expected one of {ORGANS}")
     part = ORGAN_SLICES[organ]
@@ -107,12 +162,29 @@ def organ_sigma_mean(organ: str, std_column: str = "landmarks_std") -> pl.Expr:
 
 
 def latent_sigma_mean(latent_column: str = "latent_sigma") -> pl.Expr:
-    """Mean of the 64 latent posterior sigmas (Float32), null when not released."""
+    """Mean of the 64 latent posterior sigmas (Float32), null when not released.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> latent = np.array([[0.5] * 64, [1.0] * 32 + [2.0] * 32], dtype=np.float32)
+    >>> table = pl.DataFrame({"latent_sigma": latent})
+    >>> table.select(cxu.latent_sigma_mean()).to_series().to_list()
+    [0.5, 1.5]
+    """
     return pl.col(latent_column).arr.mean().cast(pl.Float32)
 
 
 def summary_expressions() -> list[pl.Expr]:
-    """The derived summary columns of the canonical schema, named as there."""
+    """The derived summary columns of the canonical schema, named as there.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.uncertainty import summary_expressions
+    >>> [expr.meta.output_name() for expr in summary_expressions()]
+    ['node_sigma_mean', 'node_sigma_max', 'sigma_right_lung', 'sigma_left_lung', 'sigma_heart', 'latent_sigma_mean']
+    """
     return [
         node_sigma_mean().alias("node_sigma_mean"),
         node_sigma_max().alias("node_sigma_max"),
@@ -122,12 +194,31 @@ def summary_expressions() -> list[pl.Expr]:
 
 
 def add_summaries(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
-    """(Re)compute the summary columns from ``landmarks_std`` and ``latent_sigma``."""
+    """(Re)compute the summary columns from ``landmarks_std`` and ``latent_sigma``.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(2).drop("node_sigma_mean", "sigma_heart")
+    >>> summary = cxu.add_summaries(table).select("node_sigma_mean", "sigma_heart")
+    >>> [tuple(round(value, 2) for value in row) for row in summary.rows()]
+    [(12.63, 13.05), (10.3, 10.37)]
+    """
     return frame.with_columns(summary_expressions())
 
 
 def node_sigma_array(std: np.ndarray) -> np.ndarray:
-    """NumPy form of :func:`node_sigma`: ``(..., 120, 2) -> (..., 120)`` float32."""
+    """NumPy form of :func:`node_sigma`: ``(..., 120, 2) -> (..., 120)`` float32.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.uncertainty import node_sigma_array
+    >>> std = np.zeros((3, 120, 2), dtype=np.float32)
+    >>> std[..., 0], std[..., 1] = 2.0, 4.0  # std_x, std_y in px
+    >>> sigma = node_sigma_array(std)
+    >>> sigma.shape, sigma.dtype, float(sigma[0, 0])
+    ((3, 120), dtype('float32'), 3.0)
+    """
     return np.asarray(std, dtype=np.float32).mean(axis=-1)
 
 

@@ -94,6 +94,15 @@ def exp_weight(sigma: V, tau: float = 8.0) -> V:
         Sigma in pixels (array of any shape, polars Expr or Series).
     tau:
         Decay scale in pixels (> 0): weight ``1/e`` at ``sigma = tau``.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> from chexmask_u_tools.select.weights import exp_weight
+    >>> exp_weight(np.array([0.0, 8.0, 16.0])).round(3).tolist()
+    [1.0, 0.368, 0.135]
+    >>> exp_weight(pl.Series([0.0, 8.0])).round(3).to_list()  # polars in, polars out
+    [1.0, 0.368]
     """
     tau = _positive("tau", tau)
     sigma = _as_float(sigma)
@@ -114,6 +123,15 @@ def inverse_weight(sigma: V, tau: float = 8.0, *, power: float = 1.0, eps: float
     eps:
         Floor on sigma in pixels (> 0), so a zero sigma gives a finite weight;
         clip the result (:func:`clip_weight`) to bound it further.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from chexmask_u_tools.select.weights import inverse_weight
+    >>> inverse_weight(np.array([0.0, 4.0, 8.0, 16.0])).tolist()  # 8 / max(sigma, 0.001)
+    [8000.0, 2.0, 1.0, 0.5]
+    >>> inverse_weight(np.array([4.0, 16.0]), power=2).tolist()
+    [4.0, 0.25]
     """
     tau = _positive("tau", tau)
     power = _positive("power", power)
@@ -130,6 +148,13 @@ def rank_weight(sigma: V, low: float = 0.1, high: float = 1.0) -> V:
     Ranks are ascending (the smallest sigma gets ``high``), ties share their
     average rank, missing values (NaN / null) get no rank and no weight and do
     not count in ``n``.  ``n = 1`` gives ``high``.  Requires ``0 <= low <= high``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from chexmask_u_tools.select.weights import rank_weight
+    >>> rank_weight(np.array([3.0, 1.0, 3.0, np.nan, 9.0])).round(3).tolist()  # tied 3s share a rank
+    [0.55, 1.0, 0.55, nan, 0.1]
     """
     low, high = float(low), float(high)
     if not 0 <= low <= high:
@@ -159,7 +184,15 @@ def rank_weight(sigma: V, low: float = 0.1, high: float = 1.0) -> V:
 
 
 def clip_weight(weight: V, low: float = 0.0, high: float = 1.0) -> V:
-    """Clip weights into ``[low, high]`` (``low <= high``); NaN / null stay missing."""
+    """Clip weights into ``[low, high]`` (``low <= high``); NaN / null stay missing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from chexmask_u_tools.select.weights import clip_weight
+    >>> clip_weight(np.array([-1.0, 0.5, 2.0, np.nan])).tolist()
+    [0.0, 0.5, 1.0, nan]
+    """
     low, high = float(low), float(high)
     if not low <= high:
         raise InputError(f"clip range needs low <= high, got ({low}, {high})")
@@ -169,7 +202,15 @@ def clip_weight(weight: V, low: float = 0.0, high: float = 1.0) -> V:
 
 
 def normalize_weight(weight: V) -> V:
-    """Divide by the mean weight (ignoring missing values), so the weights average 1."""
+    """Divide by the mean weight (ignoring missing values), so the weights average 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from chexmask_u_tools.select.weights import normalize_weight
+    >>> normalize_weight(np.array([1.0, 3.0, np.nan])).tolist()
+    [0.5, 1.5, nan]
+    """
     if _is_polars(weight):
         return weight / weight.mean()
     weight = np.asarray(weight, dtype=np.float64)
@@ -200,6 +241,17 @@ class SampleWeighting:
         Divide by the mean weight over the rows the weights are computed on.
     missing:
         Weight given to rows whose ``stat`` is null (None: such rows raise).
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> weighting = cxu.SampleWeighting("exp", tau=8.0)  # exp(-sigma / 8), clipped to [0.05, 1]
+    >>> weighting.apply(np.array([0.0, 4.0, 8.0, 40.0])).round(3).tolist()
+    [1.0, 0.607, 0.368, 0.05]
+    >>> table = pl.DataFrame({"node_sigma_mean": [2.0, 8.0, None]})
+    >>> table.select(cxu.SampleWeighting("inverse", tau=4.0, missing=0.0).expr())["sample_weight"].to_list()
+    [1.0, 0.5, 0.0]
     """
 
     method: SampleMethod = "exp"
@@ -321,6 +373,24 @@ def node_weights(
     Returns
     -------
     ``(..., 120)`` float32.
+
+    Raises
+    ------
+    InputError
+        ``std`` of another shape, a negative std, an unknown ``method`` or a
+        non-positive ``tau`` / ``power``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> std = np.full((120, 2), 4.0)  # px
+    >>> std[94:] = 12.0  # an unsure heart
+    >>> weights = cxu.node_weights(std)  # 64 / (64 + sigma**2), then mean 1 over the nodes
+    >>> weights.shape, weights.dtype, weights[[0, 94]].astype(float).round(3).tolist()
+    ((120,), dtype('float32'), [1.154, 0.444])
+    >>> cxu.node_weights(std, normalize=False)[[0, 94]].astype(float).round(3).tolist()
+    [0.8, 0.308]
     """
     std = np.asarray(std, dtype=np.float64)
     if std.ndim >= 2 and std.shape[-2:] == (120, 2):
@@ -349,7 +419,18 @@ def node_weights_expr(
     normalize: bool = True,
     std_column: str = "landmarks_std",
 ) -> pl.Expr:
-    """Polars form of :func:`node_weights`: ``Array(Float64, 120)`` per row, null without std."""
+    """Polars form of :func:`node_weights`: ``Array(Float64, 120)`` per row, null without std.
+
+    Examples
+    --------
+    >>> import numpy as np, polars as pl
+    >>> from chexmask_u_tools.select.weights import node_weights_expr
+    >>> std = np.full((2, 120, 2), 4.0, dtype=np.float32)
+    >>> std[1, 94:] = 12.0  # the second row is unsure of its heart
+    >>> weights = pl.DataFrame({"landmarks_std": std}).select(node_weights_expr()).to_series().to_numpy()
+    >>> weights.shape, weights[:, [0, 94]].round(3).tolist()  # nodes 0 (right lung) and 94 (heart)
+    ((2, 120), [[1.0, 1.0], [1.154, 0.444]])
+    """
     from chexmask_u_tools.select.uncertainty import node_sigma
 
     weight = _node_formula(pl.element(), method, _positive("tau", tau), _positive("power", power))
@@ -387,6 +468,16 @@ def soft_pixel_weights(soft: Any, *, floor: float = 0.1, power: float = 1.0, red
     Returns
     -------
     Same type as ``soft``; float32 for numpy input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import chexmask_u_tools as cxu
+    >>> soft = np.array([[[0.0, 0.5, 1.0]], [[0.0, 0.0, 0.75]]], dtype=np.float32)  # 2 organs, 1 x 3 pixels
+    >>> cxu.soft_pixel_weights(soft).astype(float).round(3).tolist()
+    [[[1.0, 0.1, 1.0]], [[1.0, 1.0, 0.55]]]
+    >>> cxu.soft_pixel_weights(soft, reduce="min").astype(float).round(3).tolist()
+    [[1.0, 0.1, 0.55]]
     """
     floor, power = float(floor), float(power)
     if not 0 <= floor <= 1:
@@ -407,7 +498,15 @@ def soft_pixel_weights(soft: Any, *, floor: float = 0.1, power: float = 1.0, red
 
 
 def band_pixel_weights(band: Any, band_weight: float = 0.2) -> Any:
-    """``w = band_weight`` inside a boolean uncertainty band, 1 elsewhere (numpy or torch, float32)."""
+    """``w = band_weight`` inside a boolean uncertainty band, 1 elsewhere (numpy or torch, float32).
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.select.weights import band_pixel_weights
+    >>> weights = band_pixel_weights([[True, False, False]], band_weight=0.25)
+    >>> weights.dtype, weights.tolist()
+    (dtype('float32'), [[0.25, 1.0, 1.0]])
+    """
     band_weight = float(band_weight)
     if not 0 <= band_weight <= 1:
         raise InputError(f"band_weight must lie in [0, 1], got {band_weight}")

@@ -309,6 +309,25 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         - ``missing``, ``size_mismatch``, ``crop_border``, ``antialias``,
           ``fast_decode``, ``transform``, ``soft_missing``, ``fields``,
           ``labels``, ``label_policy``: see the module docstring.
+
+    Examples
+    --------
+    Four sample rows, with synthetic stand-in images written to a temporary folder:
+
+    >>> import tempfile
+    >>> import polars as pl
+    >>> import chexmask_u_tools as cxu
+    >>> from chexmask_u_tools.testing.images import write_demo_images
+    >>> table = cxu.load_sample().filter(pl.col("source") == "ChestX-ray8").head(4)
+    >>> roots = write_demo_images(table, tempfile.mkdtemp())  # {"ChestX-ray8": folder}
+    >>> dataset = cxu.CheXmaskUDataset(table, roots, size=64, rules=["image.mean<=10"])
+    >>> len(dataset)
+    3
+    >>> sample = dataset[0]
+    >>> sample["image"].shape, sample["image"].dtype, sample["masks"].shape, sample["masks"].dtype
+    (torch.Size([1, 64, 64]), torch.float32, torch.Size([3, 64, 64]), torch.bool)
+    >>> sample["landmarks"].shape, sample["source"], sample["original_size"].tolist()
+    (torch.Size([120, 2]), 'ChestX-ray8', [256, 256])
     """
 
     def __init__(
@@ -396,6 +415,22 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
     ``row`` in the samples is the row's index in the source table.  Sample
     weights are computed once over the whole filtered table (so ``rank`` and
     ``normalize`` weightings match the map-style dataset).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import polars as pl
+    >>> import torch
+    >>> import chexmask_u_tools as cxu
+    >>> from chexmask_u_tools.testing.images import write_demo_images
+    >>> table = cxu.load_sample().filter(pl.col("source") == "ChestX-ray8").head(4)
+    >>> roots = write_demo_images(table, tempfile.mkdtemp())
+    >>> stream = cxu.CheXmaskUIterableDataset(table, roots, size=64, masks="soft", rules=["image.mean<=10"], block_rows=2)
+    >>> len(stream), [int(sample["row"]) for sample in stream]  # row 3 fails the rule
+    (3, [0, 1, 2])
+    >>> batch = next(iter(torch.utils.data.DataLoader(stream, batch_size=2)))
+    >>> batch["image"].shape, batch["masks"].dtype
+    (torch.Size([2, 1, 64, 64]), torch.float32)
     """
 
     def __init__(
