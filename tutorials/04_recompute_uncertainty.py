@@ -57,7 +57,7 @@ except (HubError, WeightsError) as error:
     torch.manual_seed(0)
     model = HybridGNet().eval()
     published = False
-    print(f"published weights unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+    print(f"published weights unavailable: {error}")
     print("using RANDOM weights: the pipeline runs, but landmarks and sigmas are meaningless numbers")
 
 # 3. Predict: S latent samples per image; per node the mean and the population std (px) of x and y.
