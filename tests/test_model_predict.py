@@ -133,6 +133,32 @@ def test_predict_to_parquet_resumes_and_reports_bad_images(tmp_path, image_dir, 
     np.testing.assert_allclose(_landmark_arrays(table), _landmark_arrays(fresh), atol=1e-4)
 
 
+def test_any_failure_on_one_image_is_that_images_failure(tmp_path, image_dir, model64, monkeypatch):
+    import importlib
+
+    predict_module = importlib.import_module("chexmask_u_tools.model.predict")  # the package exports a function of that name
+
+    real_read = predict_module.read_image
+    failures = {"img1.png": MemoryError("cannot allocate"), "img3.png": OSError(5, "Input/output error"),
+                "a/img0.png": ValueError("decoder bug")}  # fmt: skip
+
+    def flaky_read(path, **kwargs):
+        for name, error in failures.items():
+            if str(path).endswith(name):
+                raise error
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(predict_module, "read_image", flaky_read)
+    out = tmp_path / "preds.parquet"
+    report = predict_to_parquet(image_dir, out, model64, n_samples=2, batch_size=2, workers=2)
+    reasons = dict(report.failed)
+    assert set(reasons) == set(failures) | set(BAD)
+    assert "MemoryError: cannot allocate" in reasons["img1.png"] and "OSError" in reasons["img3.png"]
+    assert "ValueError: decoder bug" in reasons["a/img0.png"]
+    assert report.done == len(GOOD) - len(failures)
+    assert sorted(pl.read_parquet(out)["image_id"].unique().to_list()) == sorted(set(GOOD) - set(failures))
+
+
 def test_original_frame_rows(image_dir, model):
     table = predict([image_dir / "wide16.png"], model, n_samples=3)
     assert table["frame"].to_list() == ["preprocessed", "original"]

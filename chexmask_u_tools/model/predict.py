@@ -256,7 +256,8 @@ class PredictReport:
     skipped: int = 0
     """Images skipped because the output already had them."""
     failed: list[tuple[str, str]] = field(default_factory=list)
-    """(image id, reason) of images that could not be read."""
+    """(image id, reason) of images that could not be read or prepared, whatever the error
+    (:class:`ImageError`, ``MemoryError``, ...): each is reported and skipped, the run goes on."""
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -287,9 +288,13 @@ def _prefetch(items: Sequence[tuple[str, Path]], crop_border: bool, workers: int
             image_id, future = pending.popleft()
             fill()
             try:
-                yield future.result()
+                prepared = future.result()
             except ImageError as error:
                 yield (image_id, str(error))
+            except Exception as error:  # noqa: BLE001 - one image's failure (MemoryError, a decoder bug) must not end the run
+                yield (image_id, f"{type(error).__name__}: {error}")
+            else:
+                yield prepared
 
 
 def iter_predictions(
@@ -309,7 +314,8 @@ def iter_predictions(
 ) -> Iterator[pl.DataFrame]:
     """Predict ``(image_id, path)`` items batch by batch, yielding canonical row batches.
 
-    Unreadable images are recorded in ``report.failed`` and skipped.
+    An image whose reading or preparation fails in any way (:class:`ImageError`, ``MemoryError``,
+    an ``OSError`` from the disk, ...) is recorded in ``report.failed`` and skipped; the run goes on.
     """
     if batch_size < 1 or n_samples < 1:
         raise InputError(f"batch_size and n_samples must be >= 1, got {batch_size}, {n_samples}")
