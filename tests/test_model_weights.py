@@ -93,6 +93,29 @@ def test_strict_loading_lists_bad_keys(tmp_path, source_model):
     assert "graphConv_up3.bias: (5,) vs (32,)" in message
 
 
+@pytest.mark.parametrize(
+    ("config", "pattern"),
+    [
+        ({"inputsize": 100000}, r"'inputsize' = 100000 is outside the accepted range \[32, 4096\]"),
+        ({"inputsize": 1000}, r"'inputsize' = 1000 is not a multiple of 32"),
+        ({"latents": 10**9}, r"'latents' = 1000000000 is outside the accepted range \[1, 1024\]"),
+        ({"K": 0}, r"'K' = 0 is outside the accepted range \[1, 32\]"),
+        ({"filters": [2, 32, 32, 10**7, 16, 16, 16]}, r"'filters' = 10000000 is outside the accepted range \[1, 1024\]"),
+        ({"filters": [2, 32]}, r"'filters' must be a list of 7 integers"),
+        ({"inputsize": "1024"}, r"'inputsize' must be an integer in the accepted range \[32, 4096\]"),
+        ({"latents": 64.5}, r"'latents' must be an integer"),
+        ({"skip_connections": "yes"}, r"'skip_connections' must be true or false"),
+    ],
+)
+def test_absurd_config_values_are_refused_before_allocating(tmp_path, config, pattern):
+    # inputsize 100000 used to try to allocate 320 GB for the encoder heads and leak RuntimeError.
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"never read: the config is checked first")
+    with pytest.raises(WeightsError, match=pattern) as info:
+        load_pretrained(path=tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
 def test_rejects_non_tensor_pickles_and_garbage(tmp_path):
     import datetime
 

@@ -53,6 +53,53 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 """Architecture hyper-parameters of the published model (config.json keys)."""
 
+CONFIG_RANGES: dict[str, tuple[int, int]] = {
+    "latents": (1, 1024),
+    "inputsize": (32, 4096),
+    "K": (1, 32),
+    "filters": (1, 1024),
+}
+"""Accepted inclusive range of each integer config key (``filters``: each entry;
+``inputsize`` also a multiple of 32).  Checked before any tensor is allocated: an
+``inputsize`` of 4096 already means two 64 x 2 M encoder heads (1 GB in float32)."""
+
+
+def check_architecture(latents: Any, input_size: Any, K: Any, filters: Any) -> list[int]:
+    """Validate the integer hyper-parameters against :data:`CONFIG_RANGES`; return ``filters`` as ints.
+
+    Raises
+    ------
+    InputError
+        Naming the config key, the value and the accepted range.
+
+    Examples
+    --------
+    >>> check_architecture(64, 1024, 6, [2, 32, 32, 32, 16, 16, 16])
+    [2, 32, 32, 32, 16, 16, 16]
+    >>> check_architecture(64, 100000, 6, [2, 32, 32, 32, 16, 16, 16])
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: config key 'inputsize' = 100000 is outside the accepted range [32, 4096] (a multiple of 32)
+    """
+
+    def integer(key: str, value: Any, extra: str = "") -> int:
+        low, high = CONFIG_RANGES[key]
+        accepted = f"the accepted range [{low}, {high}]{extra}"
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"config key {key!r} must be an integer in {accepted}, got {value!r}")
+        if not low <= int(value) <= high:
+            raise InputError(f"config key {key!r} = {value} is outside {accepted}")
+        return int(value)
+
+    integer("latents", latents)
+    size = integer("inputsize", input_size, " (a multiple of 32)")
+    if size % 32:
+        raise InputError(f"config key 'inputsize' = {size} is not a multiple of 32 (accepted range [32, 4096])")
+    integer("K", K)
+    if isinstance(filters, (str, bytes)) or not hasattr(filters, "__len__") or len(filters) != 7:
+        raise InputError(f"config key 'filters' must be a list of 7 integers, got {filters!r}")
+    return [integer("filters", f, " for every entry of 'filters'") for f in filters]
+
 
 def chebyshev_basis(adjacency: np.ndarray, order: int) -> np.ndarray:
     """Chebyshev polynomials of the scaled graph Laplacian.
@@ -302,9 +349,7 @@ class HybridGNet(nn.Module):
         roi_align: str = "torchvision",
     ) -> None:
         super().__init__()
-        filters = [int(f) for f in filters]
-        if len(filters) != 7:
-            raise InputError(f"filters must have 7 entries, got {filters}")
+        filters = check_architecture(latents, input_size, K, filters)
         if roi_align not in ROI_RULES:
             raise InputError(f"unknown roi_align rule {roi_align!r}; expected one of {ROI_RULES}")
         self.config: dict[str, Any] = {
@@ -349,22 +394,26 @@ class HybridGNet(nn.Module):
         """Build from a config.json-style dict; unknown keys are ignored.
 
         Accepted keys: ``latents``, ``inputsize``/``input_size``, ``K``, ``filters``,
-        ``skip_connections``/``skip`` (bool), ``roi_align``.
+        ``skip_connections``/``skip`` (bool), ``roi_align``.  Integer values are
+        checked against :data:`CONFIG_RANGES` before anything is allocated
+        (:class:`InputError` naming the key and the range).
         """
         merged = {**config, **overrides}
         kwargs: dict[str, Any] = {}
         if "latents" in merged:
-            kwargs["latents"] = int(merged["latents"])
+            kwargs["latents"] = merged["latents"]
         for key in ("input_size", "inputsize"):
             if key in merged:
-                kwargs["input_size"] = int(merged[key])
+                kwargs["input_size"] = merged[key]
         if "K" in merged:
-            kwargs["K"] = int(merged["K"])
+            kwargs["K"] = merged["K"]
         if "filters" in merged:
-            kwargs["filters"] = list(merged["filters"])
+            kwargs["filters"] = merged["filters"]
         for key in ("skip", "skip_connections"):
             if key in merged:
-                kwargs["skip_connections"] = bool(merged[key])
+                if not isinstance(merged[key], bool):
+                    raise InputError(f"config key {key!r} must be true or false, got {merged[key]!r}")
+                kwargs["skip_connections"] = merged[key]
         if "roi_align" in merged:
             kwargs["roi_align"] = str(merged["roi_align"])
         return cls(**kwargs)

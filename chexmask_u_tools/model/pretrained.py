@@ -229,8 +229,8 @@ def load_pretrained(
     overrides = {} if roi_align is None else {"roi_align": roi_align}
     try:
         model = HybridGNet.from_config(config, **overrides)
-    except (TypeError, ValueError) as error:
-        raise WeightsError(f"model config {config_file} does not describe a HybridGNet: {error}") from error
+    except (TypeError, ValueError) as error:  # InputError is a ValueError: a key outside CONFIG_RANGES
+        raise WeightsError(f"model config {config_file or '(defaults)'} does not describe a HybridGNet: {error}") from error
     load_state_dict_strict(model, read_state_dict(weights_file, map_location), origin=f"weights {weights_file}")
     return model.to(map_location).eval()
 
