@@ -222,3 +222,42 @@ def test_torchrun_two_cpu_processes_equal_one(tmp_path, image_dir, weights_dir):
     np.testing.assert_allclose(_landmark_arrays(a), _landmark_arrays(b), atol=1e-4)
     np.testing.assert_allclose(_landmark_arrays(a, "landmarks_std"), _landmark_arrays(b, "landmarks_std"), atol=1e-4)
     assert not parts_dir(sharded).exists()
+
+
+def test_cli_nothing_predicted_exits_nonzero_and_writes_nothing(tmp_path, image_dir, weights_dir, capsys):
+    listing = tmp_path / "bad.txt"
+    listing.write_text("".join(f"{image_dir / name}\n" for name in BAD))
+    out = tmp_path / "o.parquet"
+    assert main(["predict", str(listing), "--out", str(out), "--weights", str(weights_dir), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "2 failed" in err and "none of the 2 input image(s) could be predicted; nothing was written" in err
+    assert not out.exists() and not parts_dir(out).exists()
+
+
+@pytest.mark.slow
+def test_cli_random_weights_are_accepted_loudly(tmp_path, image_dir, capsys):
+    out = tmp_path / "r.parquet"
+    args = ["predict", str(image_dir / "img1.png"), "--out", str(out), "--weights", "random", "--samples", "2", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING: --weights random") == 2 and "meaningless" in err  # before and after the run
+    assert pl.read_parquet(out)["image_id"].to_list() == ["img1.png", "img1.png"]
+
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # as if the [torch] extra were not installed
+from chexmask_u_tools.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "experiment"])
+def test_cli_without_torch_names_the_extra(tmp_path, image_dir, command):
+    if command == "predict":
+        args = ["predict", str(image_dir), "--out", str(tmp_path / "o.parquet")]
+    else:
+        args = ["experiment", "corruption", str(image_dir), "--out", str(tmp_path / "o.csv"), "--weights", "random"]
+    result = subprocess.run([sys.executable, "-c", _NO_TORCH, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"chexmask-u {command}: error: needs the [torch] extra: pip install 'chexmask-u-tools[torch]'"

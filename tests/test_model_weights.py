@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from chexmask_u_tools.errors import HubError, WeightsError  # noqa: E402
+from chexmask_u_tools.errors import WeightsError  # noqa: E402
 from chexmask_u_tools.model import HybridGNet  # noqa: E402
 from chexmask_u_tools.model.pretrained import load_pretrained, load_weights, read_state_dict  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_hub_cache_is_used_offline(tmp_path, source_model):
 
 
 def test_offline_and_not_cached_names_the_cache(tmp_path):
-    with pytest.raises(HubError) as info:
+    with pytest.raises(WeightsError, match="offline mode is on") as info:
         load_pretrained(cache_dir=tmp_path / "empty-cache", local_files_only=True)
     message = str(info.value)
     assert str(tmp_path / "empty-cache") in message and "hf download mcosarinsky/CheXmask-U" in message
@@ -160,3 +160,35 @@ def test_bad_weight_specs(tmp_path):
         load_weights("not-a-path-nor-id")
     with pytest.raises(WeightsError):
         load_weights("owner/../etc")
+
+
+@pytest.mark.parametrize("content", ["text", "pickle-with-object", "random-bytes"])
+def test_unreadable_weights_name_the_accepted_formats(tmp_path, content):
+    import datetime
+
+    file = tmp_path / "fake.bin"
+    if content == "text":
+        file.write_text("hello, these are not weights")
+    elif content == "pickle-with-object":
+        torch.save({"a": datetime.date(2020, 1, 1)}, file)
+    else:
+        file.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(WeightsError) as info:
+        load_weights(str(file))
+    message = str(info.value)
+    assert "Accepted weights: a .safetensors file, or a .bin/.pt/.pth" in message and "weights_only=True" in message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert "\n" not in message
+    if content == "pickle-with-object":
+        assert "datetime.date" in message  # the reason survives, torch's advice does not
+
+
+def test_random_weights_spec():
+    from chexmask_u_tools.model.pretrained import random_model
+
+    before = torch.random.get_rng_state()
+    model = load_weights("random", random_seed=3, roi_align="nominal")
+    assert torch.equal(before, torch.random.get_rng_state())  # the caller's random state is untouched
+    assert model.roi_align == "nominal" and not model.training
+    assert torch.equal(model.dec_lin.weight, random_model(3).dec_lin.weight)
+    assert not torch.equal(model.dec_lin.weight, random_model(4).dec_lin.weight)
