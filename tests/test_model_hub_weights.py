@@ -159,7 +159,7 @@ def test_unreachable_hub_falls_back_to_a_filled_cache(tmp_path, monkeypatch, out
         _point_client_at(monkeypatch, f"http://127.0.0.1:{_closed_port()}")
     model = _fill_cache(tmp_path / "cache")
     loaded = load_pretrained(cache_dir=tmp_path / "cache")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
 
 
 @pytest.mark.slow

@@ -214,7 +214,7 @@ def test_torchrun_two_cpu_processes_equal_one(tmp_path, image_dir, weights_dir):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "chexmask_u_tools", "predict", str(image_dir), "--out", str(sharded), *common,
     ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 failed" in result.stderr
     a, b = pl.read_parquet(single), pl.read_parquet(sharded)

@@ -69,7 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--frames", default="preprocessed,original", help="comma list of frames to write (default both)"
     )
-    parser.add_argument("--workers", type=int, default=4, help="image reading threads (default 4)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="image reading threads, overlapping decoding with compute (default 4)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the encoder through torch.compile (same numbers; compiles once, then faster)"
+    )
     parser.add_argument("--flush-every", type=int, default=256, help="images per part file (default 256)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             source=args.source,
             frames=frames,
             workers=args.workers,
+            compile=args.compile,
             progress=not args.no_progress and rank == 0,
         )
         reports = [report]
