@@ -357,6 +357,17 @@ def main() -> None:
         ref_rate, ref_cpu = references[device]
         print(f"| {device} | {path} | {batch} | {rate:.3f} | {rate / ref_rate:.2f}x | {cpu_rate:.3f} | {cpu_rate / ref_cpu:.2f}x |")
 
+    # The issue's target row: ours at the largest batch against the authors' formulation, per image,
+    # under the same allocator setting (and under each one's own: glibc defaults for theirs).
+    for device in dict.fromkeys(device for device, *_ in rows):
+        ours = next(r for d, path, b, r in rows if d == device and path.startswith("ours fp32") and "default" not in path
+                    and "compile" not in path and b == batch_sizes[-1])  # fmt: skip
+        same = next((r for d, path, _, r in rows if d == device and path == "authors' formulation, freed memory kept"),
+                    references[device])  # fmt: skip
+        print(f"target ({device}, batch {batch_sizes[-1]}): ours vs the authors' formulation under the same allocator setting "
+              f"{ours[0] / same[0]:.2f}x per wall-s, {ours[1] / same[1]:.2f}x per CPU-s; vs theirs under glibc defaults "
+              f"{ours[0] / references[device][0]:.2f}x, {ours[1] / references[device][1]:.2f}x")  # fmt: skip
+
     # Accuracy of the bf16 encoder against fp32 (CPU autocast; same images and draws).  The nominal
     # rule keeps torchvision-rule grid flips (SPEC 6) out of the figure.
     model = base.to("cpu")
