@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 from chexmask_u_tools.errors import InputError  # noqa: E402
 from chexmask_u_tools.layout import ring_edges  # noqa: E402
@@ -265,3 +268,49 @@ def test_full_size_float32_matches_straightforward_implementation():
     expected, mu, _ = reference_sample_landmarks(model, image, torch.zeros(1, 64))
     torch.testing.assert_close(encoding.mu[0], mu, rtol=1e-4, atol=1e-4)
     assert (landmarks[0] - expected).abs().max().item() * 1024 < 0.05
+
+
+# ---------------------------------------------------------------- CPU speed paths: same numbers
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (2, 4, 7, 9), (1, 1, 2, 3)])
+def test_max_pool2x2_equals_max_pool2d(shape):
+    from chexmask_u_tools.model.hybridgnet import max_pool2x2
+
+    x = torch.randn(shape, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("nan")
+    expected = F.max_pool2d(x, 2)
+    got = max_pool2x2(x)
+    assert got.shape == expected.shape
+    assert torch.equal(torch.isnan(got), torch.isnan(expected))
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
+
+
+def test_keep_freed_memory_applies_on_linux_glibc():
+    # Process-wide setting: checked in a child process.
+    code = "from chexmask_u_tools.model.predict import keep_freed_memory; print(keep_freed_memory())"
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    expected = "True" if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" else "False"
+    assert result.stdout.strip() == expected
+
+
+@pytest.mark.slow
+def test_compiled_encoder_changes_nothing_in_float64():
+    from chexmask_u_tools.model.predict import draw_eps, predict_batch
+
+    torch.manual_seed(0)
+    model = HybridGNet(input_size=64, roi_align="nominal").double().eval()
+    images = torch.rand(2, 1, 64, 64, dtype=torch.float64)
+    eps = draw_eps(0, ["a", "b"], 4)
+    plain = predict_batch(model, images, eps)
+    try:
+        compiled = predict_batch(model, images, eps, compile=True)
+    except Exception as error:  # noqa: BLE001 - no C++ compiler or an unsupported platform
+        pytest.skip(f"torch.compile unavailable here: {type(error).__name__}: {str(error)[:200]}")
+    for key in ("mean", "std", "latent_sigma"):
+        # Fused kernels may sum in another order: float64 rounding, nothing more.
+        torch.testing.assert_close(compiled[key], plain[key], rtol=1e-10, atol=1e-9)
+    assert compiled["mean"].dtype == torch.float64

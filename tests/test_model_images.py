@@ -184,3 +184,114 @@ def test_read_image_reduced_jpeg_scales_in_the_decoder(tmp_path):
         images.read_image_reduced(tmp_path / "s.jpg", 0)
     with pytest.raises(ImageError, match="no such"):
         images.read_image_reduced(tmp_path / "missing.jpg", 100)
+
+
+# ----------------------------------------------------------------------------- memory and lying headers
+
+
+def _write_png16(path, width: int, height: int, gradient_every: int = 1000) -> None:
+    """A 16-bit grayscale PNG, compressed row by row (never the whole image in memory).
+
+    Rows are zero except every ``gradient_every``-th, which holds ``x * 4`` (mod 65536),
+    so the file is tiny (deflate compresses zeros ~1000:1) but decodes to ``2 * W * H`` bytes.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(6)
+    zero_row = bytes(1 + 2 * width)
+    ramp_row = b"\0" + (np.arange(width, dtype=np.uint32) * 4 % 65536).astype(">u2").tobytes()
+    pieces = [compressor.compress(ramp_row if y % gradient_every == 0 else zero_row) for y in range(height)]
+    pieces.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(pieces)) + chunk(b"IEND", b""))
+
+
+_LIMITED_READ = """
+import resource, sys
+import numpy as np
+from chexmask_u_tools.images.read import read_image
+from chexmask_u_tools.errors import ImageError
+size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+budget = int(sys.argv[2]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (size + budget, size + budget))
+try:
+    pixels = read_image(sys.argv[1])
+except ImageError as error:
+    print("ImageError", error)
+except MemoryError:
+    print("MemoryError")
+else:
+    print("ok", pixels.shape, pixels.dtype, int(pixels[0, 1]), int(pixels[0, -1]), int(pixels[1].max()), int(pixels[-1].max()))
+"""
+
+
+def _read_under_limit(path, budget_mb: int) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _LIMITED_READ, str(path), str(budget_mb)], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+@pytest.mark.slow
+def test_huge_16bit_png_is_refused_before_decoding(tmp_path):
+    # 13000 x 13000 x 16 bit: ~330 KB on disk, 338 MB decoded, 6 GB through a float64 conversion.
+    path = tmp_path / "huge.png"
+    _write_png16(path, 13000, 13000)
+    assert path.stat().st_size < 1_000_000
+    out = _read_under_limit(path, 200)
+    assert out.startswith("ImageError") and "MAX_PIXELS" in out, out
+
+
+@pytest.mark.slow
+def test_large_16bit_png_reads_in_bounded_memory(tmp_path):
+    # 9000 x 9000 x 16 bit (81 M pixels, inside MAX_PIXELS): 162 MB decoded.  A whole-image float64
+    # conversion needs several 648 MB temporaries; the strip conversion stays near decoded + result.
+    path = tmp_path / "large.png"
+    _write_png16(path, 9000, 9000, gradient_every=1000)
+    out = _read_under_limit(path, 700)
+    # min..max = 0..(8999 * 4) -> 255; pixel x = 1 holds 4 -> round(4 * 255 / 35996) = 0; rows 1 and the last are zero.
+    assert out == "ok (9000, 9000) uint8 0 255 0 0", out
+
+
+def _lying_jpeg(tmp_path, width: int, height: int):
+    import struct
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, size=(64, 64), dtype=np.uint8)).save(tmp_path / "small.jpg")
+    data = bytearray((tmp_path / "small.jpg").read_bytes())
+    frame = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, frame + 5, height, width)
+    path = tmp_path / "lying.jpg"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_jpeg_whose_header_claims_more_than_its_data_is_refused(tmp_path):
+    path = _lying_jpeg(tmp_path, 9000, 9000)  # 2.6 KB of data for 1.27 M blocks: Pillow decodes gray garbage
+    with pytest.raises(ImageError, match="coded data"):
+        read_image(path)
+    with pytest.raises(ImageError, match="coded data"):
+        images.read_image_reduced(path, 256)
+    # Cut before its end marker: Pillow's own truncation error, never a partial image.
+    data = (tmp_path / "small.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) - 300])
+    with pytest.raises(ImageError, match="truncated"):
+        read_image(tmp_path / "cut.jpg")
+    from PIL import ImageFile
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_most_compressible_valid_jpegs_pass_the_data_check(tmp_path, progressive, mode):
+    # A constant image is the smallest a JPEG of its size can be; it must not trip the bound.
+    image = Image.new(mode, (1200, 900), 128 if mode == "L" else (128, 128, 128))
+    image.save(tmp_path / "flat.jpg", quality=10, progressive=progressive, subsampling=2 if mode == "RGB" else -1)
+    pixels = read_image(tmp_path / "flat.jpg")
+    assert pixels.shape == (900, 1200) and np.abs(pixels.astype(int) - 128).max() <= 2

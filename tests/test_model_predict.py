@@ -133,6 +133,32 @@ def test_predict_to_parquet_resumes_and_reports_bad_images(tmp_path, image_dir, 
     np.testing.assert_allclose(_landmark_arrays(table), _landmark_arrays(fresh), atol=1e-4)
 
 
+def test_any_failure_on_one_image_is_that_images_failure(tmp_path, image_dir, model64, monkeypatch):
+    import importlib
+
+    predict_module = importlib.import_module("chexmask_u_tools.model.predict")  # the package exports a function of that name
+
+    real_read = predict_module.read_image
+    failures = {"img1.png": MemoryError("cannot allocate"), "img3.png": OSError(5, "Input/output error"),
+                "a/img0.png": ValueError("decoder bug")}  # fmt: skip
+
+    def flaky_read(path, **kwargs):
+        for name, error in failures.items():
+            if str(path).endswith(name):
+                raise error
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(predict_module, "read_image", flaky_read)
+    out = tmp_path / "preds.parquet"
+    report = predict_to_parquet(image_dir, out, model64, n_samples=2, batch_size=2, workers=2)
+    reasons = dict(report.failed)
+    assert set(reasons) == set(failures) | set(BAD)
+    assert "MemoryError: cannot allocate" in reasons["img1.png"] and "OSError" in reasons["img3.png"]
+    assert "ValueError: decoder bug" in reasons["a/img0.png"]
+    assert report.done == len(GOOD) - len(failures)
+    assert sorted(pl.read_parquet(out)["image_id"].unique().to_list()) == sorted(set(GOOD) - set(failures))
+
+
 def test_original_frame_rows(image_dir, model):
     table = predict([image_dir / "wide16.png"], model, n_samples=3)
     assert table["frame"].to_list() == ["preprocessed", "original"]
@@ -188,7 +214,7 @@ def test_torchrun_two_cpu_processes_equal_one(tmp_path, image_dir, weights_dir):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "chexmask_u_tools", "predict", str(image_dir), "--out", str(sharded), *common,
     ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 failed" in result.stderr
     a, b = pl.read_parquet(single), pl.read_parquet(sharded)
@@ -196,3 +222,42 @@ def test_torchrun_two_cpu_processes_equal_one(tmp_path, image_dir, weights_dir):
     np.testing.assert_allclose(_landmark_arrays(a), _landmark_arrays(b), atol=1e-4)
     np.testing.assert_allclose(_landmark_arrays(a, "landmarks_std"), _landmark_arrays(b, "landmarks_std"), atol=1e-4)
     assert not parts_dir(sharded).exists()
+
+
+def test_cli_nothing_predicted_exits_nonzero_and_writes_nothing(tmp_path, image_dir, weights_dir, capsys):
+    listing = tmp_path / "bad.txt"
+    listing.write_text("".join(f"{image_dir / name}\n" for name in BAD))
+    out = tmp_path / "o.parquet"
+    assert main(["predict", str(listing), "--out", str(out), "--weights", str(weights_dir), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "2 failed" in err and "none of the 2 input image(s) could be predicted; nothing was written" in err
+    assert not out.exists() and not parts_dir(out).exists()
+
+
+@pytest.mark.slow
+def test_cli_random_weights_are_accepted_loudly(tmp_path, image_dir, capsys):
+    out = tmp_path / "r.parquet"
+    args = ["predict", str(image_dir / "img1.png"), "--out", str(out), "--weights", "random", "--samples", "2", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("WARNING: --weights random") == 2 and "meaningless" in err  # before and after the run
+    assert pl.read_parquet(out)["image_id"].to_list() == ["img1.png", "img1.png"]
+
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # as if the [torch] extra were not installed
+from chexmask_u_tools.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "experiment"])
+def test_cli_without_torch_names_the_extra(tmp_path, image_dir, command):
+    if command == "predict":
+        args = ["predict", str(image_dir), "--out", str(tmp_path / "o.parquet")]
+    else:
+        args = ["experiment", "corruption", str(image_dir), "--out", str(tmp_path / "o.csv"), "--weights", "random"]
+    result = subprocess.run([sys.executable, "-c", _NO_TORCH, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"chexmask-u {command}: error: needs the [torch] extra: pip install 'chexmask-u-tools[torch]'"

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from chexmask_u_tools.errors import HubError, WeightsError  # noqa: E402
+from chexmask_u_tools.errors import WeightsError  # noqa: E402
 from chexmask_u_tools.model import HybridGNet  # noqa: E402
 from chexmask_u_tools.model.pretrained import load_pretrained, load_weights, read_state_dict  # noqa: E402
 
@@ -93,6 +93,29 @@ def test_strict_loading_lists_bad_keys(tmp_path, source_model):
     assert "graphConv_up3.bias: (5,) vs (32,)" in message
 
 
+@pytest.mark.parametrize(
+    ("config", "pattern"),
+    [
+        ({"inputsize": 100000}, r"'inputsize' = 100000 is outside the accepted range \[32, 4096\]"),
+        ({"inputsize": 1000}, r"'inputsize' = 1000 is not a multiple of 32"),
+        ({"latents": 10**9}, r"'latents' = 1000000000 is outside the accepted range \[1, 1024\]"),
+        ({"K": 0}, r"'K' = 0 is outside the accepted range \[1, 32\]"),
+        ({"filters": [2, 32, 32, 10**7, 16, 16, 16]}, r"'filters' = 10000000 is outside the accepted range \[1, 1024\]"),
+        ({"filters": [2, 32]}, r"'filters' must be a list of 7 integers"),
+        ({"inputsize": "1024"}, r"'inputsize' must be an integer in the accepted range \[32, 4096\]"),
+        ({"latents": 64.5}, r"'latents' must be an integer"),
+        ({"skip_connections": "yes"}, r"'skip_connections' must be true or false"),
+    ],
+)
+def test_absurd_config_values_are_refused_before_allocating(tmp_path, config, pattern):
+    # inputsize 100000 used to try to allocate 320 GB for the encoder heads and leak RuntimeError.
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"never read: the config is checked first")
+    with pytest.raises(WeightsError, match=pattern) as info:
+        load_pretrained(path=tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+
+
 def test_rejects_non_tensor_pickles_and_garbage(tmp_path):
     import datetime
 
@@ -126,7 +149,7 @@ def test_hub_cache_is_used_offline(tmp_path, source_model):
 
 
 def test_offline_and_not_cached_names_the_cache(tmp_path):
-    with pytest.raises(HubError) as info:
+    with pytest.raises(WeightsError, match="offline mode is on") as info:
         load_pretrained(cache_dir=tmp_path / "empty-cache", local_files_only=True)
     message = str(info.value)
     assert str(tmp_path / "empty-cache") in message and "hf download mcosarinsky/CheXmask-U" in message
@@ -137,3 +160,35 @@ def test_bad_weight_specs(tmp_path):
         load_weights("not-a-path-nor-id")
     with pytest.raises(WeightsError):
         load_weights("owner/../etc")
+
+
+@pytest.mark.parametrize("content", ["text", "pickle-with-object", "random-bytes"])
+def test_unreadable_weights_name_the_accepted_formats(tmp_path, content):
+    import datetime
+
+    file = tmp_path / "fake.bin"
+    if content == "text":
+        file.write_text("hello, these are not weights")
+    elif content == "pickle-with-object":
+        torch.save({"a": datetime.date(2020, 1, 1)}, file)
+    else:
+        file.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(WeightsError) as info:
+        load_weights(str(file))
+    message = str(info.value)
+    assert "Accepted weights: a .safetensors file, or a .bin/.pt/.pth" in message and "weights_only=True" in message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert "\n" not in message
+    if content == "pickle-with-object":
+        assert "datetime.date" in message  # the reason survives, torch's advice does not
+
+
+def test_random_weights_spec():
+    from chexmask_u_tools.model.pretrained import random_model
+
+    before = torch.random.get_rng_state()
+    model = load_weights("random", random_seed=3, roi_align="nominal")
+    assert torch.equal(before, torch.random.get_rng_state())  # the caller's random state is untouched
+    assert model.roi_align == "nominal" and not model.training
+    assert torch.equal(model.dec_lin.weight, random_model(3).dec_lin.weight)
+    assert not torch.equal(model.dec_lin.weight, random_model(4).dec_lin.weight)

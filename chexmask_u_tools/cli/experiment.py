@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     corruption = kinds.add_parser(
         "corruption",
-        help="both uncertainty measures versus corruption severity for a set of images (needs torch)",
+        help="both uncertainty measures versus corruption severity for a set of images (needs the [torch] extra)",
         description=(
             "Corrupt each image (in the model's 1024 input frame) at each severity and record mean node sigma "
             "and mean latent sigma. Severities: noise std on 0..255, occlusion square side (px), blur sigma (px)."
@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     corruption.add_argument("--severities", default=None, help="comma list (default noise 0,25,50,100,150,190; occlusion 0,50,100,150; blur 0,2,4,8)")
     corruption.add_argument(
         "--weights", default=None,
-        help="local weights or Hub id (default: the published mcosarinsky/CheXmask-U v1_skip); 'random' for random weights",
+        help="local weights or Hub id (default: the published mcosarinsky/CheXmask-U v1_skip); 'random' for untrained "
+        "weights (testing only, as in `chexmask-u predict --weights random`)",
     )
     corruption.add_argument("--samples", type=int, default=50, help="latent samples per image (default 50)")
     corruption.add_argument("--nodes", type=int, default=10, help="occlusion: landmarks occluded per image (default 10)")
@@ -130,23 +131,22 @@ def _parse_severities(text: str) -> list[float]:
 
 
 def run_corruption(args: argparse.Namespace) -> int:
+    from chexmask_u_tools.cli.predict import require_torch
+
+    require_torch()
     import polars as pl
-    import torch
 
     from chexmask_u_tools.analysis.experiments import uncertainty_vs_corruption
-    from chexmask_u_tools.images.read import list_images
-    from chexmask_u_tools.model import HybridGNet
-    from chexmask_u_tools.model.pretrained import load_weights
     from chexmask_u_tools.cli._format import print_table
+    from chexmask_u_tools.images.read import list_images
+    from chexmask_u_tools.model.pretrained import RANDOM_WEIGHTS, load_weights
 
     severities = _parse_severities(args.severities or _DEFAULT_SEVERITIES[args.kind])
     items = list_images(args.images)
-    if args.weights == "random":
-        torch.manual_seed(args.seed)
-        model = HybridGNet().eval()
-        print("random weights: the numbers show the machinery, not the paper's results")
-    else:
-        model = load_weights(args.weights)
+    model = load_weights(args.weights, random_seed=args.seed)
+    if args.weights == RANDOM_WEIGHTS:
+        # Same rule as `predict --weights random`: accepted, and said loudly.
+        print(f"random weights (seed {args.seed}): the numbers show the machinery, not the paper's results")
     result = uncertainty_vs_corruption(
         model, [path for _, path in items], severities, args.kind, n_samples=args.samples, seed=args.seed,
         occluded_nodes=args.nodes, image_ids=[image_id for image_id, _ in items],

@@ -17,8 +17,13 @@ examples:
   chexmask-u predict list.txt --out preds.parquet --weights ./v1_skip --batch-size 16 --dtype bf16
   torchrun --nproc_per_node=8 -m chexmask_u_tools predict xrays/ --out preds.parquet
 
-Unreadable images are reported and skipped (exit code 0; a summary lists them).
+Unreadable images are reported and skipped (a summary lists them); the exit code is 0
+when at least one image was predicted (or all were done before), 1 when none could be,
+and then nothing is written.
 Re-running the same command resumes: images already in --out are skipped.
+--weights random runs untrained weights (loud warning; for testing the pipeline only),
+as `chexmask-u experiment corruption --weights random` does.
+Needs the [torch] extra: pip install 'chexmask-u-tools[torch]'.
 Multi-node runs need --out on a file system every node can see.
 """
 
@@ -37,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="local weights file or directory, or Hub id owner/name[/subfolder][@revision] "
-        "(default: mcosarinsky/CheXmask-U, folder v1_skip)",
+        help="local weights file or directory (.safetensors, or a torch state_dict loadable with weights_only=True), "
+        "or Hub id owner/name[/subfolder][@revision] (default: mcosarinsky/CheXmask-U, folder v1_skip); "
+        "'random' for untrained weights (testing only)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--samples", type=int, default=50, help="latent samples per image (default 50)")
@@ -63,7 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--frames", default="preprocessed,original", help="comma list of frames to write (default both)"
     )
-    parser.add_argument("--workers", type=int, default=4, help="image reading threads (default 4)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="image reading threads, overlapping decoding with compute (default 4)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the encoder through torch.compile (same numbers; compiles once, then faster)"
+    )
     parser.add_argument("--flush-every", type=int, default=256, help="images per part file (default 256)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -91,12 +102,30 @@ def _setup_distributed(device_arg: str | None):
     return rank, world_size, device
 
 
+TORCH_EXTRA = "needs the [torch] extra: pip install 'chexmask-u-tools[torch]'"
+RANDOM_WARNING = (
+    "WARNING: --weights random: untrained random weights (seed {seed}). The landmarks and std it writes are "
+    "meaningless; use it to test the pipeline only, never as predictions."
+)
+
+
+def require_torch() -> None:
+    """Raise a one-line package error (not a traceback) when torch is not installed."""
+    from chexmask_u_tools.errors import CheXmaskUError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError as error:
+        raise CheXmaskUError(TORCH_EXTRA) from error
+
+
 def run(args: argparse.Namespace) -> int:
+    require_torch()
     import torch.distributed as dist
 
     from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.model.predict import merge_parts, predict_to_parquet
-    from chexmask_u_tools.model.pretrained import load_weights
+    from chexmask_u_tools.model.predict import merge_parts, parts_dir, predict_to_parquet
+    from chexmask_u_tools.model.pretrained import RANDOM_WEIGHTS, load_weights
     from chexmask_u_tools.schema import FRAMES
 
     frames = [f.strip() for f in args.frames.split(",") if f.strip()]
@@ -104,14 +133,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be a comma list of {FRAMES}, got {args.frames!r}")
     rank, world_size, device = _setup_distributed(args.device)
     distributed = world_size > 1 and dist.is_initialized()
+    random_weights = args.weights == RANDOM_WEIGHTS
+    if random_weights and rank == 0:
+        print(RANDOM_WARNING.format(seed=args.seed), file=sys.stderr)
+    code = 0
     try:
         # Rank 0 fills the Hub cache first so the other ranks read it instead of racing.
         if rank == 0:
-            model = load_weights(args.weights, map_location=device, roi_align=args.roi_align)
+            model = load_weights(args.weights, map_location=device, roi_align=args.roi_align, random_seed=args.seed)
         if distributed:
             dist.barrier()
         if rank != 0:
-            model = load_weights(args.weights, map_location=device, roi_align=args.roi_align)
+            model = load_weights(args.weights, map_location=device, roi_align=args.roi_align, random_seed=args.seed)
         if args.dtype == "fp64":
             model = model.double()
         report = predict_to_parquet(
@@ -130,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             source=args.source,
             frames=frames,
             workers=args.workers,
+            compile=args.compile,
             progress=not args.no_progress and rank == 0,
         )
         reports = [report]
@@ -137,15 +171,30 @@ def run(args: argparse.Namespace) -> int:
             gathered: list = [None] * world_size
             dist.all_gather_object(gathered, report)
             reports = gathered
+        nothing = sum(r.done + r.skipped for r in reports) == 0
+        code = 1 if nothing else 0
         if rank == 0:
-            merged = merge_parts(args.out)
             for r in reports[1:]:
                 report.done += r.done
                 report.skipped += r.skipped
                 report.failed += r.failed
                 report.seconds = max(report.seconds, r.seconds)
             print(f"chexmask-u predict: {report.summary()}", file=sys.stderr)
+        if nothing:
+            if rank == 0:
+                folder = parts_dir(args.out)
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+                print(
+                    f"chexmask-u predict: error: none of the {len(report.failed)} input image(s) could be predicted; "
+                    f"nothing was written to {args.out}",
+                    file=sys.stderr,
+                )
+        elif rank == 0:
+            merged = merge_parts(args.out)
             print(f"wrote {merged['image_id'].n_unique()} images ({merged.height} rows) to {args.out}", file=sys.stderr)
+            if random_weights:
+                print(RANDOM_WARNING.format(seed=args.seed), file=sys.stderr)
             if args.csv:
                 from chexmask_u_tools.io.released import ID_COLUMN_OF_SOURCE, write_released
 
@@ -158,4 +207,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if distributed:
             dist.destroy_process_group()
-    return 0
+    return code

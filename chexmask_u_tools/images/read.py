@@ -19,13 +19,25 @@ Conversions done by :func:`read_image`:
   installed (``pip install chexmask-u-tools[dicom]``), rescale slope/intercept
   applied, ``MONOCHROME1`` inverted, then scaled as above.
 * EXIF orientation is applied (as OpenCV does by default).
+
+Memory per image is bounded.  The size in the file header is checked against
+:data:`MIN_SIDE`, :data:`MAX_SIDE` and :data:`MAX_PIXELS` before any pixel is
+decoded; the decoded image is then converted to uint8 in strips of rows, so the
+peak is Pillow's decoded image (1 byte per pixel for ``L``, 2 for 16-bit, 4 for
+RGB and 32-bit) plus the (H, W) uint8 result plus one strip (at most 32 MB):
+about 0.8 GB for a 16-bit image at :data:`MAX_PIXELS`.  A JPEG whose coded
+data is too short for the size its header claims (fewer bits than 8x8 blocks,
+which no valid Huffman-coded JPEG can be) is refused before decoding, instead of
+decoding a few real rows and a gray rest.  Truncated data is always an error:
+Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -51,8 +63,13 @@ MIN_SIDE = 8
 """Smallest accepted image side, pixels."""
 MAX_SIDE = 32768
 """Largest accepted image side, pixels."""
-MAX_PIXELS = 2**28
-"""Largest accepted pixel count (268 M; the biggest public chest X-rays are ~20 M)."""
+MAX_PIXELS = 2**27
+"""Largest accepted pixel count (134,217,728, e.g. 11585 x 11585; the biggest public chest
+X-rays have ~20 M).  Checked from the file header before decoding; it bounds the memory
+of one read (module docstring)."""
+
+_STRIP_PIXELS = 2**22
+"""Pixels converted at a time (a strip of rows): bounds the float64 temporaries to 32 MB."""
 
 HighBit = Literal["minmax", "shift"]
 
@@ -61,7 +78,8 @@ def _check_size(height: int, width: int, path: object) -> None:
     if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
         raise ImageError(
             f"{path}: image size {width}x{height} (WxH) is outside the accepted range "
-            f"[{MIN_SIDE}, {MAX_SIDE}] per side, at most {MAX_PIXELS} pixels"
+            f"[{MIN_SIDE}, {MAX_SIDE}] per side and at most MAX_PIXELS = {MAX_PIXELS} pixels "
+            "(chexmask_u_tools.images.read; checked before decoding to bound memory): downscale the file first"
         )
 
 
@@ -85,15 +103,10 @@ def to_uint8(values: np.ndarray, high_bit: HighBit = "minmax", bits: int = 16) -
         return np.clip(values.astype(np.int64) >> (bits - 8), 0, 255).astype(np.uint8)
     if high_bit != "minmax":
         raise InputError(f"high_bit must be 'minmax' or 'shift', got {high_bit!r}")
-    values = values.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
+    extrema = _finite_extrema(values)
+    if extrema is None:
         return np.zeros(values.shape, dtype=np.uint8)
-    low, high = values[finite].min(), values[finite].max()
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = np.where(finite, (values - low) * (255.0 / (high - low)), 0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return _minmax_scale(values, *extrema)
 
 
 def _is_dicom(path: Path) -> bool:
@@ -114,7 +127,11 @@ def _read_dicom(path: Path, high_bit: HighBit) -> np.ndarray:
         raise ImageError(f"{path}: reading DICOM needs pydicom (pip install 'chexmask-u-tools[dicom]')") from error
     try:
         dataset = pydicom.dcmread(str(path))
+        # The header's size is checked before the pixel data is decoded.
+        _check_size(int(getattr(dataset, "Rows", 0) or 0), int(getattr(dataset, "Columns", 0) or 0), path)
         pixels = dataset.pixel_array
+    except ImageError:
+        raise
     except Exception as error:  # pydicom raises many types for corrupt files
         raise ImageError(f"{path}: unreadable DICOM: {error}") from error
     if pixels.ndim != 2:
@@ -131,23 +148,141 @@ def _read_dicom(path: Path, high_bit: HighBit) -> np.ndarray:
     return to_uint8(values, "minmax")
 
 
+_HUFFMAN_DCT_FRAMES = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive
+
+
+def _check_jpeg_data(path: Path, width: int, height: int) -> None:
+    """Refuse a JPEG whose entropy-coded data cannot cover the size its header claims.
+
+    Every 8x8 block of a Huffman-coded DCT JPEG costs at least one bit (its DC code,
+    in the first scan that covers it), so a valid file holds at least as many coded
+    bits after its first SOS marker as its smallest component has blocks.  libjpeg
+    fills what is missing with gray and only warns, and Pillow drops the warning.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return
+        frame: int | None = None
+        components: list[tuple[int, int]] = []
+        while True:
+            byte = handle.read(1)
+            while byte == b"\xff":  # fill bytes before a marker
+                byte = handle.read(1)
+            if not byte:
+                return
+            marker = byte[0]
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+                continue
+            head = handle.read(2)
+            if len(head) < 2:
+                return
+            length = int.from_bytes(head, "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                body = handle.read(length - 2)
+                frame = marker
+                count = body[5] if len(body) > 5 else 0
+                components = [(body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(count) if 8 + 3 * i < len(body)]
+                continue
+            if marker == 0xDA:
+                coded = size - (handle.tell() + length - 2)
+                break
+            if marker == 0xD9:
+                return
+            handle.seek(length - 2, os.SEEK_CUR)
+    if frame not in _HUFFMAN_DCT_FRAMES or not components:
+        return  # arithmetic coding can be shorter; lossless and hierarchical are not bounded here
+    h_max = max(h for h, _ in components) or 1
+    v_max = max(v for _, v in components) or 1
+
+    def ceil_div(a: int, b: int) -> int:
+        return -(-a // b)
+
+    blocks = min(
+        ceil_div(ceil_div(width * h, h_max), 8) * ceil_div(ceil_div(height * v, v_max), 8) for h, v in components
+    )
+    if coded * 8 < blocks:
+        raise ImageError(
+            f"{path}: JPEG header claims {width}x{height} (WxH) pixels, i.e. at least {blocks} coded 8x8 blocks, "
+            f"but the file holds only {max(coded, 0)} bytes of coded data (at least one bit per block is needed): "
+            "truncated or corrupt"
+        )
+
+
+def _row_strips(height: int, width: int) -> Iterator[tuple[int, int]]:
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        yield top, min(height, top + rows)
+
+
+def _finite_extrema(values: np.ndarray) -> tuple[float, float] | None:
+    if np.issubdtype(values.dtype, np.integer):
+        return (float(values.min()), float(values.max())) if values.size else None
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else None
+
+
+def _minmax_scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``round((v - low) / (high - low) * 255)`` clipped to 0..255; non-finite values become 0."""
+    values = values.astype(np.float64)
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    finite = np.isfinite(values)
+    scaled = np.where(finite, (values - low) * (255.0 / (high - low)), 0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+_EIGHT_BIT_MODES = ("L", "1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def _pixels(image, path: Path, high_bit: HighBit) -> np.ndarray:
-    """A loaded, EXIF-transposed Pillow image -> (H, W) uint8 (conversions: module docstring)."""
+    """A loaded, EXIF-transposed Pillow image -> (H, W) uint8 (conversions: module docstring).
+
+    Converted in strips of rows: no full-size copy besides the result (module docstring).
+    """
     mode = image.mode
-    if mode in ("L", "1", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+
+    def strip(top: int, bottom: int):
+        return image.crop((0, top, width, bottom))
+
+    if mode in _EIGHT_BIT_MODES:
+        target = None
         if mode in ("P", "PA"):
-            image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
-        if image.mode != "L":
-            image = image.convert("L")
-        # np.asarray of a Pillow image is a read-only view of a fresh buffer; the copy makes it writable.
-        return np.asarray(image, dtype=np.uint8).copy()
+            target = "RGBA" if "transparency" in image.info or mode == "PA" else "RGB"
+        for top, bottom in _row_strips(height, width):
+            part = strip(top, bottom)
+            if target is not None:
+                part = part.convert(target)
+            if part.mode != "L":
+                part = part.convert("L")
+            out[top:bottom] = np.asarray(part, dtype=np.uint8)
+        return out
     if mode.startswith("I;16"):
-        values = np.asarray(image, dtype=np.uint16)
-        return to_uint8(values, high_bit, bits=16)
-    if mode in ("I", "F"):
-        values = np.asarray(image)
-        return to_uint8(values, high_bit, bits=32 if mode == "I" else 16)
-    raise ImageError(f"{path}: unsupported image mode {mode!r}")
+        dtype, bits = np.uint16, 16
+    elif mode in ("I", "F"):
+        dtype, bits = None, 32 if mode == "I" else 16
+    else:
+        raise ImageError(f"{path}: unsupported image mode {mode!r}")
+
+    def values(top: int, bottom: int) -> np.ndarray:
+        return np.asarray(strip(top, bottom), dtype=dtype)
+
+    if high_bit == "shift":
+        for top, bottom in _row_strips(height, width):
+            out[top:bottom] = to_uint8(values(top, bottom), "shift", bits=bits)
+        return out
+    if high_bit != "minmax":
+        raise InputError(f"high_bit must be 'minmax' or 'shift', got {high_bit!r}")
+    extrema = [e for e in (_finite_extrema(values(t, b)) for t, b in _row_strips(height, width)) if e is not None]
+    if not extrema:
+        out[:] = 0
+        return out
+    low, high = min(e[0] for e in extrema), max(e[1] for e in extrema)
+    for top, bottom in _row_strips(height, width):
+        out[top:bottom] = _minmax_scale(values(top, bottom), low, high)
+    return out
 
 
 def _read(
@@ -168,6 +303,8 @@ def _read(
     try:
         with Image.open(path) as image:
             _check_size(image.height, image.width, path)
+            if image.format == "JPEG":
+                _check_jpeg_data(path, image.width, image.height)
             full_w, full_h = image.size
             factor = max(1, limit(full_h, full_w)) if limit else 1
             drafted = False
@@ -191,7 +328,9 @@ def _read(
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise ImageError(f"{path}: not a readable image: {error}") from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+    except MemoryError as error:
+        raise ImageError(f"{path}: not enough memory to decode this image ({error or 'MemoryError'})") from error
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as error:  # truncated or corrupt data
         raise ImageError(f"{path}: corrupt or truncated image: {error}") from error
     if drafted:
         return pixels, factor, (full_h, full_w)

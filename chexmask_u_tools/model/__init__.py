@@ -5,12 +5,21 @@ Importing this subpackage requires torch (the ``[torch]`` extra).
 
 from __future__ import annotations
 
-from chexmask_u_tools.model.hybridgnet import DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
+from chexmask_u_tools.model.hybridgnet import CONFIG_RANGES, DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
 from chexmask_u_tools.model.predict import DTYPES, PredictReport, draw_eps, image_seed, predict, predict_batch, predict_to_parquet
-from chexmask_u_tools.model.pretrained import DEFAULT_REPO_ID, DEFAULT_SUBFOLDER, load_pretrained, load_weights, read_state_dict
+from chexmask_u_tools.model.pretrained import (
+    DEFAULT_REPO_ID,
+    DEFAULT_SUBFOLDER,
+    RANDOM_WEIGHTS,
+    load_pretrained,
+    load_weights,
+    random_model,
+    read_state_dict,
+)
 from chexmask_u_tools.model.roi import ROI_RULES, roi_sample
 
 __all__ = [
+    "CONFIG_RANGES",
     "DEFAULT_CONFIG",
     "DEFAULT_REPO_ID",
     "DEFAULT_SUBFOLDER",
@@ -18,6 +27,7 @@ __all__ = [
     "Encoding",
     "HybridGNet",
     "PredictReport",
+    "RANDOM_WEIGHTS",
     "ROI_RULES",
     "chebyshev_basis",
     "draw_eps",
@@ -27,6 +37,7 @@ __all__ = [
     "predict",
     "predict_batch",
     "predict_to_parquet",
+    "random_model",
     "read_state_dict",
     "ring_upsample_matrix",
     "roi_sample",

@@ -115,6 +115,18 @@ def roi_sample(feature_map: torch.Tensor, points: torch.Tensor, rule: str = "tor
     Returns
     -------
     (B, N, C) tensor in the feature map's dtype.
+
+    Examples
+    --------
+    At an integer point both rules average the 3 x 3 pixels around it:
+
+    >>> import torch
+    >>> feature_map = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> points = torch.tensor([[[1.0, 1.0], [1.0, 2.0]]])  # (x, y)
+    >>> roi_sample(feature_map, points).flatten().tolist()
+    [5.0, 9.0]
+    >>> roi_sample(feature_map, points, rule="nominal").flatten().tolist()
+    [5.0, 9.0]
     """
     if feature_map.ndim != 4:
         raise InputError(f"feature_map must have shape (B, C, H, W), got {tuple(feature_map.shape)}")
