@@ -282,7 +282,7 @@ def test_bad_cell_raises_with_file_row_and_id(tmp_path, small, column, value, me
         cxu.scan_table(path).collect()
 
 
-@pytest.mark.parametrize("value, message", [("12 a 40 3", "not a run-length string"), ("12 4 40", "odd number")])
+@pytest.mark.parametrize("value, message", [("12 a 40 3", "non-integer"), ("12 4 40", "odd number")])
 def test_full_mask_check(tmp_path, small, value, message):
     path = tmp_path / "CheXpert.csv"
     corrupt(small, "Left Lung", 2, value).write_csv(path)

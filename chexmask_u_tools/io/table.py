@@ -44,12 +44,27 @@ from typing import Literal
 
 import polars as pl
 
-from chexmask_u_tools.errors import FileReadError, InputError, RecordError, SchemaError, SkippedRowsWarning
-from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
+from chexmask_u_tools.errors import (
+    FileReadError,
+    InputError,
+    RecordError,
+    SchemaError,
+    SkippedRowsWarning,
+)
 from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
-from chexmask_u_tools.sources import REGISTRY, canonical_source, id_column_sources
-from chexmask_u_tools.schema import BASE_SCHEMA, CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS, SOURCES
+from chexmask_u_tools.io.rle import rle_problems
+from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
+from chexmask_u_tools.schema import (
+    BASE_SCHEMA,
+    CANONICAL_SCHEMA,
+    FRAMES,
+    MAX_MASK_PIXELS,
+    PREPROCESSED_SIZE,
+    RLE_COLUMNS,
+    SOURCES,
+)
 from chexmask_u_tools.select.uncertainty import summary_expressions
+from chexmask_u_tools.sources import REGISTRY, canonical_source, id_column_sources
 
 __all__ = [
     "ID_COLUMNS",
@@ -335,28 +350,44 @@ def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -
     """(cleaned RLE string, problem) for one mask column.
 
     Always checked: the string ends in an integer pair and its last run ends
-    inside ``height * width`` (runs increase, so the last run is the farthest).
-    That reads only the tail of each string.  ``full`` also checks every
-    character and the token count, which costs a pass over all mask text (most
-    of a CheXmask file); decoding validates every run in any case.
+    inside ``height * width`` (runs increase, so the last run is the farthest);
+    start and length are each bounded by ``height * width`` before they are
+    added, so no value can wrap.  That reads only the tail of each string.
+    ``full`` checks every run with :func:`~chexmask_u_tools.io.rle.rle_problems`
+    (the decoders' own rule), which costs a pass over all mask text (most of a
+    CheXmask file); decoding validates every run in any case.
     """
     raw = _as_text(column, schema)
     text = pl.when(raw.str.strip_chars().str.len_bytes() > 0).then(raw)
-    last_start = text.str.extract(r"([0-9]+)\s+[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
-    last_length = text.str.extract(r"([0-9]+)\s*$", 1).cast(pl.Int64, strict=False)
-    last_end = last_start + last_length - 1
+    # At most 18 digits: anything longer is out of range anyway and must not reach an Int64 cast.
+    last_start = text.str.extract(r"(?:^|\s)([0-9]{1,18})\s+[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
+    last_length = text.str.extract(r"(?:^|\s)([0-9]{1,18})\s*$", 1).cast(pl.Int64, strict=False)
     not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
-    problem = pl.when(text.is_null()).then(None).when(last_end.is_null()).then(not_rle)
+    past = pl.format("mask {} runs past the mask's {} pixels", pl.lit(repr(column)), n_pixels)
+    problem = pl.when(text.is_null()).then(None)
     if full:
-        n_tokens = text.str.count_matches(r"[0-9]+")
-        problem = (
-            problem.when(~text.str.contains(r"^\s*[0-9]+(?:\s+[0-9]+)*\s*$"))
-            .then(not_rle)
-            .when(n_tokens % 2 == 1)
-            .then(pl.format("mask {} has an odd number of values ({})", pl.lit(repr(column)), n_tokens))
+        checked = pl.struct(text=text, n_pixels=n_pixels).map_batches(
+            lambda batch: rle_problems(batch.struct.field("text"), batch.struct.field("n_pixels")),
+            return_dtype=pl.String,
         )
-    problem = problem.when(n_pixels.is_not_null() & (last_end > n_pixels)).then(
-        pl.format("mask {} runs to pixel {}, past the mask's {} pixels", pl.lit(repr(column)), last_end, n_pixels)
+        problem = problem.when(checked.is_not_null()).then(pl.format("mask {}: {}", pl.lit(repr(column)), checked))
+    huge = text.str.contains(r"[0-9]{19}\s*(?:[0-9]+\s*)?$")
+    problem = (
+        problem.when(huge & n_pixels.is_not_null())
+        .then(past)
+        .when(last_start.is_null() | last_length.is_null())
+        .then(not_rle)
+        .when(n_pixels.is_not_null() & ((last_start > n_pixels) | (last_length > n_pixels)))
+        .then(past)
+        .when(n_pixels.is_not_null() & (last_start + last_length - 1 > n_pixels))
+        .then(
+            pl.format(
+                "mask {} runs to pixel {}, past the mask's {} pixels",
+                pl.lit(repr(column)),
+                last_start + last_length - 1,
+                n_pixels,
+            )
+        )
     )
     return text, problem.otherwise(None)
 
@@ -425,7 +456,14 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool
     height, height_problem = _size(layout.height_column, schema, "Height", default_size)
     width, width_problem = _size(layout.width_column, schema, "Width", default_size)
     columns["height"], columns["width"] = height, width
-    problems += [height_problem, width_problem]
+    too_large = height.cast(pl.Int64) * width.cast(pl.Int64) > MAX_MASK_PIXELS
+    problems += [
+        height_problem,
+        width_problem,
+        pl.when(too_large).then(
+            pl.format("Height x Width = {} x {} exceeds the limit of {} pixels (MAX_MASK_PIXELS)", height, width, pl.lit(MAX_MASK_PIXELS))
+        ),
+    ]
     dice_a, dice_a_problem = _number(layout.dice_mean_column, schema, "Dice RCA (Mean)")
     dice_b, dice_b_problem = _number(layout.dice_max_column, schema, "Dice RCA (Max)")
     columns["dice_rca_mean"] = pl.min_horizontal(dice_a, dice_b)

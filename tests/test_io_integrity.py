@@ -1,0 +1,309 @@
+"""Hostile input for the readers and decoders (issue 11): no crash, no silent wrong row, no generic exception."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import polars as pl
+import pytest
+
+import chexmask_u_tools as cxu
+from chexmask_u_tools.io.released import to_released
+from chexmask_u_tools.io.rle import rle_problems
+from chexmask_u_tools.schema import MAX_MASK_PIXELS, nearest_indices
+
+CRASHERS = [
+    "1761 9223372036854775804 7 7",  # start + length wrapped int64 and segfaulted np.repeat
+    "2 9223372036854775807",  # leaked a bare ValueError
+    "9223372036854775807 2",
+    "1 99999999999999999999",  # beyond int64: saturated by np.fromstring, null in polars
+    "-9223372036854775808 5",
+    "1 4611686018427387904 3 1",
+]
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter, so that a crash is a return code, not a dead test run."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], check=False, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("rle", CRASHERS)
+def test_out_of_range_runs_raise_rle_error_in_every_decoder(rle):
+    result = run_python(
+        f"""
+        import chexmask_u_tools as cxu
+        from chexmask_u_tools.io.rle import rle_problems
+        rle = {rle!r}
+        for decode in (
+            lambda: cxu.rle_decode(rle, 1024, 1024),
+            lambda: cxu.rle_decode(rle, 1024, 1024, shape=(256, 256)),
+            lambda: cxu.rle_decode_many([None, rle], 1024, 1024),
+            lambda: cxu.rle_decode_many(["1 1", rle], [4, 1024], [4, 1024]),
+        ):
+            try:
+                decode()
+            except cxu.RLEError as error:
+                print("RLEError", error)
+            else:
+                raise SystemExit("decoded " + repr(rle))
+        assert rle_problems([rle], 1024 * 1024)[0] is not None
+        """
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("RLEError") == 4
+
+
+def test_huge_size_is_rejected_before_allocating():
+    with pytest.raises(cxu.InputError, match="MAX_MASK_PIXELS"):
+        cxu.rle_decode("1 5", 2**31 - 1, 2**31 - 1)
+    with pytest.raises(cxu.InputError, match="MAX_MASK_PIXELS"):
+        cxu.rle_decode_many(["1 5"], 2**20, 2**20)
+    assert cxu.rle_decode("1 1", 2**14, 2**14).shape == (2**14, 2**14)  # exactly the limit is fine
+    assert 2**28 == MAX_MASK_PIXELS
+
+
+@pytest.mark.parametrize("rle", ["1\t2  4\n1", " 1 2\r\n4 1 ", "1  2\t\t4 1"])
+def test_decode_many_accepts_the_whitespace_decode_accepts(rle):
+    expected = cxu.rle_decode(rle, 2, 3)
+    np.testing.assert_array_equal(cxu.rle_decode_many([rle], 2, 3)[0], expected)
+    np.testing.assert_array_equal(cxu.rle_decode_many([rle, "1 1"], [2, 1], [3, 1])[0], expected)
+    assert expected.sum() == 3
+
+
+@pytest.fixture(scope="module")
+def released_vindr():
+    table = cxu.load_sample().filter(pl.col("source") == "VinDr-CXR").head(4)
+    return to_released(table, "chexmask-u")
+
+
+@pytest.mark.parametrize("rle", CRASHERS[:3])
+def test_read_table_rejects_out_of_range_runs(tmp_path, released_vindr, rle):
+    path = tmp_path / "VinDr-CXR.csv"
+    released_vindr.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(rle)).otherwise(pl.col("Heart")).alias("Heart")
+    ).write_csv(path)
+    with pytest.raises(cxu.RecordError, match="past the mask") as info:
+        cxu.read_table(path, check_masks=True)
+    assert info.value.row == 2
+    if rle.endswith(" 7 7"):
+        # the last run is fine: only the full check can see the wrapped middle run
+        assert len(cxu.read_table(path)) == 4
+    else:
+        with pytest.raises(cxu.RecordError, match="past the mask"):
+            cxu.read_table(path)
+
+
+def test_read_table_rejects_huge_sizes(tmp_path, released_vindr):
+    path = tmp_path / "OriginalResolution" / "VinDr-CXR.csv"
+    path.parent.mkdir()
+    released_vindr.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("2147483647")).otherwise(pl.col("Height")).alias("Height"),
+        pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("2147483647")).otherwise(pl.col("Width")).alias("Width"),
+    ).write_csv(path)
+    with pytest.raises(cxu.RecordError, match="MAX_MASK_PIXELS") as info:
+        cxu.read_table(path)
+    assert info.value.row == 1
+
+
+def test_rle_problems_matches_the_decoder():
+    rles = ["1 4", "3 2 4 1", "1 2 3", "0 1", "x 1", None, " ", "12 1", "13 1"]
+    problems = rle_problems(rles, 12).to_list()
+    for rle, problem in zip(rles, problems):
+        if problem is None:
+            cxu.rle_decode(rle, 3, 4)
+        else:
+            with pytest.raises(cxu.RLEError):
+                cxu.rle_decode(rle, 3, 4)
+    assert problems[0] is None and problems[-2] is None and "past" in problems[-1]
+
+
+# ----------------------------------------------------------------------------- fuzzing in a subprocess
+
+FUZZ = """
+import json, re
+import numpy as np
+from hypothesis import given, settings, strategies as st, HealthCheck
+import chexmask_u_tools as cxu
+from chexmask_u_tools.errors import CheXmaskUError
+from chexmask_u_tools.io.rle import rle_problems
+from chexmask_u_tools.schema import nearest_indices
+
+counts = {"clean_error": 0, "correct": 0, "other": 0}
+INT = re.compile(r"[+-]?[0-9]+$")
+
+
+def reference(rle, height, width):
+    # Plain-Python decoder with unbounded integers: the oracle.
+    tokens = rle.split()
+    if not all(INT.match(t) for t in tokens) or len(tokens) % 2:
+        return None
+    values = [int(t) for t in tokens]
+    mask = np.zeros(height * width, dtype=bool)
+    previous_end = 0
+    for start, length in zip(values[::2], values[1::2]):
+        if start < 1 or length < 1 or start - 1 + length > height * width or start - 1 < previous_end:
+            return None
+        mask[start - 1 : start - 1 + length] = True
+        previous_end = start - 1 + length
+    return mask.reshape(height, width)
+
+
+edge = st.sampled_from([0, 1, 2, 2**31 - 1, 2**31, 2**32, 2**62, 2**63 - 1, 2**63, 2**64, 10**20, -1, -(2**63)])
+number = st.one_of(st.integers(-2, 40), edge, st.integers(-(2**70), 2**70))
+token = st.one_of(number.map(str), number.map(str), st.sampled_from(["a", "1.5", "+3", "0x1", "", "--1", "1e3"]))
+separator = st.sampled_from([" ", " ", " ", "  ", "\\t", "\\n", " \\r\\n "])
+
+
+@st.composite
+def rle_strings(draw):
+    if draw(st.booleans()):
+        # mostly valid: increasing runs, then maybe one mutation
+        starts = sorted(draw(st.sets(st.integers(1, 36), max_size=6)))
+        values = []
+        for i, start in enumerate(starts):
+            limit = (starts[i + 1] - start) if i + 1 < len(starts) else 37 - start
+            values += [start, draw(st.integers(1, max(1, limit)))]
+        tokens = [str(v) for v in values]
+        if tokens and draw(st.booleans()):
+            tokens[draw(st.integers(0, len(tokens) - 1))] = draw(token)
+    else:
+        tokens = draw(st.lists(token, max_size=8))
+    seps = [draw(separator) for _ in tokens]
+    return draw(st.sampled_from(["", " "])) + "".join(t + s for t, s in zip(tokens, seps))
+
+
+def outcome(decode, expected):
+    try:
+        result = decode()
+    except CheXmaskUError:
+        return "clean_error" if expected is None else "other"
+    except Exception:
+        return "other"
+    if expected is None:
+        return "other"
+    return "correct" if np.array_equal(np.asarray(result, dtype=bool), expected) else "other"
+
+
+failures = []
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(rle_strings(), st.integers(1, 6), st.integers(1, 6))
+def fuzz(rle, height, width):
+    expected = reference(rle, height, width)
+    rows, cols = nearest_indices(height, 4), nearest_indices(width, 3)
+    sampled = None if expected is None else expected[np.ix_(rows, cols)]
+    buffer = np.ones((height, width), dtype=np.uint8)
+    batch = np.ones((2, height, width), dtype=bool)
+    cases = [
+        (lambda: cxu.rle_decode(rle, height, width), expected),
+        (lambda: cxu.rle_decode(rle, height, width, shape=(4, 3)), sampled),
+        (lambda: cxu.rle_decode(rle, height, width, out=buffer), expected),
+        (lambda: cxu.rle_decode_many([rle], height, width)[0], expected),
+        (lambda: cxu.rle_decode_many(["1 1", rle], height, width, out=batch)[1], expected),
+        (lambda: cxu.rle_decode_many([rle, "1 1"], [height, 1], [width, 1])[0], expected),
+    ]
+    for decode, want in cases:
+        result = outcome(decode, want)
+        counts[result] += 1
+        if result == "other":
+            failures.append(repr((rle, height, width)))
+    checked = rle_problems([rle], height * width)[0]
+    result = "clean_error" if (checked is not None and expected is None) else (
+        "correct" if (checked is None and expected is not None) else "other")
+    counts[result] += 1
+    if result == "other":
+        failures.append("rle_problems " + repr((rle, height, width)))
+
+
+fuzz()
+print(json.dumps({"counts": counts, "failures": failures[:10]}))
+"""
+
+
+@pytest.mark.slow
+def test_fuzz_every_decoder_in_a_subprocess():
+    result = run_python(FUZZ.replace("MAX_EXAMPLES", "600"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    counts = report["counts"]
+    print("fuzz cases:", counts)
+    assert counts["other"] == 0, report["failures"]
+    assert counts["clean_error"] > 500 and counts["correct"] > 500
+
+
+# ----------------------------------------------------------------------------- decode to a shape / into buffers
+
+
+@pytest.mark.parametrize("target", [(512, 512), (300, 700), (1024, 1024), (2048, 100), (7, 1)])
+def test_decode_to_shape_equals_decode_then_sample(target):
+    sample = cxu.load_sample()
+    rles = sample["rle_right_lung"].to_list()[:3] + sample["rle_heart"].to_list()[:3] + ["1 1048576", ""]
+    rows, cols = nearest_indices(1024, target[0]), nearest_indices(1024, target[1])
+    for rle in rles:
+        full = cxu.rle_decode(rle, 1024, 1024)
+        np.testing.assert_array_equal(cxu.rle_decode(rle, 1024, 1024, shape=target), full[np.ix_(rows, cols)])
+
+
+def test_nearest_indices_invert_the_raster_scaling():
+    from chexmask_u_tools.masks.raster import scale_points
+
+    for full, small in [(1024, 512), (1024, 300), (3, 5), (1000, 999), (7, 1)]:
+        index = nearest_indices(full, small)
+        # New pixel j sits where scale_points (the mapping rasterize(from_size=) applies to landmarks)
+        # puts it in the full grid; the sampled pixel is the nearest one there (ties up, clipped).
+        new_pixels = np.stack([np.arange(small)] * 2, axis=1).astype(np.float64)
+        position = scale_points(new_pixels, (small, small), (full, full))[:, 0]
+        np.testing.assert_array_equal(index, np.minimum(np.floor(position + 0.5), full - 1))
+        assert np.all(np.abs(position - index) <= 0.5)
+
+
+def test_out_buffers_equal_fresh_results():
+    sample = cxu.load_sample()
+    rles = sample["rle_left_lung"].to_list()[:4]
+    fresh = cxu.rle_decode_many(rles, 1024, 1024)
+    for dtype in (bool, np.uint8):
+        batch = np.full((4, 1024, 1024), 7, dtype=dtype)
+        assert cxu.rle_decode_many(rles, 1024, 1024, out=batch) is batch
+        np.testing.assert_array_equal(batch.astype(bool), fresh)
+        assert set(np.unique(batch).tolist()) <= {0, 1}
+        one = np.full((1024, 1024), 1, dtype=dtype)
+        cxu.rle_decode(rles[1], 1024, 1024, out=one)
+        np.testing.assert_array_equal(one.astype(bool), fresh[1])
+    small = np.ones((256, 256), dtype=bool)
+    cxu.rle_decode(rles[0], 1024, 1024, shape=(256, 256), out=small)
+    np.testing.assert_array_equal(small, fresh[0][::4, ::4])
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        (np.zeros((2, 2), dtype=bool), "shape"),
+        (np.zeros((2, 3), dtype=np.float32), "dtype"),
+        ([[0, 0, 0], [0, 0, 0]], "numpy array or a torch tensor"),
+    ],
+)
+def test_bad_out_buffer_raises(out, message):
+    with pytest.raises(cxu.InputError, match=message):
+        cxu.rle_decode("1 2", 2, 3, out=out)
+
+
+def test_out_torch_tensor():
+    torch = pytest.importorskip("torch")
+    sample = cxu.load_sample()
+    rles = sample["rle_heart"].to_list()[:2]
+    fresh = cxu.rle_decode_many(rles, 1024, 1024)
+    for dtype in (torch.bool, torch.uint8):
+        tensor = torch.full((2, 1024, 1024), 1, dtype=dtype)
+        assert cxu.rle_decode_many(rles, 1024, 1024, out=tensor) is tensor
+        np.testing.assert_array_equal(tensor.numpy().astype(bool), fresh)
+    view = torch.zeros((1024, 2048), dtype=torch.uint8)[:, ::2]  # not contiguous: decoded, then copied in
+    cxu.rle_decode(rles[0], 1024, 1024, out=view)
+    np.testing.assert_array_equal(view.numpy().astype(bool), fresh[0])
