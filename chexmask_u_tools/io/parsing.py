@@ -72,7 +72,8 @@ def number_list_problem_expr(
     """
     length = parsed.list.len()
     non_numeric = parsed.list.eval(pl.element().is_null()).list.any()
-    non_finite = parsed.list.eval(~pl.element().is_finite()).list.any()
+    # The canonical table stores float32: 1e300 or 3.5e38 would become inf there, so it is as bad as NaN.
+    non_finite = parsed.list.eval(~pl.element().cast(pl.Float32).is_finite()).list.any()
     negative = parsed.list.eval(pl.element() < 0).list.any()
     if expected_len is None:
         bad_length = (length % 2) == 1
@@ -91,7 +92,7 @@ def number_list_problem_expr(
         .when(non_numeric)
         .then(pl.lit(f"{what} contains a non-numeric value"))
         .when(non_finite)
-        .then(pl.lit(f"{what} contains a non-finite value"))
+        .then(pl.lit(f"{what} contains a non-finite value (NaN, inf, or beyond the float32 range of +-3.4e38)"))
         .when(bad_length)
         .then(length_reason)
     )
@@ -134,7 +135,7 @@ def parse_numbers(text: str, *, expected_len: int | None = None, allow_negative:
     ------
     PointsParseError
         If the string is missing or blank, holds a non-numeric or non-finite
-        token, has the wrong number of values, or (``allow_negative=False``) a
+        token (also one beyond the float32 range), has the wrong number of values, or (``allow_negative=False``) a
         negative value.
     """
     if text is None or not isinstance(text, str):
