@@ -205,6 +205,25 @@ def test_quirks_swapped_dice_float_and_empty_sizes_empty_masks_partial_latents(t
     assert read["latent_sigma"].null_count() == 1
 
 
+def test_missing_dice_stays_null_and_the_swap_needs_both(tmp_path, small):
+    row = pl.int_range(pl.len())
+    released = to_released(small).with_columns(
+        pl.when(row == 0).then(None).when(row == 2).then(pl.lit("0.95")).otherwise(pl.col("Dice RCA (Mean)"))
+        .alias("Dice RCA (Mean)"),
+        pl.when(row == 1).then(None).when(row == 2).then(pl.lit("0.5")).otherwise(pl.col("Dice RCA (Max)"))
+        .alias("Dice RCA (Max)"),
+    )
+    path = tmp_path / "Padchest.csv"
+    released.write_csv(path)
+    for read in (cxu.read_table(path), cxu.scan_table(path).collect()):
+        assert read["dice_rca_mean"][0] is None  # not the file's Max
+        assert read["dice_rca_max"][0] == pytest.approx(small["dice_rca_max"][0])
+        assert read["dice_rca_max"][1] is None
+        assert read["dice_rca_mean"][1] == pytest.approx(small["dice_rca_mean"][1])
+        assert (read["dice_rca_mean"][2], read["dice_rca_max"][2]) == (0.5, 0.95)  # swapped pair: fixed up
+        assert len(read.filter(pl.col("dice_rca_mean") >= 0.0)) == len(small) - 1
+
+
 def test_real_rows_load_with_every_field_right(real_subset_dir):
     for path in sorted(real_subset_dir.glob("*.csv")):
         raw = pl.read_csv(path, infer_schema=False)

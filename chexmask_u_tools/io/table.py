@@ -27,7 +27,8 @@ Fix-ups (documented, deterministic)
 -----------------------------------
 * ``Dice RCA (Mean)`` and ``(Max)`` swapped (known in Padchest subsets): the
   canonical ``dice_rca_mean`` is the smaller and ``dice_rca_max`` the larger of
-  the two, since a mean can never exceed its maximum.
+  the two, since a mean can never exceed its maximum.  This applies only where
+  both are present: a missing value stays null, never filled from the other.
 * Height/Width written as floats (``1024.0``) are read as integers; empty
   Height/Width in the preprocessed frame are 1024 (the frame's size).
 * A leading unnamed index column (``Unnamed: 0`` or an empty name) is dropped.
@@ -466,8 +467,10 @@ def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool
     ]
     dice_a, dice_a_problem = _number(layout.dice_mean_column, schema, "Dice RCA (Mean)")
     dice_b, dice_b_problem = _number(layout.dice_max_column, schema, "Dice RCA (Max)")
-    columns["dice_rca_mean"] = pl.min_horizontal(dice_a, dice_b)
-    columns["dice_rca_max"] = pl.max_horizontal(dice_a, dice_b)
+    # The swap fix-up needs both values; a missing one stays missing (never filled from the other column).
+    both = dice_a.is_not_null() & dice_b.is_not_null()
+    columns["dice_rca_mean"] = pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a)
+    columns["dice_rca_max"] = pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b)
     problems += [dice_a_problem, dice_b_problem]
     if layout.frame == "preprocessed":
         n_pixels = pl.lit(PREPROCESSED_SIZE * PREPROCESSED_SIZE, dtype=pl.Int64)
