@@ -65,7 +65,13 @@ from chexmask_u_tools.schema import (
     SOURCES,
 )
 from chexmask_u_tools.select.uncertainty import summary_expressions
-from chexmask_u_tools.sources import REGISTRY, canonical_source, id_column_sources
+from chexmask_u_tools.sources import (  # canonical_source: re-exported, cli.export imports it from here
+    REGISTRY,
+    canonical_source,  # noqa: F401
+    id_column_sources,
+    source_label,
+    sources_in_name,
+)
 
 __all__ = [
     "ID_COLUMNS",
@@ -99,23 +105,86 @@ _POLARS_NATIVE_SCHEMES = {"s3", "s3a", "gs", "gcs", "gcp", "az", "azure", "abfs"
 _TEMP = "__cxu_"
 
 
+def _base_name(file_name: str) -> str:
+    return re.split(r"[/\\]", str(file_name).rstrip("/\\"))[-1]
+
+
 def infer_source(file_name: str) -> str | None:
-    """Source named in a file name or path (case-insensitive), or None."""
-    base = os.path.basename(str(file_name).rstrip("/")).lower()
-    for pattern, name in _SOURCE_PATTERNS:
-        if pattern in base:
-            return name
-    return None
+    """The one source a file's own name spells out (see :func:`~chexmask_u_tools.sources.sources_in_name`), or None.
+
+    Only the last path part counts, as a whole word; a name spelling several
+    sources gives None here (:func:`detect_layout` reports it as ambiguous).
+
+    Examples
+    --------
+    >>> infer_source("downloads/Preprocessed/MIMIC-CXR-JPG_part1.csv.gz"), infer_source("CANDID-PTX.csv")
+    ('MIMIC-CXR-JPG', None)
+    """
+    named = sources_in_name(_base_name(file_name))
+    return named[0] if len(named) == 1 else None
+
+
+_FRAME_FOLDERS = (("preprocessed", "preprocessed"), ("originalresolution", "original"))
 
 
 def infer_frame(file_name: str) -> str | None:
-    """``original`` / ``preprocessed`` when the path says so (``OriginalResolution``, ``Preprocessed``)."""
-    text = str(file_name).lower()
-    if "original" in text:
-        return "original"
-    if "preprocess" in text:
-        return "preprocessed"
+    """The frame named by the nearest folder of a path: ``Preprocessed`` or ``OriginalResolution``, else None.
+
+    Folders are read from the file outwards and the first one naming a frame
+    decides (``downloads/original_data/Preprocessed/CheXpert.csv`` is
+    preprocessed).  A folder names a frame when its name, lower-cased without
+    separators, starts with ``preprocessed`` or ``originalresolution`` or is
+    ``original``; words merely containing them (``original_data``,
+    ``test_original0``) are not evidence.
+
+    Examples
+    --------
+    >>> infer_frame("downloads/original_data/Preprocessed/CheXpert.csv")
+    'preprocessed'
+    >>> infer_frame("OriginalResolution/VinDr-CXR.csv"), infer_frame("original_data/VinDr-CXR.csv")
+    ('original', None)
+    """
+    for folder in reversed(re.split(r"[/\\]", str(file_name).rstrip("/\\"))[:-1]):
+        word = re.sub(r"[^a-z0-9]", "", folder.lower())
+        if word == "original":
+            return "original"
+        for prefix, frame in _FRAME_FOLDERS:
+            if word.startswith(prefix):
+                return frame
     return None
+
+
+def _layout_source(file_name: str, id_column: str, has_dataset_column: bool) -> str | None:
+    """The file's source from its name, else from a source-specific id column (SPEC section 1).
+
+    None when the rows carry their own source (a ``Dataset`` column).  Raises
+    :class:`SchemaError` asking for ``source=`` when the evidence is weak or
+    disagrees.
+    """
+    where = f" of {file_name!r}" if file_name else ""
+    named = sources_in_name(_base_name(file_name)) if file_name else ()
+    if len(named) > 1:
+        raise SchemaError(
+            f"the file name{where} names several sources {list(named)}; pass source= (CLI: --source)"
+        )
+    id_source = ID_COLUMNS.get(id_column)
+    proves = id_source is not None and REGISTRY[id_source].id_column_proves_source and not has_dataset_column
+    if named:
+        if proves and id_source != named[0]:
+            raise SchemaError(
+                f"the file name{where} says {named[0]} but its id column {id_column!r} is {id_source}'s; "
+                "pass source= (CLI: --source) to say which"
+            )
+        return named[0]
+    if has_dataset_column:
+        return None
+    if proves:
+        return id_source
+    shared = f", which {id_source} shares with other files," if id_source else ""
+    raise SchemaError(
+        f"cannot tell the source{where}: its name names none of {SOURCES} and its id column "
+        f"{id_column!r}{shared} does not prove one; pass source= (CLI: --source)"
+    )
 
 
 @dataclass(frozen=True)
@@ -154,12 +223,20 @@ def detect_layout(
     file_name:
         Used to infer source and frame when they are not given.
     source:
-        Canonical source name (any spelling :func:`canonical_source` knows);
-        inferred from the file name, then from the id column, when None.
+        Any spelling of a known source, or a label unlike all of them for
+        private data (see :func:`~chexmask_u_tools.sources.source_label`; a
+        near-miss such as ``"Chexpurt"`` raises :class:`InputError`).  When
+        None, the evidence decides, strongest first (SPEC section 1): the
+        file's own name spelling one source wins; else a ``Dataset`` column
+        gives each row's source; else an id column only one source uses
+        (``dicom_id``, ``Path``, ``Image Index``).  ``ImageID`` (Padchest, but
+        also physician files and CheXmask v0.1's ``CANDID-PTX.csv``) and
+        ``image_id`` prove nothing alone.
     frame:
-        ``preprocessed`` or ``original``; inferred from the file name when None,
-        else ``preprocessed``.  In a file with a second ``Mean.1``/``Std.1``
-        pair, ``original`` selects that pair.
+        ``preprocessed`` or ``original``; when None, the nearest folder naming
+        a frame decides (:func:`infer_frame`), else ``preprocessed``.  In a
+        file with a second ``Mean.1``/``Std.1`` pair, ``original`` selects
+        that pair.
     masks:
         ``released`` reads ``Right Lung``/``Left Lung``/``Heart``; ``mean``
         reads the masks drawn from the mean landmarks (``RL_Mean``...).
@@ -167,8 +244,12 @@ def detect_layout(
     Raises
     ------
     SchemaError
-        When no id or landmark column is present, or the source cannot be
-        determined.
+        When no id or landmark column is present, or the source evidence is
+        weak or disagrees (a name spelling two sources, a name contradicting a
+        source-specific id column, no name and a shared id column): pass
+        ``source=`` (CLI ``--source``).
+    InputError
+        ``source`` is a near-miss of a known name.
     """
     present = set(columns)
     if frame is not None and frame not in FRAMES:
@@ -192,16 +273,9 @@ def detect_layout(
         )
     dataset_column = "Dataset" if "Dataset" in present else None
     if source is not None:
-        resolved = canonical_source(source) or source
+        resolved = source_label(source)
     else:
-        resolved = infer_source(file_name) if file_name else None
-        if resolved is None and dataset_column is None:
-            resolved = ID_COLUMNS[id_column]
-        if resolved is None and dataset_column is None:
-            raise SchemaError(
-                f"cannot tell the source{where} from its name or its id column {id_column!r}; "
-                f"pass source= (one of {SOURCES})"
-            )
+        resolved = _layout_source(file_name, id_column, dataset_column is not None)
     frame = frame or (infer_frame(file_name) if file_name else None) or "preprocessed"
 
     landmarks_column = next((c for c in LANDMARK_COLUMNS if c in present), None)
