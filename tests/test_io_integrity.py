@@ -307,3 +307,219 @@ def test_out_torch_tensor():
     view = torch.zeros((1024, 2048), dtype=torch.uint8)[:, ::2]  # not contiguous: decoded, then copied in
     cxu.rle_decode(rles[0], 1024, 1024, out=view)
     np.testing.assert_array_equal(view.numpy().astype(bool), fresh[0])
+
+
+# ----------------------------------------------------------------------------- directories and missing paths
+
+
+def test_read_table_on_a_directory_reads_every_data_file(tmp_path):
+    table = cxu.read_table(cxu.sample_dir())
+    assert table.equals(cxu.load_sample())
+    assert cxu.scan_table(cxu.sample_dir()).collect().equals(table)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(cxu.FileReadError, match="no data files"):
+        cxu.read_table(tmp_path / "empty")
+    for missing in (tmp_path / "no_such_folder", tmp_path / "no_such_file.csv"):
+        for reader in (cxu.read_table, cxu.scan_table):
+            with pytest.raises(cxu.FileReadError, match="not found"):
+                reader(missing)
+
+
+# ----------------------------------------------------------------------------- malformed CSV records
+
+
+@pytest.fixture(scope="module")
+def released_csv_bytes():
+    table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(6)
+    return table, to_released(table).write_csv().encode()
+
+
+def records(data: bytes) -> list[list[str]]:
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(data.decode())))
+
+
+def join(rows: list[list[str]]) -> bytes:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def compress(data: bytes, suffix: str) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    import pyarrow as pa
+
+    if suffix == ".gz":
+        return gzip.compress(data)
+    if suffix == ".xz":
+        return lzma.compress(data)
+    if suffix == ".bz2":
+        return bz2.compress(data)
+    if suffix == ".zst":
+        return pa.compress(data, codec="zstd", asbytes=True)
+    return data
+
+
+def read_both(path):
+    """read_table and scan_table().collect() must agree: the same rows or the same exception type."""
+    outcomes = []
+    for read in (lambda: cxu.read_table(path), lambda: cxu.scan_table(path).collect()):
+        try:
+            outcomes.append(read())
+        except Exception as error:  # noqa: BLE001 - the test inspects the type
+            outcomes.append(error)
+    return outcomes
+
+
+def malformed_cases(data: bytes) -> dict[str, tuple[bytes, type, str, int | None]]:
+    rows = records(data)
+    cut_row = [list(r) for r in rows]
+    cut_row[3] = cut_row[3][:6]
+    run_together = [list(r) for r in rows]
+    run_together[2] = run_together[2] + ["extra"]
+    quote_at = data.index(b"\n", data.index(b"\n") + 1) + 1  # start of data row 1
+    bad_utf8_at = data.index(b"view1_frontal", quote_at)
+    return {
+        "six fields": (join(cut_row), cxu.RecordError, "6 fields, expected 11", 2),
+        "cut mid-record, newline-terminated": (data[: len(data) * 2 // 3] + b"\n", cxu.RecordError, "fields, expected 11", None),
+        "an extra field": (join(run_together), cxu.RecordError, "12 fields, expected 11", 1),
+        "unbalanced quote": (data[:quote_at] + b'"' + data[quote_at:], cxu.RecordError, "fields, expected 11", 1),
+        "invalid UTF-8": (data[:bad_utf8_at] + b"\xff\xfe" + data[bad_utf8_at + 2 :], cxu.RecordError, "invalid UTF-8", 1),
+        "no final line break": (data[:-1] + b"9", cxu.FileReadError, "line break", None),
+    }
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.xz", ".csv.zst"])
+def test_malformed_records_raise_package_errors_naming_file_and_row(tmp_path, released_csv_bytes, suffix):
+    _, data = released_csv_bytes
+    for case, (content, error_type, message, row) in malformed_cases(data).items():
+        path = tmp_path / case.replace(" ", "_").replace(",", "") / f"CheXpert{suffix}"
+        path.parent.mkdir()
+        path.write_bytes(compress(content, suffix.removeprefix(".csv")))
+        for outcome in read_both(path):
+            assert isinstance(outcome, error_type), (case, suffix, outcome)
+            assert message in str(outcome) and str(path) in str(outcome), (case, outcome)
+            if row is not None:
+                assert outcome.row == row, (case, outcome)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.xz", ".csv.zst", ".csv.bz2"])
+def test_line_endings_and_containers_read_the_same_rows(tmp_path, released_csv_bytes, suffix):
+    table, data = released_csv_bytes
+    for ending in (b"\n", b"\r\n", b"\r"):
+        path = tmp_path / ending.hex() / f"CheXpert{suffix}"
+        path.parent.mkdir()
+        path.write_bytes(compress(data.replace(b"\n", ending), suffix.removeprefix(".csv")))
+        for outcome in read_both(path):
+            assert isinstance(outcome, pl.DataFrame), (ending, outcome)
+            assert outcome["image_id"].to_list() == table["image_id"].to_list()
+            assert outcome["rle_heart"].to_list() == table["rle_heart"].to_list()
+
+
+def test_header_only_file_is_an_empty_table(tmp_path, released_csv_bytes):
+    _, data = released_csv_bytes
+    path = tmp_path / "CheXpert.csv.gz"
+    path.write_bytes(compress(data[: data.index(b"\n") + 1], ".gz"))
+    for outcome in read_both(path):
+        assert isinstance(outcome, pl.DataFrame) and outcome.height == 0
+        assert outcome.schema == cxu.CANONICAL_SCHEMA
+
+
+@pytest.mark.parametrize("suffix", [".csv.xz", ".csv.gz", ".csv.zst"])
+def test_corrupt_or_misnamed_compressed_files_raise_file_read_error(tmp_path, released_csv_bytes, suffix):
+    _, data = released_csv_bytes
+    packed = compress(data, suffix.removeprefix(".csv"))
+    cases = {
+        "misnamed": data,  # a plain CSV under a compressed name
+        "corrupt": packed[:40] + bytes(64) + packed[104:],
+        "truncated": packed[: len(packed) // 2],
+    }
+    for case, content in cases.items():
+        path = tmp_path / case / f"CheXpert{suffix}"
+        path.parent.mkdir()
+        path.write_bytes(content)
+        for outcome in read_both(path):
+            assert isinstance(outcome, (cxu.FileReadError, cxu.RecordError)), (case, type(outcome), outcome)
+            assert str(path) in str(outcome)
+
+
+# ----------------------------------------------------------------------------- compression bombs under a memory limit
+
+BOMB = """
+import gzip, os, resource, sys, zlib
+import polars as pl
+import chexmask_u_tools as cxu
+from chexmask_u_tools.io.released import to_released
+
+directory = sys.argv[1]
+table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(1)
+data = to_released(table).write_csv().encode()
+header, row = data.split(b"\\n", 1)
+target = 600 << 20  # decompressed bytes in each bomb
+
+def write_bomb(name, first, unit):
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(os.path.join(directory, name), "wb") as out:
+        out.write(compressor.compress(first))
+        block = unit * max(1, (1 << 20) // len(unit))
+        for _ in range(target // len(block)):
+            out.write(compressor.compress(block))
+        out.write(compressor.flush())
+
+write_bomb("line/CheXpert.csv.gz", header + b"\\n" + b"1,", b"0" * 4096)  # one endless field
+write_bomb("rows/CheXpert.csv.gz", header + b"\\n", row)  # valid rows, over and over
+write_bomb("junk/CheXpert.csv.gz", header + b"\\n", b"x," * 10 + b"x\\n")  # right field count, bad values
+
+def vm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize"):
+            return int(line.split()[1])
+
+budget = 700 << 20
+pl.DataFrame({"a": [1]}).lazy().collect()  # start polars' thread pools before the limit
+limit = vm_kib() * 1024 + budget
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+results = {}
+for name, read in [
+    ("line read_table", lambda: cxu.read_table(os.path.join(directory, "line/CheXpert.csv.gz"))),
+    ("line scan_table", lambda: cxu.scan_table(os.path.join(directory, "line/CheXpert.csv.gz")).collect()),
+    ("junk read_table", lambda: cxu.read_table(os.path.join(directory, "junk/CheXpert.csv.gz"))),
+    ("junk scan_table", lambda: cxu.scan_table(os.path.join(directory, "junk/CheXpert.csv.gz")).collect()),
+    ("rows head(5)", lambda: cxu.scan_table(os.path.join(directory, "rows/CheXpert.csv.gz")).head(5).collect()),
+]:
+    try:
+        outcome = read()
+        results[name] = f"rows {outcome.height}"
+    except cxu.CheXmaskUError as error:
+        results[name] = type(error).__name__
+    except MemoryError:
+        results[name] = "MemoryError"
+import json
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_compression_bombs_fail_cleanly_in_bounded_memory(tmp_path):
+    for name in ("line", "rows", "junk"):
+        (tmp_path / name).mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", BOMB, str(tmp_path)], check=False, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {
+        "line read_table": "FileReadError",
+        "line scan_table": "FileReadError",
+        "junk read_table": "RecordError",
+        "junk scan_table": "RecordError",
+        "rows head(5)": "rows 5",
+    }

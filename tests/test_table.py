@@ -423,8 +423,13 @@ def test_unreadable_files(tmp_path):
     corrupt_gz.write_bytes(b"\x1f\x8b\x08\x00 truncated")
     with pytest.raises(cxu.FileReadError):
         cxu.read_table(corrupt_gz)
+    (tmp_path / "table.json").write_text("{}")
     with pytest.raises(cxu.FileReadError, match="unsupported"):
         cxu.read_table(tmp_path / "table.json")
+    with pytest.raises(cxu.FileReadError, match="not found"):
+        cxu.read_table(tmp_path / "missing_folder")
+    with pytest.raises(cxu.FileReadError, match="not found"):
+        cxu.scan_table(tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.xz"])

@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,12 +47,14 @@ from typing import Literal
 import polars as pl
 
 from chexmask_u_tools.errors import (
+    CheXmaskUError,
     FileReadError,
     InputError,
     RecordError,
     SchemaError,
     SkippedRowsWarning,
 )
+from chexmask_u_tools.io.csvstream import CsvFile
 from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
 from chexmask_u_tools.io.rle import rle_problems
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
@@ -63,6 +66,7 @@ from chexmask_u_tools.schema import (
     PREPROCESSED_SIZE,
     RLE_COLUMNS,
     SOURCES,
+    empty_table,
 )
 from chexmask_u_tools.select.uncertainty import summary_expressions
 from chexmask_u_tools.sources import (  # canonical_source: re-exported, cli.export imports it from here
@@ -321,68 +325,86 @@ def _is_url(path: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) is not None and not path.startswith("file://")
 
 
-def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> tuple[pl.LazyFrame, str]:
-    """Lazy frame of the file's raw columns (CSV: every column a String)."""
-    text = os.fspath(path)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
+@dataclass(frozen=True)
+class _Raw:
+    """An opened data file: a CSV read in blocks (``csv``) or a lazy parquet scan (``lf``)."""
+
+    file: str
+    columns: list[str]
+    csv: CsvFile | None = None
+    lf: pl.LazyFrame | None = None
+    renames: dict[str, str] = field(default_factory=dict)
+    drop: list[str] = field(default_factory=list)
+
+    def tidy(self, frame):
+        """Apply the header fix-ups (pandas-style duplicate names, index columns dropped).
+
+        A CSV batch is fixed up by position (a nameless column has no name to drop by).
+        """
+        if isinstance(frame, pl.DataFrame):
+            keep = [i for i, name in enumerate(self.csv.columns) if name not in self.drop]
+            if len(keep) < frame.width:
+                frame = frame.select(pl.nth(keep))
+            frame.columns = self.columns
+            return frame
+        if self.renames:
+            frame = frame.rename(self.renames)
+        return frame.drop(self.drop) if self.drop else frame
+
+
+def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> _Raw:
+    """Open a data file's raw columns (CSV: every column a String).
+
+    Every CSV, plain or compressed, local or remote, is read incrementally by
+    :class:`~chexmask_u_tools.io.csvstream.CsvFile` (bounded memory, one set of
+    integrity rules); parquet is scanned by polars.
+    """
+    text = os.fspath(path).removeprefix("file://")
     lower = text.lower()
     is_parquet = lower.endswith((".parquet", ".pq"))
-    if not is_parquet and not re.search(r"\.csv(\.(gz|xz))?$", lower):
-        raise FileReadError(f"unsupported file type {text!r}: expected .csv, .csv.gz, .csv.xz or .parquet")
+    is_csv = re.search(r"\.csv(\.(gz|xz|zst|zstd|bz2))?$", lower) is not None
+    remote = _is_url(text)
+    if not remote and not os.path.exists(text):
+        raise FileReadError(f"file not found: {text!r}")
+    if not is_parquet and not is_csv:
+        raise FileReadError(
+            f"unsupported file type {text!r}: expected .csv (optionally .gz, .xz, .zst, .bz2) or .parquet"
+        )
+    csv_file, lf = None, None
     try:
-        is_remote = _is_url(text) and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES
-        is_compressed_local = not _is_url(text) and re.search(r"\.(gz|xz)$", lower) is not None
-        if is_remote or is_compressed_local:
-            # polars scans neither fsspec-only URLs nor xz, and decompresses a
-            # compressed CSV whole anyway: reading it here surfaces a truncated
-            # or corrupt stream as a FileReadError now, not inside collect().
-            lf = _read_with_fsspec(text, is_parquet, storage_options)
-        elif is_parquet:
-            lf = pl.scan_parquet(text, storage_options=storage_options)
+        if is_csv:
+            opener = None
+            if remote:
+                import fsspec
+
+                def opener():
+                    return fsspec.open(text, "rb", **(storage_options or {})).open()
+
+            csv_file = CsvFile(text, opener=opener)
+            columns = csv_file.columns
         else:
-            if not _is_url(text) and lower.endswith(".csv"):
-                _check_not_truncated(text)
-            lf = pl.scan_csv(text, infer_schema=False, storage_options=storage_options)
-        columns = lf.collect_schema().names()
+            if remote and text.split("://", 1)[0].lower() not in _POLARS_NATIVE_SCHEMES:
+                lf = _read_parquet_with_fsspec(text, storage_options)
+            else:
+                lf = pl.scan_parquet(text, storage_options=storage_options)
+            columns = lf.collect_schema().names()
     except FileNotFoundError as error:
         raise FileReadError(f"file not found: {text!r}") from error
+    except CheXmaskUError:
+        raise
     except (pl.exceptions.PolarsError, OSError, ValueError, EOFError) as error:
         raise FileReadError(f"cannot read {text!r}: {error}") from error
     renames = _pandas_style_duplicates(columns)
     drop = [c for c in columns if c == "" or re.fullmatch(r"Unnamed: \d+|__index_level_\d+__", c)]
-    if renames:
-        lf = lf.rename(renames)
-    if drop:
-        lf = lf.drop(drop)
-    return lf, text
+    columns = [renames.get(c, c) for c in columns if c not in drop]
+    return _Raw(file=text, columns=columns, csv=csv_file, lf=lf, renames=renames, drop=drop)
 
 
-def _check_not_truncated(path: str) -> None:
-    """A CSV whose last byte is not a line break was cut off mid-record.
-
-    Without this check the cut record would parse with its last fields null and
-    a run-length string shortened to a valid prefix: a silently wrong mask.
-    Compressed files need no check: their decompressors fail on truncation.
-    """
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() == 0:
-            raise FileReadError(f"empty file: {path!r}")
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) not in (b"\n", b"\r"):
-            raise FileReadError(f"{path!r} does not end with a line break: the file looks truncated")
-
-
-def _read_with_fsspec(url: str, is_parquet: bool, storage_options: dict | None) -> pl.LazyFrame:
+def _read_parquet_with_fsspec(url: str, storage_options: dict | None) -> pl.LazyFrame:
     import fsspec
 
-    with fsspec.open(url, "rb", compression="infer", **(storage_options or {})) as handle:
-        data = handle.read()
-    if not is_parquet and data and not data.endswith((b"\n", b"\r")):
-        raise FileReadError(f"{url!r} does not end with a line break: the file looks truncated")
-    frame = pl.read_parquet(data) if is_parquet else pl.read_csv(data, infer_schema=False)
-    return frame.lazy()
+    with fsspec.open(url, "rb", **(storage_options or {})) as handle:
+        return pl.read_parquet(handle.read()).lazy()
 
 
 def _as_text(column: str, schema: pl.Schema) -> pl.Expr:
@@ -617,12 +639,55 @@ def _raise_first_problem(file: str):
     return check
 
 
-def _open(path, source, frame, masks, on_error, storage_options) -> tuple[pl.LazyFrame, str, Layout]:
+def _open(path, source, frame, masks, on_error, storage_options) -> tuple[_Raw, Layout]:
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    lf, file = _open_raw(path, storage_options)
-    layout = detect_layout(lf.collect_schema().names(), file_name=file, source=source, frame=frame, masks=masks)
-    return lf, file, layout
+    raw = _open_raw(path, storage_options)
+    layout = detect_layout(raw.columns, file_name=raw.file, source=source, frame=frame, masks=masks)
+    return raw, layout
+
+
+def _canonical_batches(
+    raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool, skipped: dict[str, int] | None = None
+) -> Iterator[pl.DataFrame]:
+    """A CSV's canonical rows, one block at a time; bad rows raise at their block (or are counted into ``skipped``)."""
+    offset = 0
+    for batch in raw.csv.batches():
+        canonical, counts = canonicalize_batch(
+            raw.tidy(batch), layout, file=raw.file, row_offset=offset, on_error=on_error, check_masks=check_masks
+        )
+        offset += batch.height
+        if skipped is not None:
+            for reason, count in counts.items():
+                skipped[reason] = skipped.get(reason, 0) + count
+        if canonical.height:
+            yield canonical
+    if skipped is not None:
+        skipped[_ROWS_READ] = offset
+
+
+_ROWS_READ = f"{_TEMP}rows"
+
+
+def _scan_csv(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -> pl.LazyFrame:
+    """A CSV as a lazy canonical table whose source parses one block at a time (memory: one block + the result)."""
+    from polars.io.plugins import register_io_source
+
+    def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+        taken = 0
+        for frame in _canonical_batches(raw, layout, on_error, check_masks):
+            if n_rows is not None:
+                frame = frame.head(n_rows - taken)
+            taken += frame.height
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if with_columns is not None:
+                frame = frame.select(with_columns)
+            yield frame
+            if n_rows is not None and taken >= n_rows:
+                return
+
+    return register_io_source(source, schema=CANONICAL_SCHEMA, explain_name="chexmask canonical CSV")
 
 
 def scan_table(
@@ -641,12 +706,17 @@ def scan_table(
     ----------
     path:
         A local path or an fsspec/polars URL (``hf://datasets/...``,
-        ``s3://...``, ``memory://...``) of a ``.csv``, ``.csv.gz``,
-        ``.csv.xz`` or ``.parquet`` file, in any released column variant or in the canonical
-        layout.
+        ``s3://...``, ``memory://...``) of a ``.csv`` (plain, ``.gz``,
+        ``.xz``, ``.zst`` or ``.bz2``) or ``.parquet`` file, in any released
+        column variant or in the canonical layout; or a local directory, whose
+        data files (:func:`data_files`) are all read.  CSVs are read
+        incrementally, compressed ones decompressed as a stream, so memory is
+        bounded by a block of text (:mod:`~chexmask_u_tools.io.csvstream`),
+        never by the decompressed size.
     source:
-        The parent database; inferred from the file name, the id column or a
-        ``Dataset`` column when None.
+        The parent database (a known spelling, or a label for private data);
+        inferred as :func:`detect_layout` describes when None.  A near-miss
+        such as ``"Chexpurt"`` raises :class:`InputError`.
     frame, masks:
         See :func:`detect_layout`.
     on_error:
@@ -663,9 +733,24 @@ def scan_table(
     Returns
     -------
     A ``LazyFrame`` with exactly :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
-    Filters and column selections on it are pushed into the scan.
+    Column selections and ``head`` are pushed into the scan.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> path = cxu.sample_files()[0]
+    >>> path.name
+    'CheXpert.csv.xz'
+    >>> cxu.scan_table(path).select("source", "image_id").head(2).collect().shape
+    (2, 2)
     """
-    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if _is_local_dir(path):
+        options = dict(source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks)
+        return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="vertical")
+    raw, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if raw.csv is not None:
+        return _scan_csv(raw, layout, on_error, check_masks)
+    lf, file = raw.tidy(raw.lf), raw.file
     if layout.canonical:
         return _canonical_passthrough(lf)
     parsed = _parsed_frame(lf, layout, file, check_masks)
@@ -701,13 +786,37 @@ def read_table(
     Raises
     ------
     FileReadError
-        Missing, unreadable or unsupported file.
+        Missing ("not found"), unreadable, truncated or unsupported file.
     SchemaError
-        No known column variant.
+        No known column variant, or weak source evidence (pass ``source=``).
     RecordError
-        A bad row (``on_error="raise"``), naming file, row and image id.
+        A bad row (``on_error="raise"``) or a malformed record, naming file,
+        row and image id.
+    InputError
+        A bad argument, such as a misspelled ``source``.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.read_table(cxu.sample_files()[0])
+    >>> table["source"][0], table["landmarks"].to_numpy().shape[1:]
+    ('CheXpert', (120, 2))
+    >>> cxu.read_table(cxu.sample_dir()).height == cxu.load_sample().height
+    True
     """
-    lf, file, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if _is_local_dir(path):
+        options = dict(source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks)
+        return read_tables(_directory_files(path), **options)
+    raw, layout = _open(path, source, frame, masks, on_error, storage_options)
+    if raw.csv is not None:
+        skipped: dict[str, int] = {}
+        table = pl.concat([empty_table(), *_canonical_batches(raw, layout, on_error, check_masks, skipped)])
+        total = skipped.pop(_ROWS_READ, 0)
+        if skipped:
+            counts = dict(sorted(skipped.items(), key=lambda item: -item[1]))
+            warnings.warn(SkippedRowsWarning(raw.file, total, counts), stacklevel=2)
+        return table
+    lf, file = raw.tidy(raw.lf), raw.file
     if layout.canonical:
         return _collect(_canonical_passthrough(lf), file)
     parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
@@ -735,20 +844,39 @@ def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
 
 
 def read_tables(paths: list[str | os.PathLike], **kwargs) -> pl.DataFrame:
-    """Read several files (any variants) and concatenate their canonical tables."""
-    return pl.concat([read_table(path, **kwargs) for path in paths], how="vertical")
+    """Read several files (any variants) and concatenate their canonical tables.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.read_tables(cxu.sample_files()[:2])
+    >>> sorted(table["source"].unique())
+    ['CheXpert', 'ChestX-ray8']
+    """
+    return pl.concat([empty_table(), *(read_table(path, **kwargs) for path in paths)], how="vertical")
+
+
+DATA_FILE_PATTERN = r"\.(csv|csv\.gz|csv\.xz|csv\.zst|csv\.zstd|csv\.bz2|parquet)$"
+"""File names the directory readers take as data files (case-insensitive)."""
 
 
 def data_files(directory: str | os.PathLike) -> list[Path]:
-    """The CheXmask(-U) tables (csv, csv.gz, csv.xz, parquet) under a directory, sorted."""
+    """The CheXmask(-U) tables (csv, csv.gz, csv.xz, csv.zst, csv.bz2, parquet) under a directory, sorted."""
     root = Path(directory)
     if not root.is_dir():
-        raise FileReadError(f"not a directory: {str(root)!r}")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and re.search(r"\.(csv|csv\.gz|csv\.xz|parquet)$", p.name.lower())
-    )
+        raise FileReadError(f"not a directory: {str(root)!r}" if root.exists() else f"not found: {str(root)!r}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and re.search(DATA_FILE_PATTERN, p.name.lower()))
+
+
+def _is_local_dir(path: object) -> bool:
+    return isinstance(path, (str, os.PathLike)) and not _is_url(os.fspath(path)) and os.path.isdir(path)
+
+
+def _directory_files(path: str | os.PathLike) -> list[Path]:
+    files = data_files(path)
+    if not files:
+        raise FileReadError(f"no data files (.csv, .csv.gz, .csv.xz, .csv.zst, .parquet) under {os.fspath(path)!r}")
+    return files
 
 
 def canonicalize_batch(
@@ -758,6 +886,7 @@ def canonicalize_batch(
     file: str,
     row_offset: int = 0,
     on_error: Literal["raise", "skip"] = "raise",
+    check_masks: bool = False,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """One in-memory batch of a released file's raw columns -> canonical rows.
 
@@ -773,6 +902,8 @@ def canonicalize_batch(
     on_error:
         ``raise``: the first bad row raises :class:`RecordError`;
         ``skip``: bad rows are dropped and counted.
+    check_masks:
+        Check every run of every mask (see :func:`scan_table`).
 
     Returns
     -------
@@ -780,7 +911,7 @@ def canonicalize_batch(
     """
     if layout.canonical:
         return _canonical_passthrough(raw.lazy()).collect(), {}
-    parsed = _parsed_frame(raw.lazy(), layout, file).collect()
+    parsed = _parsed_frame(raw.lazy(), layout, file, check_masks).collect()
     problem = parsed[f"{_TEMP}problem"]
     bad = problem.is_not_null()
     counts: dict[str, int] = {}
