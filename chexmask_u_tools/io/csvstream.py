@@ -32,7 +32,8 @@ import csv
 import gzip
 import io
 import lzma
-import os
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -48,6 +49,7 @@ __all__ = [
     "compression_of",
     "iter_csv_batches",
     "open_decompressed",
+    "prefetched",
     "read_csv_header",
 ]
 
@@ -235,22 +237,36 @@ def _locate_bad_record(reopen: Callable[[], BinaryIO], n_columns: int, first_row
     return None
 
 
-def _to_polars(batch, columns: list[str], file: str, first_row: int) -> pl.DataFrame:
-    """Binary pyarrow batch -> polars String columns, naming the row and column of invalid UTF-8."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_type):
+    import pyarrow.csv as pacsv
 
-    arrays = []
-    for name, array in zip(columns, batch.columns):
-        try:
-            arrays.append(pc.cast(array, pa.large_string()))
-        except pa.ArrowInvalid:
-            values = array.to_pylist()
-            row = next(i for i, value in enumerate(values) if value is not None and not _is_utf8(value))
-            raise RecordError(
-                f"invalid UTF-8 in column {name!r}", file=file, row=first_row + row, column=name
-            ) from None
-    return pl.from_arrow(pa.RecordBatch.from_arrays(arrays, names=columns))
+    return pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(column_names=columns, block_size=block_size, use_threads=True),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: text_type for name in columns},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+
+
+def _locate_bad_utf8(reopen: Callable[[], BinaryIO], columns: list[str], file: str, block_size: int) -> RecordError | None:
+    """The error naming row and column of the first invalid UTF-8 value (a second pass, reading bytes)."""
+    import pyarrow as pa
+
+    with reopen() as raw:
+        _, stream = read_csv_header(raw, file)
+        first_row = 0
+        for batch in _open_reader(stream, columns, block_size, pa.binary()):
+            for name, array in zip(columns, batch.columns):
+                for row, value in enumerate(array.to_pylist()):
+                    if value is not None and not _is_utf8(value):
+                        return RecordError(f"invalid UTF-8 in column {name!r}", file=file, row=first_row + row, column=name)
+            first_row += batch.num_rows
+    return None
 
 
 def _is_utf8(value: bytes) -> bool:
@@ -293,24 +309,14 @@ def iter_csv_batches(
         See the module rules.
     """
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     tracked = _TailTracking(stream)
     rows = 0
     try:
-        reader = pacsv.open_csv(
-            io.BufferedReader(tracked, buffer_size=1 << 20),
-            read_options=pacsv.ReadOptions(column_names=columns, block_size=block_size, use_threads=True),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.binary() for name in columns},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
-        for batch in reader:
-            frame = _to_polars(batch, columns, file, rows)
+        # large_string: pyarrow validates UTF-8 while converting, and polars takes it without a copy of offsets
+        for batch in _open_reader(io.BufferedReader(tracked, buffer_size=1 << 20), columns, block_size, pa.large_string()):
+            frame = pl.from_arrow(batch)
+            frame.columns = columns  # pl.from_arrow renames a nameless column
             rows += frame.height
             yield frame
     except CheXmaskUError:
@@ -324,6 +330,9 @@ def iter_csv_batches(
                 f"cannot read {file!r} after row {rows}: a record is longer than {block_size} bytes "
                 "(corrupt file, or an unbalanced quote)"
             ) from None
+        if "UTF8" in message or "UTF-8" in message:
+            located = _locate_bad_utf8(reopen, columns, file, block_size) if reopen is not None else None
+            raise located or RecordError(f"invalid UTF-8 at or after this row: {message[:200]}", file=file, row=rows) from None
         if "CSV parse error" in message:
             located = _locate_bad_record(reopen, len(columns), rows, file) if reopen is not None else None
             if located is not None:
@@ -376,3 +385,52 @@ class CsvFile:
             yield from iter_csv_batches(
                 stream, self.columns, file=self.path, block_size=self.block_size, reopen=self.open
             )
+
+
+def prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """``items`` produced by a background thread up to ``depth`` ahead, so that reading overlaps their use.
+
+    pyarrow parses and decompresses without the GIL, polars canonicalizes
+    without it: with the next block read while this one is processed, a file
+    costs about the larger of the two, not their sum.  Exceptions are re-raised
+    in the consumer; stopping early (``head``) stops and closes the producer.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(message) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(message, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, who re-raises it
+            put(("error", error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="chexmask-csv-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()

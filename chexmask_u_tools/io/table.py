@@ -54,7 +54,7 @@ from chexmask_u_tools.errors import (
     SchemaError,
     SkippedRowsWarning,
 )
-from chexmask_u_tools.io.csvstream import CsvFile
+from chexmask_u_tools.io.csvstream import CsvFile, prefetched
 from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
 from chexmask_u_tools.io.rle import rle_problems
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
@@ -652,7 +652,7 @@ def _canonical_batches(
 ) -> Iterator[pl.DataFrame]:
     """A CSV's canonical rows, one block at a time; bad rows raise at their block (or are counted into ``skipped``)."""
     offset = 0
-    for batch in raw.csv.batches():
+    for batch in prefetched(raw.csv.batches()):
         canonical, counts = canonicalize_batch(
             raw.tidy(batch), layout, file=raw.file, row_offset=offset, on_error=on_error, check_masks=check_masks
         )
