@@ -523,3 +523,51 @@ def test_compression_bombs_fail_cleanly_in_bounded_memory(tmp_path):
         "junk scan_table": "RecordError",
         "rows head(5)": "rows 5",
     }
+
+
+# ----------------------------------------------------------------------------- columns= for unknown layouts
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_column_mapping_reads_unknown_names(tmp_path, suffix):
+    table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(5)
+    theirs = {
+        "Path": "img",
+        "Landmarks (Mean)": "lm",
+        "Landmarks (Std)": "lm_sd",
+        "latents": "z_sigma",
+        "Heart": "heart_rle",
+        "Dice RCA (Mean)": "quality",
+    }
+    released = to_released(table).rename(theirs)
+    path = tmp_path / f"CheXpert{suffix}"
+    if suffix == ".parquet":
+        released.write_parquet(path)
+    else:
+        path.write_bytes(compress(released.write_csv().encode(), suffix.removeprefix(".csv")))
+    with pytest.raises(cxu.SchemaError, match="no image id column"):
+        cxu.read_table(path)
+    mapping = {
+        "img": "image_id",  # canonical names stand for their released ones ...
+        "lm": "landmarks",
+        "lm_sd": "Landmarks (Std)",  # ... released names are taken as they are
+        "z_sigma": "latent_sigma",
+        "heart_rle": "Heart",
+        "quality": "dice_rca_mean",
+    }
+    read = cxu.read_table(path, columns=mapping)
+    assert read.equals(cxu.scan_table(path, columns=mapping).collect())
+    assert read.select(pl.exclude("image_id")).equals(table.select(pl.exclude("image_id")))
+    assert read["image_id"].to_list() == table["image_id"].to_list()
+
+
+def test_column_mapping_errors_name_the_problem(tmp_path):
+    table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(2)
+    path = tmp_path / "CheXpert.csv"
+    to_released(table).rename({"Landmarks (Mean)": "lm"}).write_csv(path)
+    with pytest.raises(cxu.SchemaError, match="'lmm' is not a column.*did you mean 'lm'"):
+        cxu.read_table(path, columns={"lmm": "landmarks"})
+    with pytest.raises(cxu.InputError, match="unknown target 'landmark'.*did you mean 'landmarks'"):
+        cxu.read_table(path, columns={"lm": "landmark"})
+    with pytest.raises(cxu.SchemaError, match="several columns named \\['Heart'\\]"):
+        cxu.read_table(path, columns={"lm": "Heart"})

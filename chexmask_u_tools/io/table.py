@@ -85,6 +85,8 @@ __all__ = [
     "detect_layout",
     "infer_frame",
     "infer_source",
+    "known_column_names",
+    "map_columns",
     "read_table",
     "read_tables",
     "scan_table",
@@ -335,6 +337,7 @@ class _Raw:
     lf: pl.LazyFrame | None = None
     renames: dict[str, str] = field(default_factory=dict)
     drop: list[str] = field(default_factory=list)
+    mapping: dict[str, str] = field(default_factory=dict)
 
     def tidy(self, frame):
         """Apply the header fix-ups (pandas-style duplicate names, index columns dropped).
@@ -349,7 +352,17 @@ class _Raw:
             return frame
         if self.renames:
             frame = frame.rename(self.renames)
-        return frame.drop(self.drop) if self.drop else frame
+        if self.drop:
+            frame = frame.drop(self.drop)
+        return frame.rename(self.mapping) if self.mapping else frame
+
+    def with_mapping(self, mapping: dict[str, str]) -> _Raw:
+        """The same file with the user's column mapping applied (see :func:`map_columns`)."""
+        if not mapping:
+            return self
+        renamed = map_columns(self.columns, mapping, file=self.file)
+        translated = {old: new for old, new in zip(self.columns, renamed) if old != new}
+        return _Raw(self.file, renamed, self.csv, self.lf, self.renames, self.drop, translated)
 
 
 def _open_raw(path: str | os.PathLike, storage_options: dict | None) -> _Raw:
@@ -639,10 +652,91 @@ def _raise_first_problem(file: str):
     return check
 
 
-def _open(path, source, frame, masks, on_error, storage_options) -> tuple[_Raw, Layout]:
+CANONICAL_TO_RELEASED: dict[str, str] = {
+    "image_id": "Image ID",
+    "source": "Dataset",
+    "landmarks": "Landmarks (Mean)",
+    "landmarks_std": "Landmarks (Std)",
+    "latent_sigma": "latents",
+    "height": "Height",
+    "width": "Width",
+    "dice_rca_mean": "Dice RCA (Mean)",
+    "dice_rca_max": "Dice RCA (Max)",
+    **{RLE_COLUMNS[organ]: name for organ, name in RELEASED_MASK_COLUMNS.items()},
+}
+"""Canonical column name -> the released column name it stands for in ``columns=`` mappings.
+
+``image_id`` maps to the generic ``Image ID`` (it proves no source: the file's
+name or ``source=`` must say it)."""
+
+
+def known_column_names() -> list[str]:
+    """Every column name :func:`detect_layout` knows, then the canonical names ``columns=`` also accepts."""
+    released = [
+        *ID_COLUMNS,
+        "Dataset",
+        *LANDMARK_COLUMNS,
+        *STD_COLUMNS,
+        *LATENT_COLUMNS,
+        *RELEASED_MASK_COLUMNS.values(),
+        *MEAN_MASK_COLUMNS.values(),
+        "Dice RCA (Mean)",
+        "Dice RCA (Max)",
+        "Height",
+        "Width",
+    ]
+    return list(dict.fromkeys([*released, *CANONICAL_TO_RELEASED]))
+
+
+def map_columns(columns: list[str], mapping: dict[str, str], *, file: str = "") -> list[str]:
+    """Rename a file's columns by a user mapping ``{"their name": "known name"}``.
+
+    A target is a name :func:`detect_layout` knows (a released name such as
+    ``"Landmarks (Mean)"``) or a canonical one (``"landmarks"``, ``"image_id"``,
+    see :data:`CANONICAL_TO_RELEASED`), which stands for its released name.
+    Only the mapped columns change; the rest keep their names.
+
+    Raises
+    ------
+    SchemaError
+        A key that is not a column of the file (with the closest column), or a
+        mapping that leaves two columns with one name.
+    InputError
+        A target no reader knows (with the closest known name).
+
+    Examples
+    --------
+    >>> map_columns(["img", "lm", "Heart"], {"img": "image_id", "lm": "Landmarks (Mean)"})
+    ['Image ID', 'Landmarks (Mean)', 'Heart']
+    """
+    import difflib
+
+    where = f" of {file!r}" if file else ""
+    if not isinstance(mapping, dict):
+        raise InputError(f"columns= must be a dict {{'their name': 'known name'}}, got {type(mapping).__name__}")
+    known = known_column_names()
+    targets = {}
+    for theirs, ours in mapping.items():
+        if theirs not in columns:
+            close = difflib.get_close_matches(str(theirs), columns, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SchemaError(f"columns=: {theirs!r} is not a column{where}{hint}; its columns are {columns}")
+        if ours not in known:
+            close = difflib.get_close_matches(str(ours), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"columns=: unknown target {ours!r} for {theirs!r}{hint}; known names are {known}")
+        targets[theirs] = CANONICAL_TO_RELEASED.get(ours, ours)
+    renamed = [targets.get(name, name) for name in columns]
+    duplicates = sorted({name for name in renamed if renamed.count(name) > 1})
+    if duplicates:
+        raise SchemaError(f"columns=: the mapping leaves several columns named {duplicates}{where}")
+    return renamed
+
+
+def _open(path, source, frame, masks, on_error, storage_options, columns=None) -> tuple[_Raw, Layout]:
     if on_error not in ("raise", "skip"):
         raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    raw = _open_raw(path, storage_options)
+    raw = _open_raw(path, storage_options).with_mapping(columns or {})
     layout = detect_layout(raw.columns, file_name=raw.file, source=source, frame=frame, masks=masks)
     return raw, layout
 
@@ -698,6 +792,7 @@ def scan_table(
     masks: Literal["released", "mean"] = "released",
     on_error: OnError = "raise",
     check_masks: bool = False,
+    columns: dict[str, str] | None = None,
     storage_options: dict | None = None,
 ) -> pl.LazyFrame:
     """Lazily read a CheXmask(-U) file as the canonical table.
@@ -727,6 +822,13 @@ def scan_table(
         string (a pass over all mask text, most of a file).  By default only
         each mask's last run is checked against ``height * width``; decoding
         always validates every run.
+    columns:
+        ``{"their name": "known name"}`` for a file whose column names no
+        reader knows: each key, a column of the file, is read as the known
+        column named by its value, a released name (``"Landmarks (Mean)"``,
+        ``"Dice RCA (Mean)"``) or a canonical one (``"landmarks"``,
+        ``"image_id"``); see :func:`map_columns`.  Unmapped columns keep their
+        names.
     storage_options:
         Passed to polars / fsspec for remote paths.
 
@@ -745,9 +847,11 @@ def scan_table(
     (2, 2)
     """
     if _is_local_dir(path):
-        options = dict(source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks)
+        options = dict(
+            source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks, columns=columns
+        )
         return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="vertical")
-    raw, layout = _open(path, source, frame, masks, on_error, storage_options)
+    raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
     if raw.csv is not None:
         return _scan_csv(raw, layout, on_error, check_masks)
     lf, file = raw.tidy(raw.lf), raw.file
@@ -775,6 +879,7 @@ def read_table(
     masks: Literal["released", "mean"] = "released",
     on_error: OnError = "raise",
     check_masks: bool = False,
+    columns: dict[str, str] | None = None,
     storage_options: dict | None = None,
 ) -> pl.DataFrame:
     """Read a CheXmask(-U) file into the canonical table (see :func:`scan_table`).
@@ -805,9 +910,11 @@ def read_table(
     True
     """
     if _is_local_dir(path):
-        options = dict(source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks)
+        options = dict(
+            source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks, columns=columns
+        )
         return read_tables(_directory_files(path), **options)
-    raw, layout = _open(path, source, frame, masks, on_error, storage_options)
+    raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
     if raw.csv is not None:
         skipped: dict[str, int] = {}
         table = pl.concat([empty_table(), *_canonical_batches(raw, layout, on_error, check_masks, skipped)])
