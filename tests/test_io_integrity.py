@@ -571,3 +571,65 @@ def test_column_mapping_errors_name_the_problem(tmp_path):
         cxu.read_table(path, columns={"lm": "landmark"})
     with pytest.raises(cxu.SchemaError, match="several columns named \\['Heart'\\]"):
         cxu.read_table(path, columns={"lm": "Heart"})
+
+
+# ----------------------------------------------------------------------------- tables from arrays
+
+
+def test_table_from_arrays_rebuilds_the_sample_exactly():
+    from chexmask_u_tools.io.arrays import table_from_arrays
+
+    sample = cxu.load_sample().filter(pl.col("source") == "Padchest")
+    built = table_from_arrays(
+        sample["landmarks"].to_numpy(),
+        std=sample["landmarks_std"].to_numpy(),
+        latent_sigma=sample["latent_sigma"].to_numpy(),
+        image_ids=sample["image_id"].to_list(),
+        source="padchest",
+        height=sample["height"].to_list(),
+        width=sample["width"].to_list(),
+        dice_rca_mean=sample["dice_rca_mean"].to_list(),
+        dice_rca_max=sample["dice_rca_max"].to_list(),
+        rle_right_lung=sample["rle_right_lung"].to_list(),
+        rle_left_lung=sample["rle_left_lung"].to_list(),
+        rle_heart=sample["rle_heart"].to_list(),
+    )
+    assert built.schema == cxu.CANONICAL_SCHEMA
+    assert built.equals(sample)
+
+
+def test_table_from_arrays_minimal_and_original_frame():
+    from chexmask_u_tools.io.arrays import table_from_arrays
+
+    points = np.random.default_rng(1).uniform(0, 90, size=(3, 120, 2))
+    table = table_from_arrays(points)
+    assert table["image_id"].to_list() == ["0", "1", "2"] and table["source"].unique().to_list() == ["private"]
+    assert table["landmarks_std"].null_count() == 3 and table["node_sigma_mean"].null_count() == 3
+    assert table["dice_rca_mean"].null_count() == 3
+    original = table_from_arrays(points, frame="original", height=100, width=[90, 91, 92], rle_heart=["1 5", None, ""])
+    assert original["width"].to_list() == [90, 91, 92] and original["rle_heart"].to_list() == ["1 5", None, None]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"landmarks": np.zeros((2, 119, 2))}, "landmarks must have shape"),
+        ({"landmarks": np.full((2, 120, 2), np.nan)}, "landmarks\\[0, 0, 0\\] is nan"),
+        ({"landmarks": np.full((2, 120, 2), 1e300)}, "finite float32"),
+        ({"std": -np.ones((2, 120, 2))}, "std\\[0, 0, 0\\].*non-negative"),
+        ({"latent_sigma": np.ones((2, 63))}, "latent_sigma must have shape"),
+        ({"image_ids": ["a"]}, "image_ids has 1 values for 2 rows"),
+        ({"frame": "original"}, "needs height= and width="),
+        ({"frame": "sideways"}, "frame must be one of"),
+        ({"source": "Chexpurt"}, "did you mean 'CheXpert'"),
+        ({"height": 2**20, "width": 2**20}, "MAX_MASK_PIXELS"),
+        ({"rle_heart": ["1 5", "1048576 2"]}, "rle_heart\\[1\\].*past the mask"),
+        ({"dice_rca_mean": ["good", 0.5]}, "dice_rca_mean\\[0\\] must be a number"),
+    ],
+)
+def test_table_from_arrays_rejects_bad_input(kwargs, message):
+    from chexmask_u_tools.io.arrays import table_from_arrays
+
+    arguments = {"landmarks": np.full((2, 120, 2), 500.0), **kwargs}
+    with pytest.raises(cxu.InputError, match=message):
+        table_from_arrays(**arguments)
