@@ -170,6 +170,18 @@ def parse_points(text: str, n_nodes: int | None = None) -> np.ndarray:
     PointsParseError
         On a missing/blank string, a non-numeric or non-finite token, an odd
         number of values, or a point count other than ``n_nodes``.
+
+    Examples
+    --------
+    >>> parse_points("512,300,498,310")
+    array([[512., 300.],
+           [498., 310.]])
+    >>> parse_points("[[ 512  300]\\n [ 498  310]]").shape
+    (2, 2)
+    >>> parse_points("1,2,3,4", n_nodes=120)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.PointsParseError: value list has 4 numbers, expected 240: '1,2,3,4'
     """
     values = parse_numbers(text, expected_len=None if n_nodes is None else 2 * n_nodes)
     if values.size % 2:
