@@ -8,20 +8,29 @@ numpy-printed arrays.  :func:`detect_layout` finds every column by name (never
 by position); :func:`scan_table` turns the file into a lazy canonical table and
 :func:`read_table` collects it.
 
+CSVs, plain or compressed, are read a block at a time
+(:mod:`~chexmask_u_tools.io.csvstream`): memory is bounded by a block plus the
+result, and malformed records (too few or too many fields, an unbalanced quote,
+invalid UTF-8, a cut-off last line, a corrupt compressed stream) raise
+:class:`~chexmask_u_tools.errors.RecordError` / ``FileReadError`` naming the
+file and row under every policy.
+
 Bad records
 -----------
 Each row is checked for: a missing image id; missing, non-numeric, non-finite
-or wrongly sized landmarks; a negative or malformed std or latent list;
-non-positive or non-integer Height/Width; non-numeric Dice RCA; run-length
-strings that do not end in an integer pair or whose last run ends past
-``height * width`` (``check_masks=True`` checks every token too; decoding
+(also beyond the float32 range) or wrongly sized landmarks; a negative or
+malformed std or latent list; non-positive or non-integer Height/Width, or a
+size beyond :data:`~chexmask_u_tools.schema.MAX_MASK_PIXELS`; non-numeric Dice
+RCA; run-length strings that do not end in an integer pair or whose last run
+ends past ``height * width`` (``check_masks=True`` checks every run with the
+decoders' own rule, :func:`~chexmask_u_tools.io.rle.rle_problems`; decoding
 always validates every run).  With ``on_error="raise"`` (default) the first bad row
 raises :class:`~chexmask_u_tools.errors.RecordError` naming the file, the
 0-based row and the image id.  With ``on_error="skip"`` bad rows are dropped
 and :class:`~chexmask_u_tools.errors.SkippedRowsWarning` reports how many were
 dropped for each reason (eager :func:`read_table` only; a lazy scan cannot know
 the count before it is collected, so ``scan_table`` drops them silently and
-documents it here).
+documents it here).  Malformed *records* (the CSV rules above) always raise.
 
 Fix-ups (documented, deterministic)
 -----------------------------------
