@@ -175,9 +175,8 @@ def _validate(pairs: np.ndarray, n_pixels: int, text: str | None = None) -> None
     # then runs increasing, not overlapping and inside the mask.
     if starts.min() >= 1 and lengths.min() >= 1 and starts.max() <= n_pixels and lengths.max() <= n_pixels:
         ends = starts - 1 + lengths
-        if ends[-1] <= n_pixels and (len(pairs) == 1 or (starts[1:] > ends[:-1]).all()):
-            if ends.max() <= n_pixels:
-                return
+        if ends.max() <= n_pixels and (len(pairs) == 1 or (starts[1:] > ends[:-1]).all()):
+            return
     first = np.zeros(len(pairs), dtype=bool)
     first[:1] = True
     codes = _run_codes(pairs[:, 0], pairs[:, 1], n_pixels, first)

@@ -479,8 +479,9 @@ def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -
     raw = _as_text(column, schema)
     text = pl.when(raw.str.strip_chars().str.len_bytes() > 0).then(raw)
     # At most 18 digits: anything longer is out of range anyway and must not reach an Int64 cast.
-    last_start = text.str.extract(r"(?:^|\s)([0-9]{1,18})\s+[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
-    last_length = text.str.extract(r"(?:^|\s)([0-9]{1,18})\s*$", 1).cast(pl.Int64, strict=False)
+    # A leading "+" is accepted, as every decoder accepts it.
+    last_start = text.str.extract(r"(?:^|\s)\+?([0-9]{1,18})\s+\+?[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
+    last_length = text.str.extract(r"(?:^|\s)\+?([0-9]{1,18})\s*$", 1).cast(pl.Int64, strict=False)
     not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
     past = pl.format("mask {} runs past the mask's {} pixels", pl.lit(repr(column)), n_pixels)
     problem = pl.when(text.is_null()).then(None)
@@ -490,7 +491,7 @@ def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -
             return_dtype=pl.String,
         )
         problem = problem.when(checked.is_not_null()).then(pl.format("mask {}: {}", pl.lit(repr(column)), checked))
-    huge = text.str.contains(r"[0-9]{19}\s*(?:[0-9]+\s*)?$")
+    huge = text.str.contains(r"[0-9]{19}\s*(?:\+?[0-9]+\s*)?$")
     problem = (
         problem.when(huge & n_pixels.is_not_null())
         .then(past)
@@ -856,9 +857,14 @@ def scan_table(
     (2, 2)
     """
     if _is_local_dir(path):
-        options = dict(
-            source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks, columns=columns
-        )
+        options = {
+            "source": source,
+            "frame": frame,
+            "masks": masks,
+            "on_error": on_error,
+            "check_masks": check_masks,
+            "columns": columns,
+        }
         return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="vertical")
     raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
     if raw.csv is not None:
@@ -919,9 +925,14 @@ def read_table(
     True
     """
     if _is_local_dir(path):
-        options = dict(
-            source=source, frame=frame, masks=masks, on_error=on_error, check_masks=check_masks, columns=columns
-        )
+        options = {
+            "source": source,
+            "frame": frame,
+            "masks": masks,
+            "on_error": on_error,
+            "check_masks": check_masks,
+            "columns": columns,
+        }
         return read_tables(_directory_files(path), **options)
     raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
     if raw.csv is not None:
