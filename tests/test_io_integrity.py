@@ -678,3 +678,14 @@ def test_table_from_arrays_rejects_bad_input(kwargs, message):
     arguments = {"landmarks": np.full((2, 120, 2), 500.0), **kwargs}
     with pytest.raises(cxu.InputError, match=message):
         table_from_arrays(**arguments)
+
+
+def test_lazy_csv_scan_honours_filters_heads_and_projections():
+    path = cxu.sample_files()[0]
+    full = cxu.read_table(path)
+    lazy = cxu.scan_table(path)
+    assert lazy.collect_schema() == cxu.CANONICAL_SCHEMA
+    wanted = pl.col("dice_rca_mean") > 0.8
+    assert lazy.filter(wanted).head(3).collect().equals(full.filter(wanted).head(3))
+    assert lazy.select("image_id", "node_sigma_mean").tail(2).collect().equals(full.select("image_id", "node_sigma_mean").tail(2))
+    assert lazy.head(0).collect().schema == cxu.CANONICAL_SCHEMA

@@ -780,11 +780,11 @@ def _scan_csv(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -
     def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
         taken = 0
         for frame in _canonical_batches(raw, layout, on_error, check_masks):
+            if predicate is not None:
+                frame = frame.filter(predicate)
             if n_rows is not None:
                 frame = frame.head(n_rows - taken)
             taken += frame.height
-            if predicate is not None:
-                frame = frame.filter(predicate)
             if with_columns is not None:
                 frame = frame.select(with_columns)
             yield frame
