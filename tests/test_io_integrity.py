@@ -540,6 +540,7 @@ for name, read in [
     ("junk scan_table", lambda: cxu.scan_table(os.path.join(directory, "junk/CheXpert.csv.gz")).collect()),
     ("rows head(5)", lambda: cxu.scan_table(os.path.join(directory, "rows/CheXpert.csv.gz")).head(5).collect()),
 ]:
+    print("reading", name, file=sys.stderr, flush=True)
     try:
         outcome = read()
         results[name] = f"rows {outcome.height}"

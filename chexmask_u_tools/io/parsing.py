@@ -24,6 +24,7 @@ import polars as pl
 from chexmask_u_tools.errors import PointsParseError
 
 _SEPARATORS = r"[\[\]\s,]+"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def number_list_expr(column: str | pl.Expr, *, numpy_printed: bool = True) -> pl.Expr:
@@ -73,7 +74,12 @@ def number_list_problem_expr(
     length = parsed.list.len()
     non_numeric = parsed.list.eval(pl.element().is_null()).list.any()
     # The canonical table stores float32: 1e300 or 3.5e38 would become inf there, so it is as bad as NaN.
-    non_finite = parsed.list.eval(~pl.element().cast(pl.Float32).is_finite()).list.any()
+    # (list.max/min skip NaN, which the element-wise test catches.)
+    non_finite = (
+        parsed.list.eval(~pl.element().is_finite()).list.any()
+        | (parsed.list.max() > _FLOAT32_MAX)
+        | (parsed.list.min() < -_FLOAT32_MAX)
+    )
     negative = parsed.list.eval(pl.element() < 0).list.any()
     if expected_len is None:
         bad_length = (length % 2) == 1

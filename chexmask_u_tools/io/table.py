@@ -477,11 +477,17 @@ def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -
     CheXmask file); decoding validates every run in any case.
     """
     raw = _as_text(column, schema)
-    text = pl.when(raw.str.strip_chars().str.len_bytes() > 0).then(raw)
-    # At most 18 digits: anything longer is out of range anyway and must not reach an Int64 cast.
-    # A leading "+" is accepted, as every decoder accepts it.
-    last_start = text.str.extract(r"(?:^|\s)\+?([0-9]{1,18})\s+\+?[0-9]+\s*$", 1).cast(pl.Int64, strict=False)
-    last_length = text.str.extract(r"(?:^|\s)\+?([0-9]{1,18})\s*$", 1).cast(pl.Int64, strict=False)
+    text = pl.when(raw.str.contains(r"\S")).then(raw)  # blank = missing; finds the first non-space, copies nothing
+    # Only the last 64 characters are searched (a released mask string is ~10 kB).  When the string is
+    # longer, the slice may start inside a token, so the start token must follow whitespace inside it;
+    # a short string gets a leading space instead.  Tokens of at most 18 digits reach the Int64 cast
+    # (longer ones are out of range, reported below); a leading "+" is accepted as every decoder does.
+    tail = (
+        pl.when(text.str.len_bytes() <= 64).then(pl.lit(" ") + text).otherwise(text.str.slice(-64))
+    )
+    last_pair = tail.str.extract_groups(r"\s\+?([0-9]{1,18})\s+\+?([0-9]{1,18})\s*$")
+    last_start = last_pair.struct.field("1").cast(pl.Int64, strict=False)
+    last_length = last_pair.struct.field("2").cast(pl.Int64, strict=False)
     not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
     past = pl.format("mask {} runs past the mask's {} pixels", pl.lit(repr(column)), n_pixels)
     problem = pl.when(text.is_null()).then(None)
@@ -491,7 +497,7 @@ def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -
             return_dtype=pl.String,
         )
         problem = problem.when(checked.is_not_null()).then(pl.format("mask {}: {}", pl.lit(repr(column)), checked))
-    huge = text.str.contains(r"[0-9]{19}\s*(?:\+?[0-9]+\s*)?$")
+    huge = tail.str.contains(r"[0-9]{19}\s*(?:\+?[0-9]+\s*)?$")
     problem = (
         problem.when(huge & n_pixels.is_not_null())
         .then(past)
@@ -756,7 +762,7 @@ def _canonical_batches(
 ) -> Iterator[pl.DataFrame]:
     """A CSV's canonical rows, one block at a time; bad rows raise at their block (or are counted into ``skipped``)."""
     offset = 0
-    for batch in prefetched(raw.csv.batches()):
+    for batch in _grouped(prefetched(raw.csv.batches()), CANONICAL_CHUNK_BYTES, CANONICAL_CHUNK_ROWS):
         canonical, counts = canonicalize_batch(
             raw.tidy(batch), layout, file=raw.file, row_offset=offset, on_error=on_error, check_masks=check_masks
         )
@@ -771,6 +777,32 @@ def _canonical_batches(
 
 
 _ROWS_READ = f"{_TEMP}rows"
+
+CANONICAL_CHUNK_BYTES = 64 << 20
+CANONICAL_CHUNK_ROWS = 4096
+"""CSV text canonicalized per polars query: up to 64 MiB or 4,096 rows, whichever comes first.
+
+Blocks are read 8 MiB at a time and grouped: each query costs a few
+milliseconds of planning whatever its size, so 400-row queries would spend most
+of their time planning; the row cap bounds the per-row work (problem strings,
+parsed lists) of a file of many tiny junk rows."""
+
+
+def _grouped(batches: Iterator[pl.DataFrame], max_bytes: int, max_rows: int) -> Iterator[pl.DataFrame]:
+    """Consecutive batches concatenated up to about ``max_bytes`` or ``max_rows`` each."""
+    group: list[pl.DataFrame] = []
+    size = rows = 0
+    for batch in batches:
+        for start in range(0, max(batch.height, 1), max_rows):  # a block of many tiny rows is split
+            piece = batch.slice(start, max_rows)
+            group.append(piece)
+            size += piece.estimated_size()
+            rows += piece.height
+            if size >= max_bytes or rows >= max_rows:
+                yield pl.concat(group, rechunk=False)
+                group, size, rows = [], 0, 0
+    if group:
+        yield pl.concat(group, rechunk=False)
 
 
 def _scan_csv(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -> pl.LazyFrame:
