@@ -13,8 +13,11 @@ before ends are computed, so no value can wrap around int64, and every decoder
 applies the same rule through :func:`rle_problems`.
 
 Decoding writes whole runs with ``np.repeat`` over alternating gap/run counts
-(no per-run Python loop); the batch functions parse every string of a batch in
-one vectorized polars pass.
+(no per-run Python loop), after ``np.fromstring`` tokenized the string;
+:func:`rle_problems` checks a whole column of strings in one vectorized polars
+pass (the readers' ``check_masks``).  Writing into a buffer the caller reuses
+(``out=``) avoids fresh pages for every mask, which is most of a fresh decode's
+cost.
 """
 
 from __future__ import annotations
@@ -83,11 +86,6 @@ def _message(code: int, start: int, length: int, n_pixels: int) -> str:
     if code == _PAST_END:
         return f"run ends at pixel {start - 1 + length}, past the mask's {n_pixels} pixels"
     return "runs overlap or are not in increasing order"
-
-
-def _tokens(texts: pl.Series) -> pl.Series:
-    """String Series -> List(Int64) of its whitespace-separated tokens (null element: not an int64)."""
-    return texts.str.extract_all(r"\S+").cast(pl.List(pl.Int64), strict=False)
 
 
 def rle_problems(rles: pl.Series | Sequence[str | None], n_pixels: pl.Series | Sequence[int | None] | int) -> pl.Series:
@@ -436,33 +434,43 @@ def rle_decode_many(
             sizes.append(_check_size(heights[row], widths[row]))
         except InputError as error:
             raise InputError(f"mask {row}: {error}") from None
+    runs = []
     for row, rle in enumerate(rles):
-        if not _is_missing(rle) and not isinstance(rle, str):
-            raise RLEError(f"run-length value must be a string, got {type(rle).__name__}", row=row)
-    texts = pl.Series([None if _is_missing(r) else r for r in rles], dtype=pl.String)
-    numbers = _tokens(texts)
-    n_pixels = np.array([h * w for h, w in sizes], dtype=np.int64)
-    problems = rle_problems(texts, pl.Series(n_pixels))
-    if problems.null_count() < n:
-        row = int(problems.is_not_null().arg_max())
-        raise RLEError(problems[row], row=row)
+        # One exact tokenizer and one validation rule for every decoder (np.fromstring, _validate).
+        try:
+            if _is_missing(rle):
+                pairs = np.empty((0, 2), dtype=np.int64)
+            elif not isinstance(rle, str):
+                raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
+            else:
+                pairs = _parse_runs(rle)
+                _validate(pairs, sizes[row][0] * sizes[row][1], rle)
+        except RLEError as error:
+            raise error.located(row=row) from None
+        runs.append(pairs)
     same_size = n > 0 and len(set(sizes)) == 1
     if not same_size:
         if out is not None:
             raise InputError("out= needs masks of one size; these masks differ in height or width")
-        masks = []
-        for row in range(n):
-            values = numbers[row]
-            pairs = np.empty((0, 2), np.int64) if values is None else values.to_numpy().astype(np.int64).reshape(-1, 2)
-            masks.append(_fill(pairs[:, 0] - 1, pairs[:, 1], int(n_pixels[row])).reshape(sizes[row]))
-        return masks
+        return [
+            _fill(pairs[:, 0] - 1, pairs[:, 1], h * w).reshape(h, w) for pairs, (h, w) in zip(runs, sizes)
+        ]
     height, width = sizes[0]
+    if out is not None:
+        # Mask by mask: a one-mask scratch array is recycled by the allocator, a B-mask one is fresh pages.
+        array, tensor = _as_writable(out, (n, height, width))
+        for row, pairs in enumerate(runs):
+            np.copyto(array[row].reshape(-1), _fill(pairs[:, 0] - 1, pairs[:, 1], height * width), casting="unsafe")
+        if tensor is not None:
+            import torch
+
+            tensor.copy_(torch.from_numpy(array))
+        return out
     # All B masks as one long mask of B * H * W pixels: each mask's runs shifted to its block.
-    lengths = numbers.list.len().fill_null(0).to_numpy()
-    flat = numbers.explode().drop_nulls().to_numpy().astype(np.int64).reshape(-1, 2)
-    owner = np.repeat(np.arange(n), lengths // 2)
+    flat = np.concatenate(runs) if runs else np.empty((0, 2), dtype=np.int64)
+    owner = np.repeat(np.arange(n), [len(pairs) for pairs in runs])
     starts0 = flat[:, 0] - 1 + owner * (height * width)
-    return _deliver(_fill(starts0, flat[:, 1], n * height * width), (n, height, width), out)
+    return _fill(starts0, flat[:, 1], n * height * width).reshape(n, height, width)
 
 
 def rle_encode_many(masks: np.ndarray | Sequence[np.ndarray]) -> list[str]:
