@@ -479,3 +479,16 @@ def test_mask_shape_rules():
         cxu.mask_shape("original", None, 200)
     with pytest.raises(cxu.InputError):
         cxu.mask_shape("sideways", 1, 1)
+
+
+def test_frame_named_by_the_file_name_and_conflicts(tmp_path, small):
+    table = small.with_columns(pl.lit(1024, dtype=pl.Int32).alias("height"))
+    path = tmp_path / "CheXpert_OriginalResolution.csv"
+    cxu.write_released(table, path)
+    assert cxu.read_table(path)["frame"].unique().to_list() == ["original"]
+    conflict = tmp_path / "Preprocessed" / "CheXpert_original.csv"
+    conflict.parent.mkdir()
+    cxu.write_released(table, conflict)
+    with pytest.raises(cxu.SchemaError, match="folder says preprocessed but its name says original.*frame="):
+        cxu.read_table(conflict)
+    assert cxu.read_table(conflict, frame="original")["frame"].unique().to_list() == ["original"]

@@ -140,26 +140,15 @@ def infer_source(file_name: str) -> str | None:
 
 
 _FRAME_FOLDERS = (("preprocessed", "preprocessed"), ("originalresolution", "original"))
+_FRAME_WORDS = {"preprocessed": "preprocessed", "original": "original", "originalresolution": "original"}
 
 
-def infer_frame(file_name: str) -> str | None:
-    """The frame named by the nearest folder of a path: ``Preprocessed`` or ``OriginalResolution``, else None.
+def _path_parts(file_name: str) -> list[str]:
+    return re.split(r"[/\\]", str(file_name).rstrip("/\\"))
 
-    Folders are read from the file outwards and the first one naming a frame
-    decides (``downloads/original_data/Preprocessed/CheXpert.csv`` is
-    preprocessed).  A folder names a frame when its name, lower-cased without
-    separators, starts with ``preprocessed`` or ``originalresolution`` or is
-    ``original``; words merely containing them (``original_data``,
-    ``test_original0``) are not evidence.
 
-    Examples
-    --------
-    >>> infer_frame("downloads/original_data/Preprocessed/CheXpert.csv")
-    'preprocessed'
-    >>> infer_frame("OriginalResolution/VinDr-CXR.csv"), infer_frame("original_data/VinDr-CXR.csv")
-    ('original', None)
-    """
-    for folder in reversed(re.split(r"[/\\]", str(file_name).rstrip("/\\"))[:-1]):
+def _folder_frame(file_name: str) -> str | None:
+    for folder in reversed(_path_parts(file_name)[:-1]):
         word = re.sub(r"[^a-z0-9]", "", folder.lower())
         if word == "original":
             return "original"
@@ -167,6 +156,36 @@ def infer_frame(file_name: str) -> str | None:
             if word.startswith(prefix):
                 return frame
     return None
+
+
+def _name_frame(file_name: str) -> str | None:
+    """A frame spelled as a whole word of the file's own name (``CheXpert_OriginalResolution.csv``)."""
+    words = {_FRAME_WORDS[word] for word in re.split(r"[^a-z0-9]+", _path_parts(file_name)[-1].lower()) if word in _FRAME_WORDS}
+    return words.pop() if len(words) == 1 else None
+
+
+def infer_frame(file_name: str) -> str | None:
+    """The frame a path names: its nearest frame folder (``Preprocessed``, ``OriginalResolution``), else its file name.
+
+    Folders are read from the file outwards and the first one naming a frame
+    decides (``downloads/original_data/Preprocessed/CheXpert.csv`` is
+    preprocessed).  A folder names a frame when its name, lower-cased without
+    separators, starts with ``preprocessed`` or ``originalresolution`` or is
+    ``original``; words merely containing them (``original_data``,
+    ``test_original0``) are not evidence.  Without such a folder, a whole word
+    of the file name (``CheXpert_OriginalResolution.csv``) decides.
+    :func:`detect_layout` refuses a folder and a file name that disagree.
+
+    Examples
+    --------
+    >>> infer_frame("downloads/original_data/Preprocessed/CheXpert.csv")
+    'preprocessed'
+    >>> infer_frame("OriginalResolution/VinDr-CXR.csv"), infer_frame("original_data/VinDr-CXR.csv")
+    ('original', None)
+    >>> infer_frame("CheXpert_OriginalResolution.csv.gz")
+    'original'
+    """
+    return _folder_frame(file_name) or _name_frame(file_name)
 
 
 def _layout_source(file_name: str, id_column: str, has_dataset_column: bool) -> str | None:
@@ -291,6 +310,13 @@ def detect_layout(
         resolved = source_label(source)
     else:
         resolved = _layout_source(file_name, id_column, dataset_column is not None)
+    if frame is None and file_name:
+        folder, named = _folder_frame(file_name), _name_frame(file_name)
+        if folder and named and folder != named:
+            raise SchemaError(
+                f"{file_name!r}: its folder says {folder} but its name says {named}; "
+                "pass frame= (CLI: --frame) to say which"
+            )
     frame = frame or (infer_frame(file_name) if file_name else None) or "preprocessed"
 
     landmarks_column = next((c for c in LANDMARK_COLUMNS if c in present), None)
