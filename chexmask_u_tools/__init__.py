@@ -76,6 +76,7 @@ from chexmask_u_tools.io import (
     detect_layout,
     format_points,
     load_sample,
+    map_columns,
     parse_numbers,
     parse_points,
     read_table,
@@ -84,9 +85,11 @@ from chexmask_u_tools.io import (
     rle_decode_many,
     rle_encode,
     rle_encode_many,
+    rle_problems,
     sample_dir,
     sample_files,
     scan_table,
+    table_from_arrays,
     to_released,
     write_released,
 )
@@ -117,7 +120,15 @@ from chexmask_u_tools.masks import (
 )
 from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.publish import save_hub_folder, to_hf_dataset
-from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, SOURCES, mask_shape, mask_shape_exprs
+from chexmask_u_tools.schema import (
+    CANONICAL_SCHEMA,
+    FRAMES,
+    MAX_MASK_PIXELS,
+    SOURCES,
+    mask_shape,
+    mask_shape_exprs,
+    nearest_indices,
+)
 from chexmask_u_tools.select import (
     ColumnRule,
     Rule,

@@ -51,6 +51,14 @@ FRAMES: tuple[str, ...] = ("preprocessed", "original")
 
 PREPROCESSED_SIZE: int = 1024
 
+MAX_MASK_PIXELS: int = 2**28
+"""Largest mask (``height * width``, 256 Mi pixels, e.g. 16384 x 16384) the readers and decoders accept.
+
+Real CheXmask masks are at most a few thousand pixels a side; a larger size in
+a file is corruption, and decoding it would allocate gigabytes.  Bounding every
+size by this limit also keeps all run arithmetic far from int64 overflow.
+"""
+
 LANDMARKS_DTYPE = pl.Array(pl.Float32, (N_NODES, 2))
 LATENT_DTYPE = pl.Array(pl.Float32, N_LATENT)
 
@@ -146,22 +154,25 @@ def mask_shape_exprs() -> tuple[pl.Expr, pl.Expr]:
     return rows, cols
 
 
-def check_mask_size(height: object, width: object, limit: int | None = None) -> tuple[int, int]:
+def check_mask_size(
+    height: object, width: object, limit: int | None = None, *, max_pixels: int | None = None
+) -> tuple[int, int]:
     """Validate a mask size and return it as two Python ints.
 
     Integers (and integral floats such as ``1024.0``) are accepted; bools,
     fractional floats, strings and values below 1 (or above ``limit``) raise
     :class:`~chexmask_u_tools.errors.InputError`, so that no size is silently
-    truncated.
+    truncated.  ``max_pixels`` also bounds ``height * width`` (the decoders
+    pass :data:`MAX_MASK_PIXELS`).
 
     Examples
     --------
-    >>> check_mask_size(1024.0, np.int64(512))
+    >>> check_mask_size(1024.0, 512)
     (1024, 512)
-    >>> check_mask_size(10.5, 3)
+    >>> check_mask_size(2**15, 2**15, max_pixels=MAX_MASK_PIXELS)
     Traceback (most recent call last):
     ...
-    chexmask_u_tools.errors.InputError: height must be an integer, got 10.5
+    chexmask_u_tools.errors.InputError: mask size 32768 x 32768 = 1073741824 pixels exceeds the limit of 268435456 pixels (MAX_MASK_PIXELS)
     """
     from chexmask_u_tools.errors import InputError
 
@@ -177,4 +188,30 @@ def check_mask_size(height: object, width: object, limit: int | None = None) -> 
             bound = f"1..{limit}" if limit is not None else "at least 1"
             raise InputError(f"{name} must be {bound}, got {value}")
         out.append(value)
+    if max_pixels is not None and out[0] * out[1] > max_pixels:
+        raise InputError(
+            f"mask size {out[0]} x {out[1]} = {out[0] * out[1]} pixels exceeds the limit of "
+            f"{max_pixels} pixels (MAX_MASK_PIXELS)"
+        )
     return out[0], out[1]
+
+
+def nearest_indices(from_size: int, to_size: int) -> np.ndarray:
+    """Nearest-neighbour sample positions: for each of ``to_size`` pixels, the index among ``from_size``.
+
+    Pixel ``j`` of the new grid sits at coordinate ``j * from_size / to_size``
+    of the old one (origin at the top-left pixel centre, no half-pixel offset:
+    the inverse of ``masks.raster.scale_points``), and takes the nearest old
+    pixel, ties rounding up, clipped to the grid.  Exact integer arithmetic.
+
+    Returns
+    -------
+    ``(to_size,)`` int64, non-decreasing.
+
+    Examples
+    --------
+    >>> nearest_indices(4, 2).tolist(), nearest_indices(3, 5).tolist()
+    ([0, 2], [0, 1, 1, 2, 2])
+    """
+    j = np.arange(int(to_size), dtype=np.int64)
+    return np.minimum((2 * j * int(from_size) + int(to_size)) // (2 * int(to_size)), int(from_size) - 1)

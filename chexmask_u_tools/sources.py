@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -40,6 +41,8 @@ __all__ = [
     "id_column_sources",
     "require_source",
     "source_info",
+    "source_label",
+    "sources_in_name",
 ]
 
 
@@ -195,6 +198,12 @@ class SourceInfo:
         ``(index, rng) -> id`` in the source's id format, for the synthetic sample.
     metadata:
         The database's own metadata files (:class:`MetadataFormat`), or None.
+    id_column_proves_source:
+        Whether a file with ``id_column`` (and no name naming a source) can only
+        be this source's.  False when other files share the column name:
+        ``ImageID`` is also the physician files' and CheXmask v0.1's
+        ``CANDID-PTX.csv`` id (SPEC section 1), ``image_id`` is the canonical
+        table's and a common generic name.
     """
 
     name: str
@@ -204,6 +213,7 @@ class SourceInfo:
     crop_border: bool
     demo_image_path: Callable[[str], str]
     sample_id: Callable[[int, np.random.Generator], str]
+    id_column_proves_source: bool = True
     notes: dict[str, str] = field(default_factory=dict)
     metadata: MetadataFormat | None = None
 
@@ -278,6 +288,7 @@ REGISTRY: dict[str, SourceInfo] = {
             demo_image_path=lambda image_id: f"{_digest(f'Padchest/{image_id}') % 4}/{image_id}",
             sample_id=_padchest_sample_id,
             metadata=_PADCHEST_METADATA,
+            id_column_proves_source=False,
         ),
         SourceInfo(
             name="VinDr-CXR",
@@ -288,6 +299,7 @@ REGISTRY: dict[str, SourceInfo] = {
             demo_image_path=lambda image_id: f"train/{image_id}.png",
             sample_id=lambda index, rng: _hex("VinDr-CXR", index)[:32],
             metadata=_VINDR_METADATA,
+            id_column_proves_source=False,
         ),
     )
 }
@@ -329,6 +341,61 @@ def require_source(name: str, *, argument: str = "source") -> str:
         suggestion = f" (did you mean {hint!r}?)" if hint else ""
         raise InputError(f"unknown {argument} {name!r}{suggestion}; expected one of {SOURCES}")
     return canonical
+
+
+def source_label(name: str, *, argument: str = "source") -> str:
+    """A ``source`` value given by a user: the canonical name of a known spelling, else the label itself.
+
+    A label unlike every known spelling (``"private"``, ``"my-hospital"``) is
+    kept as given, for the user's own data; one close to a known spelling
+    (``"Chexpurt"``) is a typo and raises :class:`InputError` suggesting it,
+    rather than starting a new source silently.
+
+    Examples
+    --------
+    >>> source_label("chexpert"), source_label("private")
+    ('CheXpert', 'private')
+    >>> source_label("Chexpurt")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: unknown source 'Chexpurt' (did you mean 'CheXpert'?); expected one of ('MIMIC-CXR-JPG', 'CheXpert', 'ChestX-ray8', 'Padchest', 'VinDr-CXR') or a label unlike all of them for your own data
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{argument} must be a non-empty string, got {name!r}")
+    canonical = canonical_source(name)
+    if canonical is not None:
+        return canonical
+    hint = closest_source(name)
+    if hint is not None:
+        raise InputError(
+            f"unknown {argument} {name!r} (did you mean {hint!r}?); expected one of {SOURCES} "
+            "or a label unlike all of them for your own data"
+        )
+    return name.strip()
+
+
+def sources_in_name(name: str) -> tuple[str, ...]:
+    """The sources a file name spells out (any accepted spelling, case-insensitive, as a whole word).
+
+    A spelling counts only between non-alphanumeric boundaries, so that
+    ``MIMIC-CXR-JPG_part1.csv.gz`` names MIMIC-CXR-JPG while ``CANDID-PTX.csv``
+    or ``vanishing.csv`` name nothing.  Several different sources in one name
+    are returned in registry order (the caller decides that this is ambiguous).
+
+    Examples
+    --------
+    >>> sources_in_name("MIMIC-CXR-JPG_part1.csv.gz"), sources_in_name("CANDID-PTX.csv")
+    (('MIMIC-CXR-JPG',), ())
+    >>> sources_in_name("chexpert_vs_nih.csv")
+    ('CheXpert', 'ChestX-ray8')
+    """
+    text = str(name).lower()
+    found = {
+        canonical
+        for spelling, canonical in _ALIASES.items()
+        if re.search(rf"(?<![a-z0-9]){re.escape(spelling)}(?![a-z0-9])", text)
+    }
+    return tuple(source for source in SOURCES if source in found)
 
 
 def source_info(name: str) -> SourceInfo:

@@ -4,7 +4,9 @@ Reference approach (what users copy from notebooks today): ``pandas.read_csv``,
 then a per-row Python parse of each landmark / std / latent string into numpy
 arrays, and the per-run Python loop RLE decoder.  Both sides run in the same
 process on the same file, and the ratios are printed.  Timing is best-of-N
-wall clock; nothing here is a test.  Each table ends with a floor: the same
+wall clock; nothing here is a test.  The RLE table has rows for fresh masks
+and for buffers the caller reuses (``out=``), and for decoding straight to a
+512x512 grid (``shape=``).  Each table ends with a floor: the same
 job's unavoidable part alone (reading the fields as raw strings; allocating and
 writing a fresh 1024x1024 mask), i.e. the best ratio any parser or decoder
 could reach on this machine.
@@ -95,7 +97,25 @@ def main() -> None:
         lambda: [cxu.rle_decode_many(rles[i : i + batch], 1024, 1024) for i in range(0, len(rles), batch)],
         args.repeat,
     )
+    # Into buffers the caller reuses (what a DataLoader worker does): no allocation per mask.
+    buffer = np.empty((1024, 1024), dtype=bool)
+    t_rle_reused = best_time(lambda: [cxu.rle_decode(r, 1024, 1024, out=buffer) for r in rles], args.repeat)
+    batch_buffer = np.empty((batch, 1024, 1024), dtype=bool)
+    t_rle_batch_reused = best_time(
+        lambda: [
+            cxu.rle_decode_many(rles[i : i + batch], 1024, 1024, out=batch_buffer[: len(rles[i : i + batch])])
+            for i in range(0, len(rles), batch)
+        ],
+        args.repeat,
+    )
+    small = np.empty((512, 512), dtype=bool)
+    t_rle_small = best_time(lambda: [cxu.rle_decode(r, 1024, 1024, shape=(512, 512), out=small) for r in rles], args.repeat)
+    t_rle_full_then_sample = best_time(
+        lambda: [cxu.rle_decode(r, 1024, 1024)[::2, ::2].copy() for r in rles], args.repeat
+    )
     runs = np.mean([len(r.split()) // 2 for r in rles])
+    # Floor for a reused buffer: overwriting it with zeros, no decoding at all.
+    t_rle_reused_floor = best_time(lambda: [buffer.fill(False) for _ in rles], args.repeat)
     # Floor: allocating and writing one fresh 1024x1024 bool mask, with no decoding at all.
     t_rle_floor = best_time(lambda: [np.ones(1024 * 1024, dtype=bool) for _ in rles], args.repeat)
 
@@ -116,6 +136,24 @@ def main() -> None:
         f"{t_rle_reference / t_rle_batch:.1f}x |"
     )
     print(f"| floor: allocate and fill a fresh mask, no decoding | {len(rles) / t_rle_floor:,.0f} | {t_rle_reference / t_rle_floor:.1f}x |")
+    print(f"| cxu.rle_decode(out=reused buffer) | {len(rles) / t_rle_reused:,.0f} | {t_rle_reference / t_rle_reused:.1f}x |")
+    print(
+        f"| cxu.rle_decode_many(out=reused (B,H,W) buffer, batches of {batch}) | {len(rles) / t_rle_batch_reused:,.0f} | "
+        f"{t_rle_reference / t_rle_batch_reused:.1f}x |"
+    )
+    print(f"| floor: zero a reused mask, no decoding | {len(rles) / t_rle_reused_floor:,.0f} | {t_rle_reference / t_rle_reused_floor:.1f}x |")
+    print()
+    print("RLE decode to a 512x512 training grid (same masks; reference: the per-run loop at 1024)")
+    print("| path | masks/s | ratio |")
+    print("|---|---|---|")
+    print(
+        f"| full 1024 decode, then every 2nd row/col | {len(rles) / t_rle_full_then_sample:,.0f} | "
+        f"{t_rle_reference / t_rle_full_then_sample:.1f}x |"
+    )
+    print(
+        f"| cxu.rle_decode(shape=(512, 512), out=reused buffer) | {len(rles) / t_rle_small:,.0f} | "
+        f"{t_rle_reference / t_rle_small:.1f}x |"
+    )
 
 
 if __name__ == "__main__":

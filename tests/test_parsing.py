@@ -39,6 +39,8 @@ def test_n_nodes_checks_count():
         ("1,2,3", "odd number"),
         ("1,nan,3,4", "non-finite"),
         ("1,inf,3,4", "non-finite"),
+        ("1,1e300,3,4", "non-finite"),
+        ("1,3.5e38,3,4", "float32 range"),
         ("", "empty"),
         ("[[]]", "empty"),
         ("__import__('os').system('true')", "non-numeric"),

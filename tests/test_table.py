@@ -93,14 +93,81 @@ def test_every_variant_round_trips(tmp_path, small, variant, points_format, suff
 
 
 @pytest.mark.parametrize("source", cxu.SOURCES)
-def test_source_inferred_from_id_column(tmp_path, sample, source):
+def test_source_inferred_from_id_column_only_when_it_proves_the_source(tmp_path, sample, source):
     rows = sample.filter(pl.col("source") == source).head(3)
     path = tmp_path / "no_hint.csv"
     cxu.write_released(rows, path)
     assert to_released(rows).columns[0] == ID_COLUMN[source]
-    read = cxu.read_table(path)
+    if source in ("Padchest", "VinDr-CXR"):
+        # ImageID / image_id are shared with other files: alone they prove nothing
+        with pytest.raises(cxu.SchemaError, match="pass source="):
+            cxu.read_table(path)
+        read = cxu.read_table(path, source=source)
+    else:
+        read = cxu.read_table(path)
     assert read["source"].to_list() == [source] * 3
     assert_same_rows(read, rows)
+
+
+def test_candid_ptx_with_imageid_is_not_padchest(tmp_path, sample):
+    rows = sample.filter(pl.col("source") == "Padchest").head(3)
+    path = tmp_path / "CANDID-PTX.csv"
+    cxu.write_released(rows, path, variant="chexmask")
+    for read in (cxu.read_table, cxu.scan_table):
+        with pytest.raises(cxu.SchemaError, match=r"CANDID-PTX.*pass source="):
+            read(path)
+    assert cxu.read_table(path, source="Padchest")["source"].unique().to_list() == ["Padchest"]
+    assert cxu.read_table(path, source="CANDID-PTX")["source"].unique().to_list() == ["CANDID-PTX"]
+
+
+@pytest.mark.parametrize(
+    "name, columns_source, message",
+    [
+        ("chexpert_and_mimic.csv", "CheXpert", "names several sources"),
+        ("CheXpert.csv", "MIMIC-CXR-JPG", "says CheXpert but its id column 'dicom_id' is MIMIC-CXR-JPG's"),
+        ("padchestlike.csv", "Padchest", "names none"),
+    ],
+)
+def test_weak_or_disagreeing_source_evidence_raises(tmp_path, sample, name, columns_source, message):
+    rows = sample.filter(pl.col("source") == columns_source).head(2)
+    path = tmp_path / name
+    cxu.write_released(rows, path)
+    with pytest.raises(cxu.SchemaError, match=message):
+        cxu.read_table(path)
+    assert cxu.read_table(path, source=columns_source)["source"].unique().to_list() == [columns_source]
+
+
+def test_file_name_wins_over_a_shared_id_column(tmp_path, small):
+    path = tmp_path / "MIMIC-CXR-JPG_part2.csv"
+    cxu.write_released(small, path, id_column="ImageID")
+    assert cxu.read_table(path)["source"].unique().to_list() == ["MIMIC-CXR-JPG"]
+
+
+@pytest.mark.parametrize(
+    "folders, frame",
+    [
+        ("downloads/original_data/Preprocessed", "preprocessed"),
+        ("Preprocessed/sub/OriginalResolution", "original"),
+        ("OriginalResolution/v2", "original"),
+        ("test_original_frame0", "preprocessed"),
+    ],
+)
+def test_nearest_frame_folder_decides(tmp_path, small, folders, frame):
+    path = tmp_path / folders / "CheXpert.csv"
+    path.parent.mkdir(parents=True)
+    cxu.write_released(small.with_columns(pl.lit(1024, dtype=pl.Int32).alias("height")), path)
+    assert cxu.read_table(path)["frame"].unique().to_list() == [frame]
+
+
+def test_misspelled_source_argument_suggests_the_name(tmp_path, small):
+    path = tmp_path / "CheXpert.csv"
+    cxu.write_released(small, path)
+    with pytest.raises(cxu.InputError, match="did you mean 'CheXpert'"):
+        cxu.read_table(path, source="Chexpurt")
+    with pytest.raises(cxu.InputError, match="did you mean 'CheXpert'"):
+        cxu.scan_table(path, source="Chexpurt")
+    assert cxu.read_table(path, source="chexpert")["source"].unique().to_list() == ["CheXpert"]
+    assert cxu.read_table(path, source="private")["source"].unique().to_list() == ["private"]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +253,7 @@ def test_frame_inferred_from_path(tmp_path, small):
 
 
 def test_quirks_swapped_dice_float_and_empty_sizes_empty_masks_partial_latents(tmp_path, small):
-    released = to_released(small).with_columns(
+    released = to_released(small, id_column="ImageID").with_columns(
         pl.col("Dice RCA (Mean)").alias("Dice RCA (Max)"),
         pl.col("Dice RCA (Max)").alias("Dice RCA (Mean)"),
         pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.lit("1024.0")).alias("Height"),
@@ -203,6 +270,25 @@ def test_quirks_swapped_dice_float_and_empty_sizes_empty_masks_partial_latents(t
     assert read["rle_heart"][1] is None
     assert read["latent_sigma"][2] is None and read["latent_sigma_mean"][2] is None
     assert read["latent_sigma"].null_count() == 1
+
+
+def test_missing_dice_stays_null_and_the_swap_needs_both(tmp_path, small):
+    row = pl.int_range(pl.len())
+    released = to_released(small, id_column="ImageID").with_columns(
+        pl.when(row == 0).then(None).when(row == 2).then(pl.lit("0.95")).otherwise(pl.col("Dice RCA (Mean)"))
+        .alias("Dice RCA (Mean)"),
+        pl.when(row == 1).then(None).when(row == 2).then(pl.lit("0.5")).otherwise(pl.col("Dice RCA (Max)"))
+        .alias("Dice RCA (Max)"),
+    )
+    path = tmp_path / "Padchest.csv"
+    released.write_csv(path)
+    for read in (cxu.read_table(path), cxu.scan_table(path).collect()):
+        assert read["dice_rca_mean"][0] is None  # not the file's Max
+        assert read["dice_rca_max"][0] == pytest.approx(small["dice_rca_max"][0])
+        assert read["dice_rca_max"][1] is None
+        assert read["dice_rca_mean"][1] == pytest.approx(small["dice_rca_mean"][1])
+        assert (read["dice_rca_mean"][2], read["dice_rca_max"][2]) == (0.5, 0.95)  # swapped pair: fixed up
+        assert len(read.filter(pl.col("dice_rca_mean") >= 0.0)) == len(small) - 1
 
 
 def test_real_rows_load_with_every_field_right(real_subset_dir):
@@ -258,6 +344,9 @@ BAD_CELLS = [
     ("Landmarks (Mean)", None, "missing landmarks"),
     ("Landmarks (Std)", ",".join(["-1.5"] * 240), "negative"),
     ("latents", ",".join(["0.9"] * 63), "63 numbers, expected 64"),
+    ("Landmarks (Mean)", ",".join(["5"] * 239 + ["1e300"]), "non-finite"),
+    ("Landmarks (Std)", ",".join(["1.5"] * 239 + ["3.5e38"]), "float32 range"),
+    ("latents", ",".join(["0.9"] * 63 + ["-1e300"]), "non-finite"),
     ("Right Lung", "1048570 10", "past the mask"),
     ("Heart", "12 a 40 3 x", "not a run-length string"),
     ("Height", "-3", "positive integer"),
@@ -282,7 +371,7 @@ def test_bad_cell_raises_with_file_row_and_id(tmp_path, small, column, value, me
         cxu.scan_table(path).collect()
 
 
-@pytest.mark.parametrize("value, message", [("12 a 40 3", "not a run-length string"), ("12 4 40", "odd number")])
+@pytest.mark.parametrize("value, message", [("12 a 40 3", "non-integer"), ("12 4 40", "odd number")])
 def test_full_mask_check(tmp_path, small, value, message):
     path = tmp_path / "CheXpert.csv"
     corrupt(small, "Left Lung", 2, value).write_csv(path)
@@ -334,8 +423,13 @@ def test_unreadable_files(tmp_path):
     corrupt_gz.write_bytes(b"\x1f\x8b\x08\x00 truncated")
     with pytest.raises(cxu.FileReadError):
         cxu.read_table(corrupt_gz)
+    (tmp_path / "table.json").write_text("{}")
     with pytest.raises(cxu.FileReadError, match="unsupported"):
         cxu.read_table(tmp_path / "table.json")
+    with pytest.raises(cxu.FileReadError, match="not found"):
+        cxu.read_table(tmp_path / "missing_folder")
+    with pytest.raises(cxu.FileReadError, match="not found"):
+        cxu.scan_table(tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".csv.xz"])
@@ -385,3 +479,16 @@ def test_mask_shape_rules():
         cxu.mask_shape("original", None, 200)
     with pytest.raises(cxu.InputError):
         cxu.mask_shape("sideways", 1, 1)
+
+
+def test_frame_named_by_the_file_name_and_conflicts(tmp_path, small):
+    table = small.with_columns(pl.lit(1024, dtype=pl.Int32).alias("height"))
+    path = tmp_path / "CheXpert_OriginalResolution.csv"
+    cxu.write_released(table, path)
+    assert cxu.read_table(path)["frame"].unique().to_list() == ["original"]
+    conflict = tmp_path / "Preprocessed" / "CheXpert_original.csv"
+    conflict.parent.mkdir()
+    cxu.write_released(table, conflict)
+    with pytest.raises(cxu.SchemaError, match="folder says preprocessed but its name says original.*frame="):
+        cxu.read_table(conflict)
+    assert cxu.read_table(conflict, frame="original")["frame"].unique().to_list() == ["original"]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import gzip
 import io
 import lzma
-import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Literal
 
@@ -16,7 +14,8 @@ import polars as pl
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError
 from chexmask_u_tools.hub.discovery import DataFile
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, with_retries
-from chexmask_u_tools.io.table import canonicalize_batch, detect_layout
+from chexmask_u_tools.io.csvstream import iter_csv_batches, open_decompressed, read_csv_header
+from chexmask_u_tools.io.table import canonicalize_batch, detect_layout, is_index_column
 
 __all__ = [
     "RetryingReader",
@@ -122,111 +121,6 @@ class RetryingReader(io.RawIOBase):
         super().close()
 
 
-def _decompressed(raw: io.RawIOBase, path: str) -> BinaryIO:
-    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
-    lower = path.lower()
-    if lower.endswith(".gz"):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")
-    if lower.endswith(".xz"):
-        return lzma.LZMAFile(buffered, mode="rb")
-    if lower.endswith((".zst", ".zstd")):
-        import pyarrow as pa
-
-        return io.BufferedReader(_ArrowRaw(pa.CompressedInputStream(pa.PythonFile(buffered, mode="r"), "zstd")))
-    return buffered
-
-
-class _LastByte(io.RawIOBase):
-    """A raw view of a decompressed stream that remembers the last byte it handed out.
-
-    Once a reader has consumed the stream to its end, :attr:`last` is the
-    file's final byte: a CSV whose final byte is no line break was cut.
-    """
-
-    def __init__(self, stream: BinaryIO) -> None:
-        super().__init__()
-        self._stream = stream
-        self.last = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._stream.read(len(view))
-        n = len(data)
-        view[:n] = data
-        if n:
-            self.last = data[-1:]
-        return n
-
-    def close(self) -> None:
-        self._stream.close()
-        super().close()
-
-
-class _ArrowRaw(io.RawIOBase):
-    """Python raw-stream view of a pyarrow input stream (which has no ``readline``)."""
-
-    def __init__(self, native: Any) -> None:
-        super().__init__()
-        self._native = native
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._native.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._native.close()
-        super().close()
-
-
-def _header(stream: BinaryIO, path: str) -> list[str]:
-    """Read the CSV header line and name columns pandas-style (duplicates ``X``, ``X.1``)."""
-    line = stream.readline()
-    if not line.strip():
-        raise FileReadError(f"{path!r} is empty: no CSV header")
-    try:
-        names = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")]))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise FileReadError(f"cannot read the header of {path!r}: {error}") from error
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        unique.append(name if count == 0 else f"{name}.{count}")
-    return unique
-
-
-def _is_index_column(name: str) -> bool:
-    return name == "" or re.fullmatch(r"Unnamed: \d+|__index_level_\d+__", name) is not None
-
-
-def _csv_batches(stream: BinaryIO, names: list[str], path: str, block_size: int) -> Iterator[pl.DataFrame]:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=names, block_size=block_size, use_threads=False),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in names},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
-    for batch in reader:
-        yield pl.from_arrow(batch)
-
-
 def _parquet_batches(stream: BinaryIO, batch_rows: int) -> Iterator[pl.DataFrame]:
     import pyarrow.parquet as pq
 
@@ -268,25 +162,22 @@ def iter_file_batches(
 
     policy = retry or getattr(location, "retry", None) or RetryPolicy()
     raw = RetryingReader(lambda: location.open(item.path), item.path, policy)
-    stream = _decompressed(raw, item.path)
-    tail = None
+    stream = open_decompressed(raw, item.path)
     offset = 0
     try:
         if item.format == "parquet":
             batches = _parquet_batches(stream, max(1, block_size // 20_000))
             columns = None
         else:
-            tail = _LastByte(stream)
-            stream = io.BufferedReader(tail, buffer_size=1 << 20)
-            columns = _header(stream, item.path)
-            # A header and no record is a valid, empty table (as read_table reads it); pyarrow calls it an error.
-            batches = _csv_batches(stream, columns, item.path, block_size) if stream.peek(1) else iter(())
+            # The CSV rules of every reader (ragged records, cut files, UTF-8, header-only = empty).
+            columns, stream = read_csv_header(stream, item.path)
+            batches = iter_csv_batches(stream, columns, file=item.path, block_size=block_size)
         layout = None
         # The last batch is held back until the end of the file is seen, so that the rows of a
         # file cut mid-record are never handed out before it is refused (the rule of read_table).
         held = None
         for batch in batches:
-            drop = [c for c in batch.columns if _is_index_column(c)]
+            drop = [c for c in batch.columns if is_index_column(c)]
             if drop:
                 batch = batch.drop(drop)
             if layout is None:
@@ -301,17 +192,13 @@ def iter_file_batches(
             if held is not None:
                 yield held
             held = canonical if canonical.height else None
-        if tail is not None and tail.last not in (b"\n", b"\r"):
-            raise FileReadError(
-                f"{item.path!r} does not end with a line break: the file looks truncated "
-                "(its last record may be cut); download it again"
-            )
+        # iter_csv_batches has now seen the end of the file without refusing it.
         if held is not None:
             yield held
         if layout is None and columns is not None:
             # A header and no rows: still check the variant, then yield nothing.
             detect_layout(
-                [c for c in columns if not _is_index_column(c)],
+                [c for c in columns if not is_index_column(c)],
                 file_name=item.path,
                 source=item.source,
                 frame=item.frame,

@@ -24,6 +24,7 @@ import polars as pl
 from chexmask_u_tools.errors import PointsParseError
 
 _SEPARATORS = r"[\[\]\s,]+"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def number_list_expr(column: str | pl.Expr, *, numpy_printed: bool = True) -> pl.Expr:
@@ -72,7 +73,13 @@ def number_list_problem_expr(
     """
     length = parsed.list.len()
     non_numeric = parsed.list.eval(pl.element().is_null()).list.any()
-    non_finite = parsed.list.eval(~pl.element().is_finite()).list.any()
+    # The canonical table stores float32: 1e300 or 3.5e38 would become inf there, so it is as bad as NaN.
+    # (list.max/min skip NaN, which the element-wise test catches.)
+    non_finite = (
+        parsed.list.eval(~pl.element().is_finite()).list.any()
+        | (parsed.list.max() > _FLOAT32_MAX)
+        | (parsed.list.min() < -_FLOAT32_MAX)
+    )
     negative = parsed.list.eval(pl.element() < 0).list.any()
     if expected_len is None:
         bad_length = (length % 2) == 1
@@ -91,7 +98,7 @@ def number_list_problem_expr(
         .when(non_numeric)
         .then(pl.lit(f"{what} contains a non-numeric value"))
         .when(non_finite)
-        .then(pl.lit(f"{what} contains a non-finite value"))
+        .then(pl.lit(f"{what} contains a non-finite value (NaN, inf, or beyond the float32 range of +-3.4e38)"))
         .when(bad_length)
         .then(length_reason)
     )
@@ -134,7 +141,7 @@ def parse_numbers(text: str, *, expected_len: int | None = None, allow_negative:
     ------
     PointsParseError
         If the string is missing or blank, holds a non-numeric or non-finite
-        token, has the wrong number of values, or (``allow_negative=False``) a
+        token (also one beyond the float32 range), has the wrong number of values, or (``allow_negative=False``) a
         negative value.
     """
     if text is None or not isinstance(text, str):
@@ -169,6 +176,18 @@ def parse_points(text: str, n_nodes: int | None = None) -> np.ndarray:
     PointsParseError
         On a missing/blank string, a non-numeric or non-finite token, an odd
         number of values, or a point count other than ``n_nodes``.
+
+    Examples
+    --------
+    >>> parse_points("512,300,498,310")
+    array([[512., 300.],
+           [498., 310.]])
+    >>> parse_points("[[ 512  300]\\n [ 498  310]]").shape
+    (2, 2)
+    >>> parse_points("1,2,3,4", n_nodes=120)
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.PointsParseError: value list has 4 numbers, expected 240: '1,2,3,4'
     """
     values = parse_numbers(text, expected_len=None if n_nodes is None else 2 * n_nodes)
     if values.size % 2:

@@ -1,27 +1,46 @@
 """Run-length encoding of CheXmask masks.
 
-Convention (SPEC section 3): a space-separated ``"start length start length ..."``
+Convention (SPEC section 3): a whitespace-separated ``"start length start length ..."``
 string; ``start`` is the 1-based index of the run's first pixel in the mask
 flattened row-major (C order) as ``(height, width)``.  This is *not* COCO RLE
 (column-major counts).  A missing or blank string is an empty mask.  Runs must
 be in increasing order and must not overlap; every length is at least 1.
 
+Validation comes before any arithmetic: every start and length is compared
+with ``height * width`` (itself at most :data:`~chexmask_u_tools.schema.MAX_MASK_PIXELS`)
+before ends are computed, so no value can wrap around int64, and every decoder
+(:func:`rle_decode`, :func:`rle_decode_many`, the readers' ``check_masks``)
+applies the same rule through :func:`rle_problems`.
+
 Decoding writes whole runs with ``np.repeat`` over alternating gap/run counts
-(no per-run Python loop); the batch functions parse every string of a batch in
-one vectorized polars pass.
+(no per-run Python loop), after ``np.fromstring`` tokenized the string;
+:func:`rle_problems` checks a whole column of strings in one vectorized polars
+pass (the readers' ``check_masks``).  Writing into a buffer the caller reuses
+(``out=``) avoids fresh pages for every mask, which is most of a fresh decode's
+cost.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, RLEError
-from chexmask_u_tools.schema import check_mask_size
+from chexmask_u_tools.schema import MAX_MASK_PIXELS, check_mask_size, nearest_indices
 
+__all__ = [
+    "rle_decode",
+    "rle_decode_many",
+    "rle_encode",
+    "rle_encode_many",
+    "rle_problems",
+]
+
+_OK, _START_BELOW_1, _LENGTH_BELOW_1, _PAST_END, _OVERLAP = range(5)
 
 
 def _is_missing(rle: object) -> bool:
@@ -32,69 +51,279 @@ def _is_missing(rle: object) -> bool:
     return isinstance(rle, str) and not rle.strip()
 
 
-def _run_counts(pairs: np.ndarray, n_pixels: int) -> np.ndarray:
-    """Validate ``(R, 2)`` 1-based (start, length) runs; return gap/run counts for np.repeat.
+def _check_size(height: object, width: object) -> tuple[int, int]:
+    return check_mask_size(height, width, max_pixels=MAX_MASK_PIXELS)
 
-    Raises a located-less RLEError; callers add file/row context.
+
+def _run_codes(
+    starts: np.ndarray, lengths: np.ndarray, n_pixels: np.ndarray | int, first_of_mask: np.ndarray
+) -> np.ndarray:
+    """Per-run problem code (``_OK`` ...) of 1-based runs; only the first code of a mask is meaningful.
+
+    Starts and lengths are bounded by ``n_pixels`` before ``start - 1 + length``
+    is formed, so the sum cannot overflow whatever the input integers are.
     """
-    starts = pairs[:, 0] - 1
-    lengths = pairs[:, 1]
-    if (starts < 0).any():
-        raise RLEError(f"run start {int(pairs[np.argmax(starts < 0), 0])} is below 1")
-    if (lengths < 1).any():
-        raise RLEError(f"run length {int(lengths[np.argmax(lengths < 1)])} is below 1")
-    ends = starts + lengths
-    if ends[-1] > n_pixels or (ends > n_pixels).any():
-        raise RLEError(f"run ends at pixel {int(ends.max())}, past the mask's {n_pixels} pixels")
-    gaps = np.empty_like(starts)
-    gaps[0] = starts[0]
-    gaps[1:] = starts[1:] - ends[:-1]
-    if (gaps < 0).any():
-        raise RLEError("runs overlap or are not in increasing order")
-    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
-    counts[0:-1:2] = gaps
-    counts[1::2] = lengths
-    counts[-1] = n_pixels - ends[-1]
-    return counts
+    too_big = (starts > n_pixels) | (lengths > n_pixels)
+    safe_starts = np.where(too_big, 1, starts)
+    ends = safe_starts - 1 + np.where(too_big, 1, lengths)
+    previous_end = np.empty_like(ends)
+    if len(ends):
+        previous_end[0] = 0
+        previous_end[1:] = ends[:-1]
+    overlap = ~first_of_mask & (safe_starts - 1 < previous_end)
+    return np.select(
+        [starts < 1, lengths < 1, too_big | (ends > n_pixels), overlap],
+        [_START_BELOW_1, _LENGTH_BELOW_1, _PAST_END, _OVERLAP],
+        _OK,
+    ).astype(np.int8)
+
+
+def _message(code: int, start: int, length: int, n_pixels: int) -> str:
+    if code == _START_BELOW_1:
+        return f"run start {start} is below 1"
+    if code == _LENGTH_BELOW_1:
+        return f"run length {length} is below 1"
+    if code == _PAST_END:
+        return f"run ends at pixel {start - 1 + length}, past the mask's {n_pixels} pixels"
+    return "runs overlap or are not in increasing order"
+
+
+def rle_problems(rles: pl.Series | Sequence[str | None], n_pixels: pl.Series | Sequence[int | None] | int) -> pl.Series:
+    """What is wrong with each run-length string, checked against its mask's pixel count.
+
+    The one validation rule of every decoder: integer tokens only, an even
+    count, starts and lengths at least 1, runs inside ``n_pixels``, increasing
+    and not overlapping.
+
+    Parameters
+    ----------
+    rles:
+        B strings (null/blank: an empty mask, always fine).
+    n_pixels:
+        ``height * width`` per string, or one value for all (null: unknown, only
+        the token checks apply).
+
+    Returns
+    -------
+    A String Series of B reasons, null where the string is fine.
+
+    Examples
+    --------
+    >>> rle_problems(["1 4", "3 2 4 1", "1 99999999999", None], 12).to_list()
+    [None, 'runs overlap or are not in increasing order', "run ends at pixel 99999999999, past the mask's 12 pixels", None]
+    """
+    texts = pl.Series(rles, dtype=pl.String) if not isinstance(rles, pl.Series) else rles.cast(pl.String)
+    n = len(texts)
+    if isinstance(n_pixels, (int, np.integer)):
+        sizes = np.full(n, int(n_pixels), dtype=np.int64)
+        known = np.ones(n, dtype=bool)
+    else:
+        size_series = pl.Series(n_pixels, dtype=pl.Int64) if not isinstance(n_pixels, pl.Series) else n_pixels.cast(pl.Int64)
+        known = size_series.is_not_null().to_numpy()
+        sizes = size_series.fill_null(0).to_numpy().astype(np.int64)
+    tokens = texts.str.extract_all(r"\S+")
+    numbers = tokens.cast(pl.List(pl.Int64), strict=False)
+    problems: list[str | None] = [None] * n
+    non_int = numbers.list.eval(pl.element().is_null()).list.any().fill_null(False).to_numpy()
+    counts = numbers.list.len().fill_null(0).to_numpy()
+    for row in np.flatnonzero(non_int):
+        bad = next(t for t, v in zip(tokens[int(row)], numbers[int(row)]) if v is None)
+        problems[row] = f"run-length string contains a non-integer or out-of-range value {bad[:30]!r}"
+    for row in np.flatnonzero(~non_int & (counts % 2 == 1)):
+        problems[row] = f"odd number of values ({int(counts[row])}) in run-length string"
+    usable = ~non_int & (counts % 2 == 0) & known & (counts > 0)
+    if usable.any():
+        rows = np.flatnonzero(usable)
+        flat = numbers.filter(pl.Series(usable)).explode().to_numpy().astype(np.int64).reshape(-1, 2)
+        owner = np.repeat(rows, counts[rows] // 2)
+        first_of_mask = np.ones(len(flat), dtype=bool)
+        first_of_mask[1:] = owner[1:] != owner[:-1]
+        codes = _run_codes(flat[:, 0], flat[:, 1], sizes[owner], first_of_mask)
+        bad_runs = np.flatnonzero(codes)
+        if bad_runs.size:
+            first_bad_rows, first_bad = np.unique(owner[bad_runs], return_index=True)
+            for row, run in zip(first_bad_rows.tolist(), bad_runs[first_bad].tolist()):
+                problems[row] = _message(int(codes[run]), int(flat[run, 0]), int(flat[run, 1]), int(sizes[row]))
+    return pl.Series(problems, dtype=pl.String)
 
 
 def _parse_runs(rle: str) -> np.ndarray:
-    # np.fromstring is the fastest exact integer tokenizer numpy has; its
-    # "could not be read to its end" warning is promoted to an error so that a
-    # malformed string can never decode to a silently truncated mask.
+    # np.fromstring is the fastest exact integer tokenizer numpy has (any
+    # whitespace separates); its "could not be read to its end" warning is
+    # promoted to an error so that a malformed string can never decode to a
+    # silently truncated mask.
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         try:
             values = np.fromstring(rle, dtype=np.int64, sep=" ")
         except (ValueError, DeprecationWarning):
-            bad = next((t for t in rle.split() if not t.lstrip("-").isdigit()), rle[:20])
-            raise RLEError(f"run-length string contains a non-integer value {bad!r}") from None
+            bad = next((t for t in rle.split() if not t.lstrip("+-").isdigit()), rle[:20])
+            raise RLEError(f"run-length string contains a non-integer value {bad[:30]!r}") from None
     if values.size % 2:
         raise RLEError(f"odd number of values ({values.size}) in run-length string")
     return values.reshape(-1, 2)
 
 
-def _fill_runs(counts: np.ndarray) -> np.ndarray:
-    """Expand alternating gap/run counts (gap first) into a flat bool array."""
-    values = np.zeros(counts.size, dtype=bool)
+def _validate(pairs: np.ndarray, n_pixels: int, text: str | None = None) -> None:
+    """Raise RLEError (without location) for the first bad run of one mask."""
+    if len(pairs) == 0:
+        return
+    starts, lengths = pairs[:, 0], pairs[:, 1]
+    # Fast path, a few reductions: every value in 1..n_pixels first (so the sums below cannot wrap),
+    # then runs increasing, not overlapping and inside the mask.
+    if starts.min() >= 1 and lengths.min() >= 1 and starts.max() <= n_pixels and lengths.max() <= n_pixels:
+        ends = starts - 1 + lengths
+        if ends.max() <= n_pixels and (len(pairs) == 1 or (starts[1:] > ends[:-1]).all()):
+            return
+    first = np.zeros(len(pairs), dtype=bool)
+    first[:1] = True
+    codes = _run_codes(pairs[:, 0], pairs[:, 1], n_pixels, first)
+    bad = np.flatnonzero(codes)
+    if bad.size:
+        run = int(bad[0])
+        start, length = int(pairs[run, 0]), int(pairs[run, 1])
+        if text is not None and (abs(start) >= 2**62 or abs(length) >= 2**62):
+            # np.fromstring saturates huge tokens at the int64 limits: quote the text instead.
+            token = text.split()[2 * run + (abs(start) < 2**62)]
+            raise RLEError(f"run-length value {token[:30]!r} is out of range for a mask of {n_pixels} pixels")
+        raise RLEError(_message(int(codes[run]), start, length, n_pixels))
+
+
+def _gap_counts(starts0: np.ndarray, lengths: np.ndarray, n_pixels: int) -> np.ndarray:
+    """Alternating gap/run counts (gap first) of valid 0-based runs, for np.repeat."""
+    ends = starts0 + lengths
+    counts = np.empty(2 * len(starts0) + 1, dtype=np.int64)
+    counts[0] = starts0[0]
+    counts[2:-1:2] = starts0[1:] - ends[:-1]
+    counts[1:-1:2] = lengths
+    counts[-1] = n_pixels - ends[-1]
+    return counts
+
+
+def _fill(starts0: np.ndarray, lengths: np.ndarray, n_pixels: int) -> np.ndarray:
+    """Flat bool array of ``n_pixels`` with the valid 0-based runs set."""
+    if len(starts0) == 0:
+        return np.zeros(n_pixels, dtype=bool)
+    values = np.zeros(2 * len(starts0) + 1, dtype=bool)
     values[1::2] = True
-    return np.repeat(values, counts)
+    return np.repeat(values, _gap_counts(starts0, lengths, n_pixels))
 
 
-def rle_decode(rle: str | None, height: int, width: int) -> np.ndarray:
+def _row_segments(starts0: np.ndarray, lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split valid 0-based runs at row ends: (row, first column, end column) per piece."""
+    ends = starts0 + lengths
+    first_row = starts0 // width
+    pieces = (ends - 1) // width - first_row + 1
+    owner = np.repeat(np.arange(len(starts0)), pieces)
+    offset = np.arange(owner.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    rows = first_row[owner] + offset
+    col0 = np.maximum(starts0[owner] - rows * width, 0)
+    col1 = np.minimum(ends[owner] - rows * width, width)
+    return rows, col0, col1
+
+
+def _fill_resampled(
+    starts0: np.ndarray, lengths: np.ndarray, height: int, width: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """Flat bool ``shape`` mask equal to the full mask sampled at :func:`nearest_indices`, without building it."""
+    out_h, out_w = shape
+    row_index = nearest_indices(height, out_h)
+    col_index = nearest_indices(width, out_w)
+    if len(starts0) == 0:
+        return np.zeros(out_h * out_w, dtype=bool)
+    rows, col0, col1 = _row_segments(starts0, lengths, width)
+    # Every new row sampling a full row, every new column inside a piece.
+    first_new_row = np.searchsorted(row_index, rows, "left")
+    n_new_rows = np.searchsorted(row_index, rows, "right") - first_new_row
+    new_col0 = np.searchsorted(col_index, col0, "left")
+    new_col1 = np.searchsorted(col_index, col1, "left")
+    keep = (n_new_rows > 0) & (new_col1 > new_col0)
+    piece = np.repeat(np.flatnonzero(keep), n_new_rows[keep])
+    new_row = first_new_row[piece] + (
+        np.arange(piece.size) - np.repeat(np.cumsum(n_new_rows[keep]) - n_new_rows[keep], n_new_rows[keep])
+    )
+    new_starts = new_row * out_w + new_col0[piece]
+    new_lengths = new_col1[piece] - new_col0[piece]
+    order = np.argsort(new_starts, kind="stable")
+    return _fill(new_starts[order], new_lengths[order], out_h * out_w)
+
+
+def _check_shape(shape: object) -> tuple[int, int]:
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+        raise InputError(f"shape must be a (height, width) pair, got {shape!r}")
+    return _check_size(*shape)
+
+
+def _as_writable(out: Any, shape: tuple[int, ...], argument: str = "out") -> tuple[np.ndarray, Any]:
+    """(numpy view to write, torch tensor to copy into afterwards or None) of a caller's buffer."""
+    if isinstance(out, np.ndarray):
+        array, tensor = out, None
+    elif type(out).__module__.startswith("torch"):
+        import torch
+
+        if not isinstance(out, torch.Tensor):
+            raise InputError(f"{argument} must be a numpy array or a torch tensor, got {type(out).__name__}")
+        tensor = out
+        if out.dtype not in (torch.bool, torch.uint8):
+            raise InputError(f"{argument} must have dtype bool or uint8, got {out.dtype}")
+        if out.device.type == "cpu" and out.is_contiguous() and not out.requires_grad:
+            array, tensor = out.numpy(), None
+        else:
+            array = np.empty(tuple(out.shape), dtype=bool if out.dtype == torch.bool else np.uint8)
+    else:
+        raise InputError(f"{argument} must be a numpy array or a torch tensor, got {type(out).__name__}")
+    if tuple(array.shape) != tuple(shape):
+        raise InputError(f"{argument} has shape {tuple(array.shape)}, expected {tuple(shape)}")
+    if array.dtype not in (np.bool_, np.uint8):
+        raise InputError(f"{argument} must have dtype bool or uint8, got {array.dtype}")
+    if not array.flags.writeable:
+        raise InputError(f"{argument} is read-only")
+    return array, tensor
+
+
+def _deliver(flat: np.ndarray, shape: tuple[int, ...], out: Any) -> Any:
+    if out is None:
+        return flat.reshape(shape)
+    array, tensor = _as_writable(out, shape)
+    np.copyto(array, flat.reshape(shape), casting="unsafe")
+    if tensor is not None:
+        import torch
+
+        tensor.copy_(torch.from_numpy(array))
+    return out
+
+
+def rle_decode(
+    rle: str | None,
+    height: int,
+    width: int,
+    *,
+    shape: tuple[int, int] | None = None,
+    out: Any = None,
+) -> np.ndarray:
     """Decode one run-length string into a boolean mask.
 
     Parameters
     ----------
     rle:
-        ``"start length ..."`` with 1-based row-major starts; ``None``, NaN or a
-        blank string decode to an empty mask.
+        ``"start length ..."`` with 1-based row-major starts, separated by any
+        whitespace; ``None``, NaN or a blank string decode to an empty mask.
     height, width:
-        Mask size in pixels.
+        Mask size in pixels; ``height * width`` at most
+        :data:`~chexmask_u_tools.schema.MAX_MASK_PIXELS`.
+    shape:
+        Decode straight to a ``(h, w)`` grid: the result equals the full mask
+        sampled at :func:`~chexmask_u_tools.schema.nearest_indices` rows and
+        columns (the nearest-neighbour rule matching ``rasterize(..., from_size=)``),
+        without allocating the full mask.
+    out:
+        A caller's ``(H, W)`` buffer (numpy array or torch tensor, bool or
+        uint8; ``(h, w)`` with ``shape``) to fill instead of allocating; it is
+        overwritten entirely and returned.
 
     Returns
     -------
-    ``(height, width)`` bool array.
+    ``(height, width)`` (or ``shape``) bool array, or ``out``.
 
     Raises
     ------
@@ -102,19 +331,35 @@ def rle_decode(rle: str | None, height: int, width: int) -> np.ndarray:
         Non-integer tokens, an odd token count, a start below 1, a length
         below 1, overlapping or unordered runs, or a run past ``height * width``.
     InputError
-        Non-positive size.
+        Non-positive or too large size, or a bad ``out``.
+
+    Examples
+    --------
+    >>> rle_decode("2 3 7 1", 2, 4).astype(int)
+    array([[0, 1, 1, 1],
+           [0, 0, 1, 0]])
+    >>> rle_decode("1 2 5 2", 4, 4, shape=(2, 2)).astype(int)
+    array([[1, 0],
+           [0, 0]])
+    >>> buffer = np.empty((2, 4), dtype=np.uint8)
+    >>> rle_decode("3 2", 2, 4, out=buffer) is buffer, buffer.tolist()
+    (True, [[0, 0, 1, 1], [0, 0, 0, 0]])
     """
-    height, width = check_mask_size(height, width)
+    height, width = _check_size(height, width)
     n_pixels = height * width
+    target = (height, width) if shape is None else _check_shape(shape)
     if _is_missing(rle):
-        return np.zeros((height, width), dtype=bool)
-    if not isinstance(rle, str):
+        pairs = np.empty((0, 2), dtype=np.int64)
+    elif not isinstance(rle, str):
         raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
-    pairs = _parse_runs(rle)
-    if len(pairs) == 0:
-        return np.zeros((height, width), dtype=bool)
-    counts = _run_counts(pairs, n_pixels)
-    return _fill_runs(counts).reshape(height, width)
+    else:
+        pairs = _parse_runs(rle)
+        _validate(pairs, n_pixels, rle)
+    if target == (height, width):
+        flat = _fill(pairs[:, 0] - 1, pairs[:, 1], n_pixels)
+    else:
+        flat = _fill_resampled(pairs[:, 0] - 1, pairs[:, 1], height, width, target)
+    return _deliver(flat, target, out)
 
 
 def rle_encode(mask: np.ndarray) -> str:
@@ -122,6 +367,13 @@ def rle_encode(mask: np.ndarray) -> str:
 
     Returns ``""`` for an empty mask.  ``rle_decode(rle_encode(m), *m.shape)``
     equals ``m != 0``.
+
+    Examples
+    --------
+    >>> rle_encode(np.array([[0, 1, 1], [1, 0, 0]]))
+    '2 3'
+    >>> rle_encode(np.zeros((2, 2)))
+    ''
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -143,102 +395,82 @@ def rle_decode_many(
     rles: Sequence[str | None],
     height: int | Sequence[int],
     width: int | Sequence[int],
+    *,
+    out: Any = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Decode many run-length strings at once.
 
     Parameters
     ----------
     rles:
-        B strings (``None``/NaN/blank = empty mask).
+        B strings (``None``/NaN/blank = empty mask), any whitespace between tokens.
     height, width:
         One size for all masks, or one per mask.
+    out:
+        A caller's ``(B, H, W)`` buffer (numpy array or torch tensor, bool or
+        uint8) to fill instead of allocating; all masks must share one size.
 
     Returns
     -------
-    A ``(B, H, W)`` bool array when every mask has the same size, else a list
-    of ``(H_b, W_b)`` bool arrays.
+    A ``(B, H, W)`` bool array (or ``out``) when every mask has the same size,
+    else a list of ``(H_b, W_b)`` bool arrays.
 
     Raises
     ------
     RLEError
         For the first malformed string, with ``row`` set to its position.
+
+    Examples
+    --------
+    >>> rle_decode_many(["1 2", None, "3\\t1"], 1, 3).astype(int).tolist()
+    [[[1, 1, 0]], [[0, 0, 0]], [[0, 0, 1]]]
     """
     n = len(rles)
     heights = np.broadcast_to(np.asarray(height), (n,))
     widths = np.broadcast_to(np.asarray(width), (n,))
+    sizes = []
     for row in range(n):
         try:
-            check_mask_size(heights[row], widths[row])
+            sizes.append(_check_size(heights[row], widths[row]))
         except InputError as error:
             raise InputError(f"mask {row}: {error}") from None
-    texts = pl.Series([None if _is_missing(r) else r for r in rles], dtype=pl.String)
-    tokens = texts.str.strip_chars().str.split(" ")
-    numbers = tokens.cast(pl.List(pl.Int64), strict=False)
-    bad = numbers.list.eval(pl.element().is_null()).list.any().fill_null(False)
-    if bad.any():
-        # Let the scalar decoder produce the precise message for the first bad string.
-        row = int(bad.arg_max())
+    runs = []
+    for row, rle in enumerate(rles):
+        # One exact tokenizer and one validation rule for every decoder (np.fromstring, _validate).
         try:
-            rle_decode(texts[row], heights[row], widths[row])
+            if _is_missing(rle):
+                pairs = np.empty((0, 2), dtype=np.int64)
+            elif not isinstance(rle, str):
+                raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
+            else:
+                pairs = _parse_runs(rle)
+                _validate(pairs, sizes[row][0] * sizes[row][1], rle)
         except RLEError as error:
             raise error.located(row=row) from None
-        raise RLEError("run-length string contains a non-integer value", row=row)
-    same_size = n > 0 and (heights == heights[0]).all() and (widths == widths[0]).all()
-    if same_size:
-        return _decode_same_size(numbers, int(heights[0]), int(widths[0]))
-    masks = []
-    for row in range(n):
-        try:
-            masks.append(_decode_values(numbers[row], int(heights[row]), int(widths[row])))
-        except RLEError as error:
-            raise error.located(row=row) from None
-    return masks
+        runs.append(pairs)
+    same_size = n > 0 and len(set(sizes)) == 1
+    if not same_size:
+        if out is not None:
+            raise InputError("out= needs masks of one size; these masks differ in height or width")
+        return [
+            _fill(pairs[:, 0] - 1, pairs[:, 1], h * w).reshape(h, w) for pairs, (h, w) in zip(runs, sizes)
+        ]
+    height, width = sizes[0]
+    if out is not None:
+        # Mask by mask: a one-mask scratch array is recycled by the allocator, a B-mask one is fresh pages.
+        array, tensor = _as_writable(out, (n, height, width))
+        for row, pairs in enumerate(runs):
+            np.copyto(array[row].reshape(-1), _fill(pairs[:, 0] - 1, pairs[:, 1], height * width), casting="unsafe")
+        if tensor is not None:
+            import torch
 
-
-def _decode_values(values: pl.Series | None, height: int, width: int) -> np.ndarray:
-    if values is None or len(values) == 0:
-        return np.zeros((height, width), dtype=bool)
-    array = values.to_numpy()
-    if array.size % 2:
-        raise RLEError(f"odd number of values ({array.size}) in run-length string")
-    counts = _run_counts(array.reshape(-1, 2), height * width)
-    return _fill_runs(counts).reshape(height, width)
-
-
-def _decode_same_size(numbers: pl.Series, height: int, width: int) -> np.ndarray:
-    """Decode B same-size masks as one long mask of B * H * W pixels."""
-    n_pixels = height * width
-    n = len(numbers)
-    lengths = numbers.list.len().fill_null(0).to_numpy()
-    odd = np.flatnonzero(lengths % 2)
-    if odd.size:
-        row = int(odd[0])
-        raise RLEError(f"odd number of values ({int(lengths[row])}) in run-length string", row=row)
-    flat = numbers.explode().drop_nulls().to_numpy().reshape(-1, 2)
-    if flat.size == 0:
-        return np.zeros((n, height, width), dtype=bool)
-    owner = np.repeat(np.arange(n), lengths // 2)
-    # Validate per mask (starts >= 1, lengths >= 1, inside the mask, increasing),
-    # then shift every mask's runs to its own block of the long mask.
-    starts, run_lengths = flat[:, 0], flat[:, 1]
-    ends = starts - 1 + run_lengths
-    problem = (starts < 1) | (run_lengths < 1) | (ends > n_pixels)
-    first_of_mask = np.ones(len(flat), dtype=bool)
-    first_of_mask[1:] = owner[1:] != owner[:-1]
-    previous_end = np.empty_like(ends)
-    previous_end[0] = 0
-    previous_end[1:] = ends[:-1]
-    problem |= ~first_of_mask & (starts - 1 < previous_end)
-    if problem.any():
-        row = int(owner[np.argmax(problem)])
-        try:
-            _decode_values(numbers[row], height, width)
-        except RLEError as error:
-            raise error.located(row=row) from None
-    shifted = flat.copy()
-    shifted[:, 0] += owner * n_pixels
-    counts = _run_counts(shifted, n * n_pixels)
-    return _fill_runs(counts).reshape(n, height, width)
+            tensor.copy_(torch.from_numpy(array))
+        return out
+    # All B masks as one long mask of B * H * W pixels: each mask's runs shifted to its block.
+    flat = np.concatenate(runs) if runs else np.empty((0, 2), dtype=np.int64)
+    owner = np.repeat(np.arange(n), [len(pairs) for pairs in runs])
+    starts0 = flat[:, 0] - 1 + owner * (height * width)
+    return _fill(starts0, flat[:, 1], n * height * width).reshape(n, height, width)
 
 
 def rle_encode_many(masks: np.ndarray | Sequence[np.ndarray]) -> list[str]:
