@@ -187,13 +187,15 @@ def predict_batch(
         Run the encoder through ``torch.compile`` (see :meth:`HybridGNet.encode`): the
         same numbers to float rounding, faster after a one-off compilation.
 
-    All S draws of an image are decoded in one pass that reads the image's feature maps
-    in place; the encoder runs once per image.
-
     Returns
     -------
     dict of float64 CPU tensors: ``mean`` and ``std`` (B, 120, 2), pixels of the 1024
     frame (std with ddof 0), ``latent_sigma`` (B, latents) = ``exp(logvar / 2)``.
+
+    Notes
+    -----
+    All S draws of an image are decoded in one pass that reads the image's feature maps
+    in place; the encoder runs once per image.
     """
     device = images.device
     with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
