@@ -28,9 +28,10 @@ def to_pandas(table: pl.DataFrame | pl.LazyFrame):
     ``landmarks`` and ``landmarks_std`` cells are ``(120, 2)`` float32 numpy
     arrays (x, y pixels in the row's frame), ``latent_sigma`` cells ``(64,)``
     float32 arrays, and None where the value is missing.  The other columns
-    keep their natural pandas dtypes: strings as objects (None for null),
-    floats with NaN for null, and integer columns with nulls as pandas'
-    nullable integer dtype (``Int32``), so that no size becomes a float.
+    keep their natural pandas dtypes, as ``polars.Series.to_pandas`` gives
+    them (a missing string or float reads as NaN), except that an integer
+    column with nulls takes pandas' nullable integer dtype (``Int32``), so
+    that no image size becomes a float.
     :func:`~chexmask_u_tools.schema.as_polars` converts the result back exactly.
 
     Parameters
