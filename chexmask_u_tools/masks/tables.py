@@ -77,7 +77,7 @@ def add_masks(table: pl.DataFrame | pl.LazyFrame, *, allow_empty: bool = False) 
             masks = rasterize_organs(np.asarray(landmarks, dtype=np.float32), *grid, allow_empty=allow_empty)
         except InputError as error:
             raise InputError(f"{where}: {error} (allow_empty=True gives such rows empty masks)") from None
-        for organ, mask in zip(ORGANS, masks):
+        for organ, mask in zip(ORGANS, masks, strict=True):
             encoded[RLE_COLUMNS[organ]].append(rle_encode(mask) or None)
     return frame.with_columns(pl.Series(name, values, dtype=pl.String) for name, values in encoded.items())
 
