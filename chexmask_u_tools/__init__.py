@@ -89,12 +89,13 @@ from chexmask_u_tools.io import (
     sample_dir,
     sample_files,
     scan_table,
-    table_from_arrays,
+    to_pandas,
     to_released,
     write_released,
 )
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGAN_SIZES, ORGAN_SLICES, ORGANS, ring_adjacency, ring_edges, split_organs
 from chexmask_u_tools.masks import (
+    add_masks,
     band_mask,
     convert_table_frame,
     frame_scale,
@@ -113,6 +114,7 @@ from chexmask_u_tools.masks import (
     soft_mask_organs,
     std_to_original_frame,
     std_to_preprocessed_frame,
+    table_from_arrays,
     to_original_frame,
     to_preprocessed_frame,
     truncate_points,
@@ -125,6 +127,7 @@ from chexmask_u_tools.schema import (
     FRAMES,
     MAX_MASK_PIXELS,
     SOURCES,
+    as_polars,
     mask_shape,
     mask_shape_exprs,
     nearest_indices,

@@ -215,3 +215,128 @@ def nearest_indices(from_size: int, to_size: int) -> np.ndarray:
     """
     j = np.arange(int(to_size), dtype=np.int64)
     return np.minimum((2 * j * int(from_size) + int(to_size)) // (2 * int(to_size)), int(from_size) - 1)
+
+
+ARRAY_COLUMNS: dict[str, tuple[int, ...]] = {
+    "landmarks": (N_NODES, 2),
+    "landmarks_std": (N_NODES, 2),
+    "latent_sigma": (N_LATENT,),
+}
+"""Canonical array column -> the shape of one cell."""
+
+
+def is_pandas_frame(table: object) -> bool:
+    """Whether ``table`` is a pandas DataFrame, decided without importing pandas.
+
+    Examples
+    --------
+    >>> is_pandas_frame(empty_table()), is_pandas_frame(empty_table().to_pandas())
+    (False, True)
+    """
+    kind = type(table)
+    return kind.__module__.startswith("pandas") and kind.__name__ == "DataFrame"
+
+
+def _array_series(name: str, cells: object, argument: str) -> pl.Series:
+    """One canonical array column from pandas cells: numpy arrays or nested lists, None (or NaN) for null."""
+    from chexmask_u_tools.errors import SchemaError
+
+    shape = ARRAY_COLUMNS[name]
+    cells = list(cells)
+    values = np.zeros((len(cells), *shape), dtype=np.float32)
+    valid = np.ones(len(cells), dtype=bool)
+    for row, cell in enumerate(cells):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+            valid[row] = False
+            continue
+        try:
+            array = np.asarray(cell, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise SchemaError(f"{argument}[{name!r}] row {row}: not a numeric {shape} array ({error})") from None
+        if array.shape != shape:
+            raise SchemaError(f"{argument}[{name!r}] row {row}: a cell must have shape {shape}, got {array.shape}")
+        values[row] = array
+    series = pl.Series(name, values, dtype=CANONICAL_SCHEMA[name])
+    if valid.all():
+        return series
+    return pl.select(pl.when(pl.Series(valid)).then(series).otherwise(None).alias(name)).to_series()
+
+
+def as_polars(table: object, *, argument: str = "table") -> pl.DataFrame | pl.LazyFrame:
+    """``table`` as polars: a polars frame unchanged, a pandas DataFrame converted to the canonical table.
+
+    A pandas DataFrame must hold every canonical column (see
+    :data:`CANONICAL_SCHEMA`); ``landmarks``/``landmarks_std`` cells are
+    ``(120, 2)`` numpy arrays or nested lists, ``latent_sigma`` cells ``(64,)``,
+    and None (or NaN) marks a missing value.  The result has exactly the
+    canonical dtypes, in canonical order, followed by any extra columns as
+    ``pl.from_pandas`` reads them; the pandas index is dropped.  pandas is only
+    imported when the object is a pandas DataFrame.
+
+    Parameters
+    ----------
+    table:
+        A ``pl.DataFrame``, ``pl.LazyFrame`` or ``pandas.DataFrame``.
+    argument:
+        The caller's argument name, used in error messages.
+
+    Returns
+    -------
+    The polars frame itself, or a ``pl.DataFrame`` converted from pandas.
+
+    Raises
+    ------
+    SchemaError
+        A pandas DataFrame lacks canonical columns (all are named), or a cell
+        or column cannot take its canonical dtype.
+    InputError
+        ``table`` is neither a polars nor a pandas DataFrame.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> as_polars(table) is table
+    True
+    >>> as_polars(cxu.to_pandas(table)).equals(table)
+    True
+    >>> as_polars(cxu.to_pandas(table).drop(columns=["landmarks", "frame"]), argument="df")
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.SchemaError: df (a pandas DataFrame) lacks the canonical columns 'frame', 'landmarks'; add them (None where a value is missing) or build the table with cxu.table_from_arrays
+    """
+    if isinstance(table, (pl.DataFrame, pl.LazyFrame)):
+        return table
+    from chexmask_u_tools.errors import InputError, SchemaError
+
+    if not is_pandas_frame(table):
+        raise InputError(
+            f"{argument} must be a polars DataFrame/LazyFrame or a pandas DataFrame, got {type(table).__name__}"
+        )
+    columns = [str(column) for column in table.columns]
+    missing = [name for name in CANONICAL_SCHEMA if name not in columns]
+    if missing:
+        raise SchemaError(
+            f"{argument} (a pandas DataFrame) lacks the canonical columns "
+            f"{', '.join(repr(name) for name in missing)}; add them (None where a value is missing) "
+            "or build the table with cxu.table_from_arrays"
+        )
+    if len(set(columns)) != len(columns):
+        raise SchemaError(f"{argument} (a pandas DataFrame) has duplicate column names")
+    table = table.reset_index(drop=True)
+    table.columns = columns
+    scalar_names = [name for name in columns if name not in ARRAY_COLUMNS]
+    scalars = pl.from_pandas(table[scalar_names]) if scalar_names else pl.DataFrame()
+    out: dict[str, pl.Series] = {}
+    for name, dtype in CANONICAL_SCHEMA.items():
+        if name in ARRAY_COLUMNS:
+            out[name] = _array_series(name, table[name], argument)
+            continue
+        try:
+            out[name] = scalars[name].cast(dtype)
+        except pl.exceptions.PolarsError as error:
+            raise SchemaError(
+                f"{argument}[{name!r}] cannot be read as {dtype} (its pandas dtype is {table[name].dtype}): {error}"
+            ) from None
+    extras = [name for name in columns if name not in CANONICAL_SCHEMA]
+    return pl.DataFrame([*out.values(), *(scalars[name] for name in extras)])

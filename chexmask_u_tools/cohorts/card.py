@@ -21,6 +21,7 @@ from chexmask_u_tools.analysis.plots import plot_sigma_by_source
 from chexmask_u_tools.cohorts.splits import PATIENT, check_leakage
 from chexmask_u_tools.citation import cite
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.schema import as_polars
 from chexmask_u_tools.select.rules import Rule, apply_rules, parse_rules
 
 __all__ = ["describe", "select_cohort"]
@@ -179,6 +180,7 @@ def describe(
     >>> "## Citation" in card and "| dice.mean>=0.7;missing=keep | 200 |" in card
     True
     """
+    table = as_polars(table, argument="table")
     kept, steps = select_cohort(table, filters, rules)
     if kept.height == 0:
         emptied = steps.filter(pl.col("rows_after") == 0)["step"]

@@ -23,7 +23,7 @@ import polars as pl
 
 from chexmask_u_tools.cohorts.metadata import MetadataWarning
 from chexmask_u_tools.errors import InputError
-from chexmask_u_tools.schema import PREPROCESSED_SIZE
+from chexmask_u_tools.schema import PREPROCESSED_SIZE, as_polars
 from chexmask_u_tools.sources import REGISTRY
 
 __all__ = ["JoinReport", "attach_metadata", "metadata_key"]
@@ -167,6 +167,7 @@ def attach_metadata(
     >>> print(report)
     ChestX-ray8: 3 of 3 rows matched
     """
+    table = as_polars(table, argument="table")
     if how not in ("left", "inner"):
         raise InputError(f"how must be 'left' or 'inner', got {how!r}")
     metadata = _metadata_frame(metadata)

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.schema import as_polars
 
 __all__ = ["DEFAULT_FRACTIONS", "check_leakage", "patient_split", "unique_patients"]
 
@@ -125,6 +126,7 @@ def patient_split(
     >>> cxu.check_leakage(split).height
     0
     """
+    table = as_polars(table, argument="table")
     fractions = _fractions(fractions)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise InputError(f"seed must be an integer, got {seed!r}")

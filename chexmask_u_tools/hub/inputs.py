@@ -16,6 +16,7 @@ a Hub id            ``owner/name``, ``hf://datasets/owner/name[@rev]``: the data
                     cache-first (:func:`~chexmask_u_tools.hub.read.scan`)
 a ``datasets``      a ``datasets.Dataset`` or ``IterableDataset`` holding the canonical columns
 object              (:func:`~chexmask_u_tools.io.hf.from_hf_dataset`)
+a pandas DataFrame  holding the canonical columns (:func:`~chexmask_u_tools.schema.as_polars`)
 ==================  ===================================================================
 """
 
@@ -35,6 +36,7 @@ from chexmask_u_tools.hub.read import scan
 from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
+from chexmask_u_tools.schema import as_polars, is_pandas_frame
 from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
 
 __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
@@ -45,7 +47,7 @@ INPUT_SPEC_HELP = (
 )
 """How the CLI describes an input spec in ``--help``."""
 
-InputKind = Literal["sample", "file", "cache", "mirror", "hub", "dataset"]
+InputKind = Literal["sample", "file", "cache", "mirror", "hub", "dataset", "pandas"]
 
 
 def _is_hf_dataset(spec: object) -> bool:
@@ -64,6 +66,8 @@ def input_kind(spec: str | os.PathLike | Any) -> InputKind:
     """
     if _is_hf_dataset(spec):
         return "dataset"
+    if is_pandas_frame(spec):
+        return "pandas"
     text = os.fspath(spec)
     path = Path(text)
     if text == "sample" and not path.exists():
@@ -80,7 +84,7 @@ def input_kind(spec: str | os.PathLike | Any) -> InputKind:
 
 
 def _name(spec: object) -> str:
-    return type(spec).__name__ if _is_hf_dataset(spec) else os.fspath(spec)
+    return type(spec).__name__ if _is_hf_dataset(spec) or is_pandas_frame(spec) else os.fspath(spec)
 
 
 def open_table(
@@ -101,7 +105,8 @@ def open_table(
     Parameters
     ----------
     spec:
-        ``"sample"``, a file, a cache folder, a mirror folder or a Hub dataset id.
+        ``"sample"``, a file, a cache folder, a mirror folder, a Hub dataset id,
+        a ``datasets`` object or a pandas DataFrame with the canonical columns.
     sources, frames:
         Keep only rows of these sources (any accepted spelling) / frames.
     source, frame:
@@ -147,6 +152,8 @@ def open_table(
         lf = load_sample().lazy()
     elif kind == "dataset":
         lf = from_hf_dataset(spec).lazy()
+    elif kind == "pandas":
+        lf = as_polars(spec, argument="spec").lazy()
     elif kind == "file":
         lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error)
     elif kind == "cache":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chexmask_u_tools.io.arrays import table_from_arrays
+from chexmask_u_tools.io.pandas import to_pandas
 from chexmask_u_tools.io.parsing import format_points, parse_numbers, parse_points
 from chexmask_u_tools.io.released import to_released, write_released
 from chexmask_u_tools.io.rle import (
@@ -39,6 +40,7 @@ __all__ = [
     "sample_files",
     "scan_table",
     "table_from_arrays",
+    "to_pandas",
     "to_released",
     "write_released",
 ]

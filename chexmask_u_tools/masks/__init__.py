@@ -18,6 +18,7 @@ from chexmask_u_tools.masks.frames import (
 )
 from chexmask_u_tools.masks.geometry import heart_lung_overlap, organ_areas, organ_polygons, organ_validity
 from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
+from chexmask_u_tools.masks.tables import add_masks, table_from_arrays
 from chexmask_u_tools.masks.soft import (
     band_mask,
     pixel_weight_map,
@@ -29,6 +30,7 @@ from chexmask_u_tools.masks.soft import (
 )
 
 __all__ = [
+    "add_masks",
     "band_mask",
     "convert_table_frame",
     "frame_scale",
@@ -48,6 +50,7 @@ __all__ = [
     "soft_mask_organs",
     "std_to_original_frame",
     "std_to_preprocessed_frame",
+    "table_from_arrays",
     "to_original_frame",
     "to_preprocessed_frame",
     "truncate_points",

@@ -11,6 +11,7 @@ import polars as pl
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.images.resolver import ImageResolver, as_resolver
 from chexmask_u_tools.io import hf
+from chexmask_u_tools.schema import as_polars
 
 __all__ = ["to_hf_dataset"]
 
@@ -53,6 +54,7 @@ def to_hf_dataset(
     >>> cxu.from_hf_dataset(ds).height
     4
     """
+    table = as_polars(table, argument="table")
     if missing not in ("raise", "null"):
         raise InputError(f"missing must be 'raise' or 'null', got {missing!r}")
     frame = table.collect() if isinstance(table, pl.LazyFrame) else table

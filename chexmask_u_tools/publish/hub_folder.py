@@ -28,7 +28,7 @@ from chexmask_u_tools._atomic import remove_stale_temporaries, temporary_name
 from chexmask_u_tools.citation import cite
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.io import hf
-from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, as_polars
 
 __all__ = ["save_hub_folder"]
 
@@ -120,6 +120,7 @@ def save_hub_folder(
     >>> cxu.from_hf_dataset(loaded).equals(table)
     True
     """
+    table = as_polars(table, argument="table")
     out = Path(out_dir)
     frame = table.collect() if isinstance(table, pl.LazyFrame) else table
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:

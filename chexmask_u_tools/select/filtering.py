@@ -46,7 +46,7 @@ import polars as pl
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGANS
-from chexmask_u_tools.schema import CANONICAL_SCHEMA
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, as_polars
 from chexmask_u_tools.select.rules import (
     MISSING_POLICIES,
     AnyRule,
@@ -274,6 +274,7 @@ def apply_filters(
     ...
     chexmask_u_tools.errors.RecordError: rule 'image.mean<=8.0' needs landmarks_std, but 200 of 200 rows have none; ...
     """
+    lf = as_polars(lf, argument="lf")
     named = _named_rules(rules, missing, criteria)
     if not named:
         return lf
@@ -319,6 +320,7 @@ def filter_report(
     >>> cxu.filter_report(cxu.load_sample(), min_dice_rca_mean=0.7, max_node_sigma_mean=8.0).rows()
     [('(input)', None, None, 200), ('min_dice_rca_mean', 21, 21, 179), ('max_node_sigma_mean', 75, 96, 104)]
     """
+    lf = as_polars(lf, argument="lf")
     named = _named_rules(rules, missing, criteria)
     if named:
         if check_missing:

@@ -85,7 +85,7 @@ import polars as pl
 
 from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import ORGAN_SIZES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.schema import FRAMES, ORGAN_SIGMA_COLUMNS
+from chexmask_u_tools.schema import FRAMES, ORGAN_SIGMA_COLUMNS, as_polars
 from chexmask_u_tools.select.uncertainty import (
     latent_sigma_mean,
     node_sigma,
@@ -1093,6 +1093,7 @@ def apply_rules(frame: Frame, rules: Iterable[AnyRule | str], *, check_missing: 
     ...
     chexmask_u_tools.errors.RecordError: rule 'image.mean<=8.0' needs landmarks_std, but 3 of 3 rows have none; ...
     """
+    frame = as_polars(frame, argument="frame")
     rules = parse_rules(rules)
     if check_missing:
         check_rules(frame, rules)
@@ -1147,6 +1148,7 @@ def rule_report(frame: pl.DataFrame | pl.LazyFrame, rules: Iterable[AnyRule | st
     >>> report.select("rule", "failed", "removed", "remaining").rows()
     [('dice.mean>=0.7', 21, 21, 179), ('image.mean<=8.0', 96, 75, 104)]
     """
+    frame = as_polars(frame, argument="frame")
     rules = parse_rules(rules)
     columns = frame.collect_schema().names()
     names = set(columns)

@@ -32,7 +32,7 @@ import polars as pl
 
 from chexmask_u_tools.errors import InputError, RecordError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.schema import ORGAN_SIGMA_COLUMNS
+from chexmask_u_tools.schema import ORGAN_SIGMA_COLUMNS, as_polars
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -204,6 +204,7 @@ def add_summaries(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyF
     >>> [tuple(round(value, 2) for value in row) for row in summary.rows()]
     [(12.63, 13.05), (10.3, 10.37)]
     """
+    frame = as_polars(frame, argument="frame")
     return frame.with_columns(summary_expressions())
 
 
@@ -242,6 +243,7 @@ def summary_by_source(table: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     >>> summary.select("source", "frame", "rows", "with_std").rows()[:2]
     [('CheXpert', 'preprocessed', 40, 40), ('ChestX-ray8', 'preprocessed', 40, 40)]
     """
+    table = as_polars(table, argument="table")
     return (
         table.lazy()
         .group_by("source", "frame")
