@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 _CLI_FIX = (
     "pass --missing drop to remove those rows or --missing keep to keep them "
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source_path", metavar="CACHE_OR_LOCATION")
+    add_column_argument(parser)
     parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument(
@@ -180,7 +182,10 @@ def run(args: argparse.Namespace) -> int:
                 "use 'chexmask-u export --rule' to mark organs or weight rows"
             )
     named = [*filter_rules(missing=args.missing, **criteria).values(), *rules]
+    columns = column_mapping(args)
     if os.path.isfile(os.path.join(args.source_path, MANIFEST)):
+        if columns:
+            raise InputError(f"--column renames the columns of data files, but {args.source_path!r} is a cache, already canonical; drop it")
         parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(args.source_path)]
     else:
         parts = scan_parts(
@@ -190,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             revision=args.revision,
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
+            columns=columns,
         )
     whole = pl.concat([lf for _, lf in parts], how="vertical")
     check_rules(whole, named, fix=_CLI_FIX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("table", metavar="TABLE", help=INPUT_SPEC_HELP)
+    add_column_argument(parser)
     parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
     parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
     parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.analysis.plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
     from chexmask_u_tools.cli.plot import load_table
 
-    table = load_table(args.table, args.source, args.frame)
+    table = load_table(args.table, args.source, args.frame, column_mapping(args))
     if table.height == 0:
         raise InputError(f"{args.table}: the table is empty")
     frames = sorted(table["frame"].drop_nulls().unique().to_list())
