@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             file_rows.append(row)
             tables.append(table)
         print_table(pl.DataFrame(file_rows))
-        combined = pl.concat(tables)
+        combined = pl.concat(tables, how="diagonal_relaxed")  # canonical files may carry extra columns
         where = f"in {len(files)} file(s)"
     else:
         combined = open_table(args.path, source=args.source, frame=args.frame, columns=column_mapping(args)).collect()

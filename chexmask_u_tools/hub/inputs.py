@@ -35,6 +35,7 @@ from chexmask_u_tools.hub.read import scan
 from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
+from chexmask_u_tools.schema import CANONICAL_SCHEMA
 from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
 
 __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
@@ -162,7 +163,10 @@ def open_table(
     elif kind == "dataset":
         lf = from_hf_dataset(spec).lazy()
     elif kind == "file":
-        lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error, columns=columns)
+        # Exactly the canonical columns, as for every other input (read_table keeps a canonical file's extras).
+        lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error, columns=columns).select(
+            *CANONICAL_SCHEMA
+        )
     elif kind == "cache":
         lf = open_cache(spec)
     else:

@@ -195,7 +195,7 @@ def scan_parts(
         if local is not None and item.format != "csv.zst":
             lf = scan_table(
                 local, source=item.source, frame=item.frame, masks=masks, on_error=on_error, columns=columns
-            )
+            ).select(*CANONICAL_SCHEMA)  # a canonical file's extra columns: not in every file, nor in the cache
         else:
             lf = remote_scan(place, item, masks=masks, on_error=on_error, retry=retry, columns=columns)
         parts.append((item.path, lf if condition is None else lf.filter(condition)))
