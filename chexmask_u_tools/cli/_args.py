@@ -42,7 +42,9 @@ def parse_column_pairs(values: list[str] | None) -> dict[str, str]:
     >>> parse_column_pairs(None)
     {}
     """
-    from chexmask_u_tools.io.table import known_column_names  # here: `chexmask-u --help` stays light
+    from chexmask_u_tools.io.table import (
+        known_column_names,  # here: `chexmask-u --help` stays light
+    )
 
     mapping: dict[str, str] = {}
     known = known_column_names()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 

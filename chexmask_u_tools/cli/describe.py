@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 
@@ -79,7 +80,12 @@ def _fractions(values: list[str] | None) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chexmask_u_tools.cohorts import attach_metadata, describe, patient_split, read_metadata
+    from chexmask_u_tools.cohorts import (
+        attach_metadata,
+        describe,
+        patient_split,
+        read_metadata,
+    )
     from chexmask_u_tools.errors import InputError
     from chexmask_u_tools.sources import canonical_source
 

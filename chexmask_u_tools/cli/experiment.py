@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 
@@ -175,8 +176,8 @@ def run_node_error(args: argparse.Namespace) -> int:
     import numpy as np
 
     from chexmask_u_tools.analysis.stats import node_error_vs_sigma
-    from chexmask_u_tools.errors import InputError
     from chexmask_u_tools.cli.plot import load_table
+    from chexmask_u_tools.errors import InputError
 
     pred = load_table(args.predictions)
     truth = load_table(args.truth)

@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 MANIFEST = "manifest.json"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 _CLI_FIX = (
@@ -166,7 +167,11 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.hub.cache import MANIFEST, shard_files
     from chexmask_u_tools.hub.read import scan_parts
     from chexmask_u_tools.schema import CANONICAL_SCHEMA
-    from chexmask_u_tools.select.filtering import apply_filters, filter_report, filter_rules
+    from chexmask_u_tools.select.filtering import (
+        apply_filters,
+        filter_report,
+        filter_rules,
+    )
     from chexmask_u_tools.select.rules import check_rules, parse_rules
 
     if not args.out.endswith(".parquet"):

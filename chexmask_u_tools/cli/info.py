@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from chexmask_u_tools.cli._format import print_table
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+from chexmask_u_tools.cli._format import print_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

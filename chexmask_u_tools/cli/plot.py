@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 
@@ -67,9 +68,15 @@ def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> n
 
 
 def run(args: argparse.Namespace) -> int:
-    from chexmask_u_tools.images.read import read_image
-    from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays
+    from chexmask_u_tools.analysis.plots import (
+        find_row,
+        plot_band,
+        plot_contours,
+        plot_soft_mask,
+        row_arrays,
+    )
     from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.images.read import read_image
 
     table = load_table(args.table, args.source, args.frame, column_mapping(args))
     row = find_row(table, args.key)

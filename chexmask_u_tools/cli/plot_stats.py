@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 
 
@@ -32,9 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.analysis.plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
+    from chexmask_u_tools.analysis.plots import (
+        plot_sample_grid,
+        plot_sigma_by_source,
+        plot_sigma_vs_dice,
+    )
     from chexmask_u_tools.cli.plot import load_table
+    from chexmask_u_tools.errors import InputError
 
     table = load_table(args.table, args.source, args.frame, column_mapping(args))
     if table.height == 0:

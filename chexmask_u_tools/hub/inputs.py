@@ -36,7 +36,11 @@ from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
-from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
+from chexmask_u_tools.select.selection import (
+    normalize_frames,
+    normalize_sources,
+    row_filter,
+)
 
 __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
 

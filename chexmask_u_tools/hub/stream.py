@@ -14,8 +14,17 @@ import polars as pl
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError
 from chexmask_u_tools.hub.discovery import DataFile
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, with_retries
-from chexmask_u_tools.io.csvstream import iter_csv_batches, open_decompressed, read_csv_header
-from chexmask_u_tools.io.table import canonicalize_batch, detect_layout, is_index_column, map_columns
+from chexmask_u_tools.io.csvstream import (
+    iter_csv_batches,
+    open_decompressed,
+    read_csv_header,
+)
+from chexmask_u_tools.io.table import (
+    canonicalize_batch,
+    detect_layout,
+    is_index_column,
+    map_columns,
+)
 
 __all__ = [
     "RetryingReader",
