@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("location", nargs="?", default=None, help="Hub repo id or local mirror directory")
+    add_column_argument(parser)
     parser.add_argument("--cache-dir", default=None, help="cache root (default: $CHEXMASK_U_CACHE or ~/.cache/chexmask-u-tools)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of the Hub repo (default main)")
     parser.add_argument("--sources", nargs="+", default=None, help="cache only these sources")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         lock_timeout=args.lock_timeout,
         on_event=say,
+        columns=column_mapping(args),
     )
     manifest = read_manifest(directory)
     skipped = manifest.skipped_rows

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("input", metavar="INPUT", help="'sample', a CheXmask-U file, or a folder of them")
+    add_column_argument(parser)
     parser.add_argument("--out", required=True, help="the card (.md); figures are written beside it")
     parser.add_argument(
         "--metadata",
@@ -37,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _load(text: str):
+def _load(text: str, columns: dict[str, str] | None = None):
     from pathlib import Path
 
     from chexmask_u_tools.errors import InputError
@@ -45,15 +48,17 @@ def _load(text: str):
     from chexmask_u_tools.io.table import data_files
 
     if text == "sample":
+        if columns:
+            raise InputError("--column renames the columns of data files, but 'sample' is already canonical; drop it")
         return load_sample()
     path = Path(text)
     if path.is_dir():
         files = data_files(path)
         if not files:
             raise InputError(f"no CheXmask-U data file in {path}")
-        return read_tables(files)
+        return read_tables(files, columns=columns)
     if path.is_file():
-        return read_table(path)
+        return read_table(path, columns=columns)
     raise InputError(f"INPUT {text!r} is neither 'sample' nor an existing file or folder")
 
 
@@ -75,11 +80,16 @@ def _fractions(values: list[str] | None) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chexmask_u_tools.cohorts import attach_metadata, describe, patient_split, read_metadata
+    from chexmask_u_tools.cohorts import (
+        attach_metadata,
+        describe,
+        patient_split,
+        read_metadata,
+    )
     from chexmask_u_tools.errors import InputError
     from chexmask_u_tools.sources import canonical_source
 
-    table = _load(args.input)
+    table = _load(args.input, column_mapping(args))
     metadata = []
     for item in args.metadata:
         name, sep, path = item.partition("=")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="OOD label: DICE_COLUMN < THRESHOLD (the paper: Dice RCA (Max) < 0.7).",
     )
     ood.add_argument("table", metavar="TABLE", help="any input: 'sample', a file, a folder, a cache or a Hub id")
+    add_column_argument(ood)
     ood.add_argument(
         "--scores", default="node_sigma_mean,node_sigma_max,latent_sigma_mean",
         help="comma list of scores (default: mean and max node sigma, mean latent sigma)",
@@ -87,7 +90,7 @@ def run_ood(args: argparse.Namespace) -> int:
         raise InputError(f"--scores: unknown score(s) {unknown}; choose from {list(DEFAULT_OOD_SCORES)}")
     if args.dice_column not in ("dice_rca_max", "dice_rca_mean"):
         raise InputError(f"--dice-column must be dice_rca_max or dice_rca_mean, got {args.dice_column!r}")
-    table = load_table(args.table)
+    table = load_table(args.table, columns=column_mapping(args))
     for kind, needed_by in (("std", ("node_sigma_mean", "node_sigma_max")), ("latent", ("latent_sigma_mean",))):
         scores = [name for name in names if name in needed_by]
         if scores:
@@ -173,8 +176,8 @@ def run_node_error(args: argparse.Namespace) -> int:
     import numpy as np
 
     from chexmask_u_tools.analysis.stats import node_error_vs_sigma
-    from chexmask_u_tools.errors import InputError
     from chexmask_u_tools.cli.plot import load_table
+    from chexmask_u_tools.errors import InputError
 
     pred = load_table(args.predictions)
     truth = load_table(args.truth)

@@ -27,6 +27,8 @@ import shutil
 import time
 from pathlib import Path
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 MANIFEST = "manifest.json"
 SUBSET = "subset.parquet"
 
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source", metavar="SOURCE")
+    add_column_argument(parser)
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable)")
     parser.add_argument("--min-dice", type=float, default=None, help="shortcut for the rule dice.mean>=X")
@@ -97,6 +100,7 @@ def _open_input(args: argparse.Namespace):
         revision=args.revision,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
+        columns=column_mapping(args),
     )
 
 

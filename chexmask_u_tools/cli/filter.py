@@ -23,6 +23,8 @@ import argparse
 import os
 import sys
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 _CLI_FIX = (
     "pass --missing drop to remove those rows or --missing keep to keep them "
     "(for a --rule, add ';missing=drop' or ';missing=keep'), or narrow the input with --sources"
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source_path", metavar="CACHE_OR_LOCATION")
+    add_column_argument(parser)
     parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument(
@@ -164,7 +167,11 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.hub.cache import MANIFEST, shard_files
     from chexmask_u_tools.hub.read import scan_parts
     from chexmask_u_tools.schema import CANONICAL_SCHEMA
-    from chexmask_u_tools.select.filtering import apply_filters, filter_report, filter_rules
+    from chexmask_u_tools.select.filtering import (
+        apply_filters,
+        filter_report,
+        filter_rules,
+    )
     from chexmask_u_tools.select.rules import check_rules, parse_rules
 
     if not args.out.endswith(".parquet"):
@@ -180,7 +187,10 @@ def run(args: argparse.Namespace) -> int:
                 "use 'chexmask-u export --rule' to mark organs or weight rows"
             )
     named = [*filter_rules(missing=args.missing, **criteria).values(), *rules]
+    columns = column_mapping(args)
     if os.path.isfile(os.path.join(args.source_path, MANIFEST)):
+        if columns:
+            raise InputError(f"--column renames the columns of data files, but {args.source_path!r} is a cache, already canonical; drop it")
         parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(args.source_path)]
     else:
         parts = scan_parts(
@@ -190,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             revision=args.revision,
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
+            columns=columns,
         )
     whole = pl.concat([lf for _, lf in parts], how="vertical")
     check_rules(whole, named, fix=_CLI_FIX)

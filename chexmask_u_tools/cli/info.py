@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
 from chexmask_u_tools.cli._format import print_table
 
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Detect the layout of each file, count good and bad rows, and summarise uncertainty per source and frame.",
     )
     parser.add_argument("path", help=INPUT_SPEC_HELP)
+    add_column_argument(parser)
     parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
     parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
     parser.set_defaults(func=run)
@@ -31,7 +33,7 @@ def _file_summary(file: str, label: str, args: argparse.Namespace) -> tuple[pl.D
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedRowsWarning)
-        table = read_table(file, source=args.source, frame=args.frame, on_error="skip")
+        table = read_table(file, source=args.source, frame=args.frame, on_error="skip", columns=column_mapping(args))
     skipped = [w.message for w in caught if isinstance(w.message, SkippedRowsWarning)]
     for warning in skipped:
         for reason, count in warning.counts.items():
@@ -43,12 +45,15 @@ def _file_summary(file: str, label: str, args: argparse.Namespace) -> tuple[pl.D
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from chexmask_u_tools.errors import InputError
     from chexmask_u_tools.hub.inputs import input_kind, open_table
     from chexmask_u_tools.io.sample import sample_dir, sample_files
     from chexmask_u_tools.io.table import data_files
     from chexmask_u_tools.select.uncertainty import summary_by_source
 
     kind = input_kind(args.path)
+    if kind == "sample" and column_mapping(args):
+        raise InputError("--column renames the columns of data files, but 'sample' is already canonical; drop it")
     if kind in ("sample", "file", "mirror"):
         # Files are read one by one so that bad rows are counted per file.
         if kind == "sample":
@@ -74,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
             file_rows.append(row)
             tables.append(table)
         print_table(pl.DataFrame(file_rows))
-        combined = pl.concat(tables)
+        combined = pl.concat(tables, how="diagonal_relaxed")  # canonical files may carry extra columns
         where = f"in {len(files)} file(s)"
     else:
-        combined = open_table(args.path, source=args.source, frame=args.frame).collect()
+        combined = open_table(args.path, source=args.source, frame=args.frame, columns=column_mapping(args)).collect()
         where = f"in the {kind} {args.path}"
     print(f"\n{len(combined)} rows {where}; uncertainty per source and frame (pixels of that frame):")
     print_table(summary_by_source(combined))

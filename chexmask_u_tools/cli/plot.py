@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from chexmask_u_tools.hub.inputs import INPUT_SPEC_HELP
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("key", metavar="ID_OR_ROW", help="image id as in the table, or a 0-based row number")
     parser.add_argument("--table", required=True, help=INPUT_SPEC_HELP)
+    add_column_argument(parser)
     parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
     parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
     parser.add_argument(
@@ -36,11 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_table(spec: str, source: str | None = None, frame: str | None = None) -> Any:
+def load_table(
+    spec: str, source: str | None = None, frame: str | None = None, columns: dict[str, str] | None = None
+) -> Any:
     """The canonical table named on the command line (any input spec of :func:`~chexmask_u_tools.hub.inputs.open_table`)."""
     from chexmask_u_tools.hub.inputs import open_table
 
-    return open_table(spec, source=source, frame=frame).collect()
+    return open_table(spec, source=source, frame=frame, columns=columns).collect()
 
 
 def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> np.ndarray:
@@ -63,11 +68,17 @@ def image_in_row_frame(image: np.ndarray, row: dict, size: tuple[int, int]) -> n
 
 
 def run(args: argparse.Namespace) -> int:
-    from chexmask_u_tools.images.read import read_image
-    from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_soft_mask, row_arrays
+    from chexmask_u_tools.analysis.plots import (
+        find_row,
+        plot_band,
+        plot_contours,
+        plot_soft_mask,
+        row_arrays,
+    )
     from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.images.read import read_image
 
-    table = load_table(args.table, args.source, args.frame)
+    table = load_table(args.table, args.source, args.frame, column_mapping(args))
     row = find_row(table, args.key)
     landmarks, std, size = row_arrays(row)
     image = None if args.image is None else image_in_row_frame(read_image(args.image), row, size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from chexmask_u_tools.hub.inputs import INPUT_SPEC_HELP
@@ -21,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("table", metavar="TABLE", help=INPUT_SPEC_HELP)
+    add_column_argument(parser)
     parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
     parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
     parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
@@ -30,11 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.analysis.plots import plot_sample_grid, plot_sigma_by_source, plot_sigma_vs_dice
+    from chexmask_u_tools.analysis.plots import (
+        plot_sample_grid,
+        plot_sigma_by_source,
+        plot_sigma_vs_dice,
+    )
     from chexmask_u_tools.cli.plot import load_table
+    from chexmask_u_tools.errors import InputError
 
-    table = load_table(args.table, args.source, args.frame)
+    table = load_table(args.table, args.source, args.frame, column_mapping(args))
     if table.height == 0:
         raise InputError(f"{args.table}: the table is empty")
     frames = sorted(table["frame"].drop_nulls().unique().to_list())

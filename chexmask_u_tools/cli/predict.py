@@ -200,7 +200,12 @@ def run(args: argparse.Namespace) -> int:
 
                 rows = merged.filter(merged["frame"] == "preprocessed")
                 if rows.height:
-                    write_released(rows, args.csv, id_column=None if args.source in ID_COLUMN_OF_SOURCE else "Image ID")
+                    sources = rows["source"].unique().to_list()
+                    known = len(sources) == 1 and sources[0] in ID_COLUMN_OF_SOURCE
+                    # A source outside the registry is written per row (Dataset), so the CSV reads back as is.
+                    write_released(
+                        rows, args.csv, id_column=None if known else "Image ID", dataset_column=not known
+                    )
                     print(f"wrote {rows.height} rows in the released layout to {args.csv}", file=sys.stderr)
         if distributed:
             dist.barrier()

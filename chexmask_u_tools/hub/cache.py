@@ -238,8 +238,10 @@ def _cached_revision(root: Path, place: DatasetLocation) -> str | None:
         raise
 
 
-def _complete_cache_in(revision_dir: Path, want: Selection) -> Path | None:
+def _complete_cache_in(revision_dir: Path, want: Selection, columns: dict[str, str] | None = None) -> Path | None:
     """The complete cache under one revision folder covering ``want`` (``all`` first), or None.
+
+    Only a cache built with the same column mapping ``columns`` counts.
 
     A damaged manifest there raises rather than being passed over: the readers
     would otherwise quietly fall back to the source files, or to another cache.
@@ -251,7 +253,7 @@ def _complete_cache_in(revision_dir: Path, want: Selection) -> Path | None:
         if not (candidate / MANIFEST).is_file():
             continue
         manifest = read_manifest(candidate)
-        if manifest.complete and manifest.selection.covers(want):
+        if manifest.complete and manifest.selection.covers(want) and manifest.options.columns == dict(columns or {}):
             return candidate
     return None
 
@@ -263,8 +265,12 @@ def find_cache(
     sources: Sequence[str] | str | None = None,
     frames: Sequence[str] | str | None = None,
     revision: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Path | None:
     """The directory of a complete cache of ``location`` covering the selection, or None.
+
+    Only a cache built with the column mapping ``columns`` (none by default)
+    is returned: a cache of files read under another mapping holds other rows.
 
     For a Hub repo under ``HF_HUB_OFFLINE=1``, or while the Hub cannot be
     reached, the revision name is looked up in the cache's ``refs`` (written by
@@ -277,7 +283,7 @@ def find_cache(
     sha = _cached_revision(root, place)
     if sha is None:
         return None
-    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames))
+    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames), columns)
 
 
 # ---------------------------------------------------------------------------- integrity
@@ -729,6 +735,7 @@ def _write_part(
             retry=retry,
             skipped=skipped,
             block_size=_CONVERT_BLOCK_BYTES,
+            columns=options.columns,
         ):
             if condition is not None:
                 # Files that name no source hold rows of several; keep the selected ones.
@@ -955,11 +962,12 @@ def _reuse_offline(
     lock_timeout: float | None,
     notify: Event,
     error: BaseException | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Path:
     """The Hub cannot be asked: a complete cache of the recorded revision is the answer, else a HubError."""
     recorded = _recorded_revision(root, place)
     want = Selection.from_request(sources, frames)
-    directory = None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want)
+    directory = None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want, columns)
     if directory is None:
         raise HubError(
             f"{reason}, and no complete cache of {place.name!r} at revision {place.requested_revision!r} "
@@ -993,6 +1001,7 @@ def build_cache(
     token: str | None = None,
     lock_timeout: float | None = None,
     on_event: Event | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Path:
     """Convert a location's data files once into a sharded canonical parquet cache.
 
@@ -1029,6 +1038,13 @@ def build_cache(
         which), ``"part"`` (a source file converted, its path) and ``"shard"``
         (a shard written, its name).  An exception raised there interrupts the
         build like a crash would (used by tests).
+    columns:
+        ``{"their name": "known name"}`` for data files whose column names no
+        reader knows (see :func:`~chexmask_u_tools.io.table.map_columns`).
+        It is recorded in the manifest's options: a cache built under one
+        mapping is rebuilt, not reused, for another, and the readers
+        (:func:`~chexmask_u_tools.hub.read.scan` ``columns=``) read it only
+        when asked for the same mapping.
 
     Returns
     -------
@@ -1078,17 +1094,21 @@ def build_cache(
     selection = Selection.from_request(sources, frames)
     options = BuildOptions(
         masks=masks, on_error=on_error, n_shards=n_shards, shard_multiple=shard_multiple,
-        target_shard_rows=target_shard_rows,
+        target_shard_rows=target_shard_rows, columns=dict(columns or {}),
     )
     if place.is_remote and hub_offline() and not force:
-        return _reuse_offline(place, root, sources, frames, "the Hub is offline (HF_HUB_OFFLINE=1)", lock_timeout, notify)
+        return _reuse_offline(
+            place, root, sources, frames, "the Hub is offline (HF_HUB_OFFLINE=1)", lock_timeout, notify,
+            columns=columns,
+        )
     try:
         discovery = discover(place)
     except HubError as error:
         if force or not place.is_remote or not hub_unreachable(error):
             raise
         return _reuse_offline(
-            place, root, sources, frames, f"the Hub could not be reached ({error})", lock_timeout, notify, error
+            place, root, sources, frames, f"the Hub could not be reached ({error})", lock_timeout, notify, error,
+            columns=columns,
         )
     notify("plan", discovery.report())
     plan = _plan(place, root, discovery, selection, options, sources, frames)

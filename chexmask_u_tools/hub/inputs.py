@@ -36,7 +36,7 @@ from chexmask_u_tools.hub.read import scan
 from chexmask_u_tools.io.hf import from_hf_dataset
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
-from chexmask_u_tools.schema import as_polars, is_pandas_frame
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, as_polars, is_pandas_frame
 from chexmask_u_tools.select.selection import normalize_frames, normalize_sources, row_filter
 
 __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
@@ -99,6 +99,7 @@ def open_table(
     on_error: Literal["raise", "skip"] = "raise",
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    columns: dict[str, str] | None = None,
 ) -> pl.LazyFrame:
     """A lazy canonical table for any input spec (see the module docstring for what a spec can be).
 
@@ -119,6 +120,13 @@ def open_table(
     cache_dir, use_cache:
         Where the parquet cache lives, and whether a complete cache of the same
         revision is read instead of the files (mirrors and Hub ids).
+    columns:
+        ``{"their name": "known name"}`` (CLI ``--column THEIRS=KNOWN``) for
+        data files whose column names no reader knows (see
+        :func:`~chexmask_u_tools.io.table.map_columns`): a file, a mirror or a
+        Hub id; a cache is used only when built with the same mapping.
+        Refused for ``sample``, a cache folder and a ``datasets`` object,
+        which are already canonical.
 
     Returns
     -------
@@ -130,7 +138,8 @@ def open_table(
         The spec is neither an existing file or folder, ``sample``, nor a Hub id.
     InputError
         ``source=``/``frame=`` given for an input that is not a single file,
-        or an unknown source or frame name.
+        ``columns=`` for an input already canonical, or an unknown source or
+        frame name.
 
     Examples
     --------
@@ -147,6 +156,11 @@ def open_table(
         )
     if revision is not None and kind != "hub":
         raise InputError(f"revision= (--revision) applies to a Hub dataset id, but {_name(spec)!r} is a {kind}")
+    if columns and kind in ("sample", "dataset", "pandas", "cache"):
+        raise InputError(
+            f"columns= (--column) renames the columns of data files, but {_name(spec)!r} is a {kind}, "
+            "already in the canonical layout; drop it"
+        )
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
     if kind == "sample":
         lf = load_sample().lazy()
@@ -155,7 +169,10 @@ def open_table(
     elif kind == "pandas":
         lf = as_polars(spec, argument="spec").lazy()
     elif kind == "file":
-        lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error)
+        # Exactly the canonical columns, as for every other input (read_table keeps a canonical file's extras).
+        lf = scan_table(spec, source=source, frame=frame, masks=masks, on_error=on_error, columns=columns).select(
+            *CANONICAL_SCHEMA
+        )
     elif kind == "cache":
         lf = open_cache(spec)
     else:
@@ -168,5 +185,6 @@ def open_table(
             on_error=on_error,
             cache_dir=cache_dir,
             use_cache=use_cache,
+            columns=columns,
         )
     return lf if condition is None else lf.filter(condition)

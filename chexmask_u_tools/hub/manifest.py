@@ -119,13 +119,19 @@ class Selection:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """The options that decide a cache's content; a build resumes only with equal options."""
+    """The options that decide a cache's content; a build resumes only with equal options.
+
+    ``columns`` is the column mapping the files were read with
+    (``{"their name": "known name"}``, empty for none): the readers reuse a
+    cache only when asked for the same mapping.
+    """
 
     masks: Literal["released", "mean"] = "released"
     on_error: Literal["raise", "skip"] = "raise"
     n_shards: int | None = None
     shard_multiple: int = DEFAULT_SHARD_MULTIPLE
     target_shard_rows: int = DEFAULT_TARGET_SHARD_ROWS
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

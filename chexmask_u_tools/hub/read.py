@@ -46,6 +46,7 @@ def remote_scan(
     masks: Literal["released", "mean"] = "released",
     on_error: Literal["raise", "skip"] = "raise",
     retry: RetryPolicy | None = None,
+    columns: dict[str, str] | None = None,
 ) -> pl.LazyFrame:
     """A lazy canonical table of one data file read through the streaming reader (no polars remote client).
 
@@ -61,7 +62,7 @@ def remote_scan(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
     ) -> Iterator[pl.DataFrame]:
         remaining = n_rows
-        for batch in iter_file_batches(place, item, masks=masks, on_error=on_error, retry=retry):
+        for batch in iter_file_batches(place, item, masks=masks, on_error=on_error, retry=retry, columns=columns):
             if predicate is not None:
                 batch = batch.filter(predicate)
             if with_columns is not None:
@@ -93,6 +94,7 @@ def scan(
     retry: RetryPolicy | None = None,
     api: Any = None,
     token: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> pl.LazyFrame:
     """A lazy canonical table over a location's data files (or over its local cache).
 
@@ -118,6 +120,12 @@ def scan(
         :class:`~chexmask_u_tools.hub.location.RetryPolicy`, or the location's own).
     api, token:
         See :class:`HubRepo`.
+    columns:
+        ``{"their name": "known name"}`` for data files whose column names no
+        reader knows (see :func:`~chexmask_u_tools.io.table.map_columns`),
+        applied to every file read.  Only a cache built with the same mapping
+        (:func:`~chexmask_u_tools.hub.cache.build_cache` ``columns=``) is read
+        instead of the files.
 
     Returns
     -------
@@ -130,7 +138,7 @@ def scan(
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, open_cache
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
         if found is not None:
             condition = row_filter(normalize_sources(sources), normalize_frames(frames))
             lf = open_cache(found)
@@ -143,6 +151,7 @@ def scan(
         on_error=on_error,
         use_cache=False,
         retry=retry,
+        columns=columns,
     )
     return pl.concat([lf for _, lf in parts], how="vertical")
 
@@ -160,17 +169,19 @@ def scan_parts(
     retry: RetryPolicy | None = None,
     api: Any = None,
     token: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> list[tuple[str, pl.LazyFrame]]:
     """:func:`scan` as one ``(name, LazyFrame)`` per cache shard or data file, for per-piece progress.
 
-    Concatenating the frames in order gives :func:`scan`'s result.
+    Concatenating the frames in order gives :func:`scan`'s result (``columns``
+    as there).
     """
     place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, shard_files
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
         if found is not None:
             parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(found)]
             return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
@@ -182,9 +193,11 @@ def scan_parts(
     for item in chosen:
         local = place.local_path(item.path)
         if local is not None and item.format != "csv.zst":
-            lf = scan_table(local, source=item.source, frame=item.frame, masks=masks, on_error=on_error)
+            lf = scan_table(
+                local, source=item.source, frame=item.frame, masks=masks, on_error=on_error, columns=columns
+            ).select(*CANONICAL_SCHEMA)  # a canonical file's extra columns: not in every file, nor in the cache
         else:
-            lf = remote_scan(place, item, masks=masks, on_error=on_error, retry=retry)
+            lf = remote_scan(place, item, masks=masks, on_error=on_error, retry=retry, columns=columns)
         parts.append((item.path, lf if condition is None else lf.filter(condition)))
     return parts
 
@@ -205,6 +218,7 @@ def load(
     retry: RetryPolicy | None = None,
     api: Any = None,
     token: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Iterator[pl.DataFrame] | Iterator[dict] | pl.DataFrame:
     """Canonical rows of a location, streamed with bounded memory.
 
@@ -223,7 +237,7 @@ def load(
         (see :func:`scan`).
     retry:
         Backoff for transient read errors (default :class:`RetryPolicy`).
-    sources, frames, revision, masks, on_error, api, token:
+    sources, frames, revision, masks, on_error, api, token, columns:
         As in :func:`scan`.
 
     Yields
@@ -248,9 +262,10 @@ def load(
             api=api,
             retry=retry,
             token=token,
+            columns=columns,
         ).collect()
     place = open_location(location, revision=revision, api=api, token=token, retry=retry)
-    batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry)
+    batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry, columns)
     if rows:
         return (row for batch in batches for row in batch.iter_rows(named=True))
     return batches
@@ -266,12 +281,13 @@ def _stream(
     cache_dir: str | os.PathLike | None,
     use_cache: bool,
     retry: RetryPolicy | None,
+    columns: dict[str, str] | None = None,
 ) -> Iterator[pl.DataFrame]:
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, iter_cache_batches
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
         if found is not None:
             for batch in iter_cache_batches(found, batch_size=batch_size):
                 batch = batch if condition is None else batch.filter(condition)
@@ -287,7 +303,9 @@ def _stream(
         total = 0
         pending: list[pl.DataFrame] = []
         pending_rows = 0
-        for batch in iter_file_batches(place, item, masks=masks, on_error=on_error, retry=retry, skipped=skipped):
+        for batch in iter_file_batches(
+            place, item, masks=masks, on_error=on_error, retry=retry, skipped=skipped, columns=columns
+        ):
             if condition is not None:
                 batch = batch.filter(condition)
             total += batch.height

@@ -14,8 +14,17 @@ import polars as pl
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError
 from chexmask_u_tools.hub.discovery import DataFile
 from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, with_retries
-from chexmask_u_tools.io.csvstream import iter_csv_batches, open_decompressed, read_csv_header
-from chexmask_u_tools.io.table import canonicalize_batch, detect_layout, is_index_column
+from chexmask_u_tools.io.csvstream import (
+    iter_csv_batches,
+    open_decompressed,
+    read_csv_header,
+)
+from chexmask_u_tools.io.table import (
+    canonicalize_batch,
+    detect_layout,
+    is_index_column,
+    map_columns,
+)
 
 __all__ = [
     "RetryingReader",
@@ -137,6 +146,7 @@ def iter_file_batches(
     block_size: int = 2 << 20,
     retry: RetryPolicy | None = None,
     skipped: dict[str, int] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Canonical batches of one data file, read incrementally (one CSV block / parquet batch at a time).
 
@@ -146,6 +156,11 @@ def iter_file_batches(
 
     ``skipped`` (when given) accumulates {reason: count} of rows dropped under
     ``on_error="skip"``.
+
+    ``columns`` (``{"their name": "known name"}``) renames the file's columns
+    before its layout is detected, as in
+    :func:`~chexmask_u_tools.io.table.scan_table` (see
+    :func:`~chexmask_u_tools.io.table.map_columns`).
 
     Raises
     ------
@@ -167,11 +182,11 @@ def iter_file_batches(
     try:
         if item.format == "parquet":
             batches = _parquet_batches(stream, max(1, block_size // 20_000))
-            columns = None
+            header_columns = None
         else:
             # The CSV rules of every reader (ragged records, cut files, UTF-8, header-only = empty).
-            columns, stream = read_csv_header(stream, item.path)
-            batches = iter_csv_batches(stream, columns, file=item.path, block_size=block_size)
+            header_columns, stream = read_csv_header(stream, item.path)
+            batches = iter_csv_batches(stream, header_columns, file=item.path, block_size=block_size)
         layout = None
         # The last batch is held back until the end of the file is seen, so that the rows of a
         # file cut mid-record are never handed out before it is refused (the rule of read_table).
@@ -180,6 +195,8 @@ def iter_file_batches(
             drop = [c for c in batch.columns if is_index_column(c)]
             if drop:
                 batch = batch.drop(drop)
+            if columns:
+                batch.columns = map_columns(batch.columns, columns, file=item.path)
             if layout is None:
                 layout = detect_layout(
                     batch.columns, file_name=item.path, source=item.source, frame=item.frame, masks=masks
@@ -195,10 +212,11 @@ def iter_file_batches(
         # iter_csv_batches has now seen the end of the file without refusing it.
         if held is not None:
             yield held
-        if layout is None and columns is not None:
+        if layout is None and header_columns is not None:
             # A header and no rows: still check the variant, then yield nothing.
+            header = [c for c in header_columns if not is_index_column(c)]
             detect_layout(
-                [c for c in columns if not is_index_column(c)],
+                map_columns(header, columns, file=item.path) if columns else header,
                 file_name=item.path,
                 source=item.source,
                 frame=item.frame,

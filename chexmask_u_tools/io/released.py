@@ -73,6 +73,7 @@ def to_released(
     *,
     points_format: Literal["flat", "numpy"] = "flat",
     id_column: str | None = None,
+    dataset_column: bool = False,
 ) -> pl.DataFrame:
     """Canonical table -> DataFrame of strings in a released column layout.
 
@@ -87,11 +88,25 @@ def to_released(
     id_column:
         Override the id column name (default: the one of the table's single
         source; ``ImageID`` for ``physician``).
+    dataset_column:
+        Also write each row's source in a ``Dataset`` column after the id
+        (as the ``physician`` variant does), so that
+        :func:`~chexmask_u_tools.io.table.read_table` reads the rows back with
+        their source and without ``source=``: for rows of a source that is not
+        one of the registry's (such as predictions labelled ``"private"``),
+        whose id column proves nothing.
 
     Raises
     ------
     InputError
         When the table mixes sources and the variant needs one id column.
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(2).with_columns(source=pl.lit("private"))
+    >>> to_released(table, id_column="Image ID", dataset_column=True).columns[:3]
+    ['Image ID', 'Dataset', 'Dice RCA (Mean)']
     """
     if variant not in ("chexmask-u", "short", "chexmask", "physician"):
         raise InputError(f"unknown variant {variant!r}")
@@ -113,7 +128,8 @@ def to_released(
         "physician": ("Landmarks", None),
     }[variant]
     columns: list[pl.Expr] = [pl.col("image_id").alias(id_column)]
-    if variant == "physician":
+    with_dataset = variant == "physician" or dataset_column
+    if with_dataset:
         columns.append(pl.col("source").alias("Dataset"))
     columns += [
         pl.col("dice_rca_mean").alias("Dice RCA (Mean)"),
@@ -128,7 +144,7 @@ def to_released(
     columns += [pl.col("height").alias("Height"), pl.col("width").alias("Width")]
     out = table.select(columns)
     if points_format == "numpy":
-        out = out.insert_column(3 + (variant == "physician"), _numpy_text(table["landmarks"], None).alias(landmark_name))
+        out = out.insert_column(3 + with_dataset, _numpy_text(table["landmarks"], None).alias(landmark_name))
         if std_name:
             position = out.columns.index(landmark_name) + 1
             out = out.insert_column(position, _numpy_text(table["landmarks_std"], 2).alias(std_name))

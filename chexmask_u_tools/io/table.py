@@ -681,13 +681,19 @@ def _finish(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
     ).with_columns(summary_expressions())
 
 
-def _canonical_passthrough(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """A file already in the canonical layout (e.g. our parquet cache): select and cast."""
+def _canonical_passthrough(lf: pl.LazyFrame, keep_extra: bool = False) -> pl.LazyFrame:
+    """A file already in the canonical layout (e.g. our parquet cache): select and cast.
+
+    With ``keep_extra``, the file's other columns (an export's ``mask_png``,
+    ``sample_weight``...) follow the canonical ones, as stored.
+    """
     names = lf.collect_schema().names()
-    base = lf.select(pl.col(name).cast(dtype) for name, dtype in BASE_SCHEMA.items())
+    extra = [name for name in names if name not in CANONICAL_SCHEMA] if keep_extra else []
     if all(name in names for name in CANONICAL_SCHEMA):
-        return lf.select(pl.col(name).cast(dtype) for name, dtype in CANONICAL_SCHEMA.items())
-    return base.with_columns(summary_expressions())
+        canonical = [pl.col(name).cast(dtype) for name, dtype in CANONICAL_SCHEMA.items()]
+        return lf.select(*canonical, *extra)
+    base = lf.select(*(pl.col(name).cast(dtype) for name, dtype in BASE_SCHEMA.items()), *extra)
+    return base.with_columns(summary_expressions()).select(*CANONICAL_SCHEMA, *extra)
 
 
 def _raise_first_problem(file: str):
@@ -914,8 +920,14 @@ def scan_table(
 
     Returns
     -------
-    A ``LazyFrame`` with exactly :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`.
-    Column selections and ``head`` are pushed into the scan.
+    A ``LazyFrame`` with :data:`~chexmask_u_tools.schema.CANONICAL_SCHEMA`,
+    in that order.  A parquet file already in the canonical layout (our
+    cache, an export's ``subset.parquet``) keeps its other columns
+    (``mask_png``, ``sample_weight``, ``rule_weight``, ``mask_valid_<organ>``
+    ...) after the canonical ones, with their stored dtypes; reading a
+    directory, a file without one of them gets nulls there.  Released files
+    give exactly the canonical columns.  Column selections and ``head`` are
+    pushed into the scan.
 
     Examples
     --------
@@ -935,13 +947,13 @@ def scan_table(
             "check_masks": check_masks,
             "columns": columns,
         }
-        return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="vertical")
+        return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="diagonal_relaxed")
     raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
     if raw.csv is not None:
         return _scan_csv(raw, layout, on_error, check_masks)
     lf, file = raw.tidy(raw.lf), raw.file
     if layout.canonical:
-        return _canonical_passthrough(lf)
+        return _canonical_passthrough(lf, keep_extra=True)
     parsed = _parsed_frame(lf, layout, file, check_masks)
     problem = f"{_TEMP}problem"
     if on_error == "skip":
@@ -968,6 +980,9 @@ def read_table(
     storage_options: dict | None = None,
 ) -> pl.DataFrame:
     """Read a CheXmask(-U) file into the canonical table (see :func:`scan_table`).
+
+    A canonical parquet file keeps its extra columns after the canonical ones
+    (see :func:`scan_table`'s Returns).
 
     With ``on_error="skip"``, dropped rows are reported by a
     :class:`~chexmask_u_tools.errors.SkippedRowsWarning` whose ``counts``
@@ -1015,7 +1030,7 @@ def read_table(
         return table
     lf, file = raw.tidy(raw.lf), raw.file
     if layout.canonical:
-        return _collect(_canonical_passthrough(lf), file)
+        return _collect(_canonical_passthrough(lf, keep_extra=True), file)
     parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
     problem = parsed[f"{_TEMP}problem"]
     bad = problem.is_not_null()
@@ -1050,7 +1065,7 @@ def read_tables(paths: list[str | os.PathLike], **kwargs) -> pl.DataFrame:
     >>> sorted(table["source"].unique())
     ['CheXpert', 'ChestX-ray8']
     """
-    return pl.concat([empty_table(), *(read_table(path, **kwargs) for path in paths)], how="vertical")
+    return pl.concat([empty_table(), *(read_table(path, **kwargs) for path in paths)], how="diagonal_relaxed")
 
 
 DATA_FILE_PATTERN = r"\.(csv|csv\.gz|csv\.xz|csv\.zst|csv\.zstd|csv\.bz2|parquet)$"
