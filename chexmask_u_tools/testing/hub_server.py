@@ -133,6 +133,8 @@ class HubEmulator:
         False: answer ``Range`` requests with the whole file (200), as some
         proxies do.
 
+    Notes
+    -----
     Use it as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
