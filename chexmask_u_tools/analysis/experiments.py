@@ -1,15 +1,10 @@
-"""The paper's uncertainty experiments as functions (SPEC section 5), in NumPy and polars.
+"""The paper's uncertainty experiments (SPEC section 5) as functions over tables and models.
 
-* :func:`roc_auc` / :func:`roc_curve` - ROC analysis with ties, no scikit-learn.
 * :func:`ood_scores` - how well image-level uncertainties flag out-of-distribution
-  rows (default label: ``Dice RCA (Max) < 0.7``, as in the paper).
-* :func:`node_error_vs_sigma` - Pearson and Spearman correlation between each
-  node's error against ground-truth landmarks and its sigma.
+  rows (default label: ``Dice RCA (Max) < 0.7``, as in the paper), as ROC-AUC
+  (:func:`~chexmask_u_tools.analysis.stats.roc_auc`).
 * :func:`uncertainty_vs_corruption` - both uncertainty measures of a model on
   images corrupted at increasing severities (needs torch).
-
-Conventions: a score ranks rows from least to most suspicious (higher = more
-likely out of distribution); the positive class of a label is ``True``.
 """
 
 from __future__ import annotations
