@@ -90,3 +90,19 @@ def test_image_ids_not_in_the_input_are_counted(mirror, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "2 of 4 ids" in captured.err and "'nowhere/1.png'" in captured.err
     assert set(pl.read_parquet(out)["image_id"]) == set(ids)
+
+
+def test_filter_reads_a_single_file_and_the_sample(tmp_path, capsys):
+    import polars as pl
+
+    import chexmask_u_tools as cxu
+    from chexmask_u_tools.cli import main
+
+    path = tmp_path / "one.parquet"
+    cxu.load_sample().head(20).write_parquet(path)
+    out = tmp_path / "kept.parquet"
+    assert main(["filter", str(path), "--min-dice", "0.7", "--out", str(out), "--no-progress"]) == 0
+    expected = cxu.apply_rules(cxu.load_sample().head(20), ["dice.mean>=0.7"])
+    assert pl.read_parquet(out)["image_id"].to_list() == expected["image_id"].to_list()
+    assert main(["filter", "sample", "--sources", "CheXpert", "--out", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
+    assert pl.read_parquet(tmp_path / "s.parquet").height == 40

@@ -165,3 +165,14 @@ def test_layouts_come_from_the_source_registry(tmp_path, monkeypatch):
     with pytest.raises(MissingImageError) as info:
         resolver.resolve("my-hospital", "x2")
     assert info.value.tried == [str(tmp_path / "mine" / f"x2{s}") for s in (*GENERIC_LAYOUT.suffixes, "")]
+
+
+def test_ids_too_long_for_the_file_system_are_input_errors_not_os_errors(tmp_path):
+    from chexmask_u_tools.errors import InputError
+    from chexmask_u_tools.images.resolver import ImageResolver
+
+    resolver = ImageResolver({"CheXpert": tmp_path})
+    with pytest.raises(InputError, match="no file system stores names over 255 bytes"):
+        resolver.locate("CheXpert", "a" * 5000)
+    found, tried = resolver.locate("CheXpert", "b" * 253)  # fits alone, too long once ".jpg" is appended
+    assert found is None and tried

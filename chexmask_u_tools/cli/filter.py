@@ -32,6 +32,8 @@ _CLI_FIX = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from chexmask_u_tools.hub.inputs import INPUT_SPEC_HELP
+
     parser = subparsers.add_parser(
         "filter",
         help="write a filtered subset (parquet) of a cache or dataset location",
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "files read."
         ),
     )
-    parser.add_argument("source_path", metavar="CACHE_OR_LOCATION")
+    parser.add_argument("source_path", metavar="INPUT", help=INPUT_SPEC_HELP)
     add_column_argument(parser)
     parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -164,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.hub.cache import MANIFEST, shard_files
+    from chexmask_u_tools._atomic import atomic_path
+    from chexmask_u_tools.hub.inputs import input_kind, open_table
     from chexmask_u_tools.hub.read import scan_parts
     from chexmask_u_tools.schema import CANONICAL_SCHEMA
     from chexmask_u_tools.select.filtering import (
@@ -188,11 +191,8 @@ def run(args: argparse.Namespace) -> int:
             )
     named = [*filter_rules(missing=args.missing, **criteria).values(), *rules]
     columns = column_mapping(args)
-    if os.path.isfile(os.path.join(args.source_path, MANIFEST)):
-        if columns:
-            raise InputError(f"--column renames the columns of data files, but {args.source_path!r} is a cache, already canonical; drop it")
-        parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(args.source_path)]
-    else:
+    if input_kind(args.source_path) in ("mirror", "hub"):
+        # One lazy part per data file (or cache shard), for per-file progress.
         parts = scan_parts(
             args.source_path,
             sources=args.sources,
@@ -202,23 +202,20 @@ def run(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
             columns=columns,
         )
+    else:  # the sample, one file or a cache folder: every input spec of open_table
+        lf = open_table(args.source_path, sources=args.sources, frames=args.frames, columns=columns or None)
+        parts = [(args.source_path, lf)]
     whole = pl.concat([lf for _, lf in parts], how="vertical")
     check_rules(whole, named, fix=_CLI_FIX)
     unmatched = _unmatched_ids(whole, criteria["image_ids"])
     report = filter_report(whole, rules=rules, missing=args.missing, check_missing=False, **criteria)
-    temporary = f"{args.out}.tmp-{os.getpid()}"
     kept = 0
-    try:
-        schema = pl.DataFrame(schema=CANONICAL_SCHEMA).to_arrow().schema
-        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-            for _, lf in tqdm(parts, desc="filtering", unit="file", disable=args.no_progress):
-                subset = apply_filters(lf, rules=rules, missing=args.missing, check_missing=False, **criteria).collect()
-                writer.write_table(subset.to_arrow())
-                kept += subset.height
-        os.replace(temporary, args.out)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    schema = pl.DataFrame(schema=CANONICAL_SCHEMA).to_arrow().schema
+    with atomic_path(args.out) as temporary, pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+        for _, lf in tqdm(parts, desc="filtering", unit="file", disable=args.no_progress):
+            subset = apply_filters(lf, rules=rules, missing=args.missing, check_missing=False, **criteria).collect()
+            writer.write_table(subset.select(list(CANONICAL_SCHEMA)).to_arrow())
+            kept += subset.height
     print(format_report(report))
     if unmatched:
         shown = ", ".join(repr(i) for i in unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")

@@ -45,6 +45,7 @@ path tried.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,10 @@ class MissingImageError(ImageError):
         super().__init__(message if note is None else f"{note}\nfirst missing row: {message}")
 
 
+MAX_NAME_BYTES = 255
+"""Longest file or folder name common file systems store (NAME_MAX on Linux, macOS and Windows)."""
+
+
 def check_image_id(image_id: object) -> str:
     """Return ``image_id`` if it is a safe relative path, else raise InputError.
 
@@ -125,7 +130,23 @@ def check_image_id(image_id: object) -> str:
         raise InputError(f"unsafe image id {image_id!r}: absolute paths are not accepted as ids")
     if ".." in posix.parts:
         raise InputError(f"unsafe image id {image_id!r}: '..' components could leave the image root")
+    longest = max(len(part.encode("utf-8")) for part in posix.parts)
+    if longest > MAX_NAME_BYTES:
+        raise InputError(
+            f"image id {image_id[:60]!r}... has a path component of {longest} bytes; no file system "
+            f"stores names over {MAX_NAME_BYTES} bytes, so it names no image file"
+        )
     return image_id
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, where a name too long for the file system is simply no file."""
+    try:
+        return path.is_file()
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            return False
+        raise
 
 
 def _canonical(source: str) -> str:
@@ -376,7 +397,7 @@ class ImageResolver:
                 candidates = [answer] if isinstance(answer, (str, os.PathLike)) else list(answer)
                 for candidate in candidates:
                     path = Path(candidate)
-                    if path.is_file():
+                    if _is_file(path):
                         return path, tried
                     tried.append(f"{path} (from resolver)")
         for root in self.roots_for(source):
@@ -384,7 +405,7 @@ class ImageResolver:
                 if isinstance(candidate, str):
                     tried.append(candidate)
                     continue
-                if candidate.is_file():
+                if _is_file(candidate):
                     return candidate, tried
                 tried.append(str(candidate))
         return None, tried
