@@ -132,3 +132,17 @@ def test_cli_describe_errors(tmp_path, capsys):
     assert main(["describe", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "c.md")]) == 1
     assert main(["describe", "sample", "--patient-split", "--fractions", "train=0.5", "test=x", "--out", str(tmp_path / "c.md")]) == 1
     assert not (tmp_path / "c.md").exists()
+
+
+def test_cli_export_with_metadata_and_split(tmp_path, capsys):
+    folder = chexpert_metadata_for(cxu.load_sample(), tmp_path / "chexpert")
+    out = tmp_path / "export"
+    argv = ["export", "sample", "--sources", "CheXpert", "--metadata", f"CheXpert={folder}", "--matched-only",
+            "--patient-split", "--fractions", "train=0.5", "test=0.5", "--split", "train",
+            "--rule", "view in PA", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    subset = pl.read_parquet(out / "subset.parquet")
+    assert set(subset["split"]) == {"train"} and set(subset["view"]) == {"PA"}
+    assert 0 < subset.height < 20 and subset["patient_id"].null_count() == 0
+    assert main(["export", "sample", "--split", "train", "--out", str(tmp_path / "e2"), "--no-progress"]) == 1
+    assert "--patient-split" in capsys.readouterr().err

@@ -7,7 +7,15 @@ import difflib
 
 from chexmask_u_tools.errors import InputError
 
-__all__ = ["COLUMN_HELP", "add_column_argument", "column_mapping", "parse_column_pairs"]
+__all__ = [
+    "COLUMN_HELP",
+    "add_cohort_arguments",
+    "add_column_argument",
+    "apply_cohort_arguments",
+    "column_mapping",
+    "parse_column_pairs",
+    "split_fractions",
+]
 
 COLUMN_HELP = (
     "read the data files' column THEIRS as the known column KNOWN, a canonical name (image_id, landmarks, "
@@ -69,3 +77,66 @@ def parse_column_pairs(values: list[str] | None) -> dict[str, str]:
 def column_mapping(args: argparse.Namespace) -> dict[str, str] | None:
     """The ``columns=`` mapping of a parsed command line (None when no ``--column`` was given)."""
     return parse_column_pairs(getattr(args, "column", None)) or None
+
+
+def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the cohort options (``--metadata``, ``--patient-split`` ...) shared by ``describe`` and ``export``."""
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="[SOURCE=]PATH",
+        help="a source's metadata folder or file (repeatable); without SOURCE= the source is detected from the columns",
+    )
+    parser.add_argument("--matched-only", action="store_true", help="keep only the rows that --metadata matched")
+    parser.add_argument("--patient-split", action="store_true", help="add a patient-level split column (80/10/10 by default)")
+    parser.add_argument("--fractions", nargs="+", default=None, metavar="NAME=F", help="split fractions, e.g. train=0.8 val=0.1 test=0.1")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --patient-split")
+    parser.add_argument("--official-split", action="store_true", help="with --patient-split: keep each source's official split")
+    parser.add_argument("--duplicates", choices=["raise", "first"], default="raise", help="duplicate ids in metadata files")
+
+
+def split_fractions(values: list[str] | None) -> dict[str, float] | None:
+    """``["train=0.8", ...]`` -> ``{"train": 0.8, ...}`` (None when not given); a malformed value names ``--fractions``.
+
+    Examples
+    --------
+    >>> split_fractions(["train=0.8", "test=0.2"])
+    {'train': 0.8, 'test': 0.2}
+    """
+    if values is None:
+        return None
+    fractions = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            fractions[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--fractions: expected NAME=FRACTION, got {value!r}")
+    return fractions
+
+
+def apply_cohort_arguments(table, args: argparse.Namespace):
+    """Join ``--metadata`` and add ``--patient-split`` to ``table`` (eager); prints the join report."""
+    from chexmask_u_tools.cohorts import attach_metadata, patient_split, read_metadata
+    from chexmask_u_tools.sources import canonical_source
+
+    metadata = []
+    for item in args.metadata:
+        name, sep, path = item.partition("=")
+        if sep and canonical_source(name) is not None:
+            metadata.append(read_metadata(name, path, duplicates=args.duplicates))
+        else:
+            metadata.append(read_metadata(None, item, duplicates=args.duplicates))
+    if args.matched_only and not metadata:
+        raise InputError("--matched-only needs --metadata")
+    if args.official_split and not args.patient_split:
+        raise InputError("--official-split only applies with --patient-split")
+    if metadata:
+        table, report = attach_metadata(table, metadata, how="inner" if args.matched_only else "left", return_report=True)
+        print(report)
+    if args.patient_split:
+        table = patient_split(table, split_fractions(args.fractions), seed=args.seed, official_split=args.official_split)
+    return table

@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+from chexmask_u_tools.cli._args import add_cohort_arguments, add_column_argument, apply_cohort_arguments, column_mapping
 
 MANIFEST = "manifest.json"
 SUBSET = "subset.parquet"
@@ -50,8 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_column_argument(parser)
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable)")
-    parser.add_argument("--min-dice", type=float, default=None, help="shortcut for the rule dice.mean>=X")
-    parser.add_argument("--max-node-sigma", type=float, default=None, help="shortcut for the rule image.mean<=X (px)")
+    parser.add_argument(
+        "--min-dice", "--min-dice-rca-mean", dest="min_dice", type=float, default=None,
+        help="shortcut for the rule dice.mean>=X (the same flag as chexmask-u filter)",
+    )
+    parser.add_argument(
+        "--max-node-sigma", "--max-node-sigma-mean", dest="max_node_sigma", type=float, default=None,
+        help="shortcut for the rule image.mean<=X (px)",
+    )
+    add_cohort_arguments(parser)
+    parser.add_argument(
+        "--split", default=None, metavar="NAME",
+        help="keep only the rows of this split (needs --patient-split, or a table that has a split column)",
+    )
     parser.add_argument("--weights", choices=["none", "exp", "inverse", "rank"], default="none", help="sample weighting")
     parser.add_argument("--tau", type=float, default=8.0, help="tau (px) of the exp / inverse weighting")
     parser.add_argument("--png", action="store_true", help="write one RGB PNG of masks per row")
@@ -254,6 +265,12 @@ def run(args: argparse.Namespace) -> int:
     if args.hub_folder and args.png:
         raise InputError("--hub-folder writes parquet shards and a card; it does not take --png")
     lf = _open_input(args)
+    if args.metadata or args.patient_split:
+        lf = apply_cohort_arguments(lf.collect(), args).lazy()
+    if args.split is not None:
+        if "split" not in lf.collect_schema().names():
+            raise InputError("--split needs a split column: pass --patient-split (with --metadata for patients)")
+        lf = lf.filter(pl.col("split") == args.split)
     report = rule_report(lf, rules) if rules else None
     weighting = SampleWeighting(args.weights, tau=args.tau)
     weight = weighting.expr() if args.weights != "none" else pl.lit(1.0, pl.Float64)
