@@ -75,7 +75,8 @@ def test_hub_folder_loads_back_with_splits(table, tmp_path):
     folder = cxu.save_hub_folder(with_split, tmp_path / "hub", name="demo subset", max_shard_bytes=1_000_000)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "config_name: default" in card and "array2_d" in card
-    assert "@inproceedings{cosarinsky2026chexmasku" in card
+    assert "@inproceedings{cosarinsky2026chexmasku" in card and card.count("```bibtex") == 1
+    assert "## Segmentation quality" in card  # the dataset card of cxu.describe
     assert len(list((folder / "data").glob("train-*.parquet"))) > 1  # sharded by size
     loaded = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
     assert set(loaded) == {"train", "test"}

@@ -26,6 +26,7 @@ import polars as pl
 
 from chexmask_u_tools._atomic import remove_stale_temporaries, temporary_name
 from chexmask_u_tools.citation import cite
+from chexmask_u_tools.cohorts import describe
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.io import hf
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, as_polars
@@ -47,7 +48,7 @@ def _splits(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
     return {name: frame.filter(pl.col("split") == name) for name in sorted(frame["split"].unique().to_list())}
 
 
-def _card(name: str, features: Any, splits: dict[str, pl.DataFrame], license: str, body: str | None) -> str:
+def _card(name: str, features: Any, splits: dict[str, pl.DataFrame], license: str, body: str) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     data = DatasetCardData(
@@ -65,12 +66,10 @@ def _card(name: str, features: Any, splits: dict[str, pl.DataFrame], license: st
             "features": features._to_yaml_list(),
         },
     )
-    counts = "\n".join(f"| {split} | {part.height} |" for split, part in splits.items())
-    text = body or (
-        f"Rows of CheXmask-U in the canonical table of chexmask-u-tools.\n\n| split | rows |\n|---|---|\n{counts}\n"
-    )
     header = data.to_yaml() + "\n"
-    card = DatasetCard(f"---\n{header}---\n\n# {name}\n\n{text}\n\n## License\n\n{license}\n\n## Citation\n\n```bibtex\n{cite()}```\n")
+    title = "" if body.lstrip().startswith("# ") else f"# {name}\n\n"
+    citation = "" if "```bibtex" in body else f"\n\n## Citation\n\n```bibtex\n{cite()}```\n"
+    card = DatasetCard(f"---\n{header}---\n\n{title}{body.rstrip()}\n\n## License\n\n{license}\n{citation}")
     return str(card)
 
 
@@ -96,10 +95,11 @@ def save_hub_folder(
     name:
         The card's title.
     card:
-        True: a short card (row counts per split, license, citation); a string:
-        your own Markdown body (e.g. ``cxu.describe(table)``), placed under the
-        YAML header, with the license and citation appended; False: no README.md
-        (the Hub then shows no features or splits).
+        True: the dataset card of :func:`~chexmask_u_tools.cohorts.describe`
+        (counts per source, split and view, patients, quality, citation); a
+        string: your own Markdown body, placed under the YAML header, with the
+        license (and the citation when it has none) appended; False: no
+        README.md (the Hub then shows no features or splits).
     license:
         The card's license field.  CheXmask-U rows inherit the terms of the
         CheXmask dataset and of each source database; ``"other"`` unless you know better.
@@ -141,7 +141,7 @@ def save_hub_folder(
                 shard = dataset.shard(num_shards=shards, index=index, contiguous=True)
                 shard.to_parquet(str(staging / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet"), batch_size=row_group_rows)
         if card is not False:
-            body = card if isinstance(card, str) else None
+            body = card if isinstance(card, str) else describe(frame, title=name)
             (staging / "README.md").write_text(_card(name, features, splits, license, body), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
