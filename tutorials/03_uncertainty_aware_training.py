@@ -167,9 +167,11 @@ panels = [
     (prediction.amax(0), f"prediction after {args.steps} steps", "magma"),
 ]
 for axis, (picture, title, cmap) in zip(axes, panels):
-    axis.imshow(picture.numpy(), cmap=cmap, vmin=0, vmax=1)
+    drawn = axis.imshow(picture.numpy(), cmap=cmap, vmin=0, vmax=1)
     if title == "image":
         axis.plot(*shown["landmarks"].numpy().T, ".", ms=1.5, color="cyan")
+    else:  # probabilities and weights: a scale from 0 to 1
+        figure.colorbar(drawn, ax=axis, fraction=0.046, pad=0.04)
     axis.set_title(title, fontsize=9)
     axis.axis("off")
 figure.tight_layout()
