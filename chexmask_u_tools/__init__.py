@@ -6,7 +6,8 @@ each importing only from those listed below it:
 
 ========== ====================================================================
 ``cli``      the ``chexmask-u`` command: argument parsing and printing only
-``testing``  synthetic images and the straightforward reference model
+``testing``  synthetic images, the Hub emulator, the straightforward reference model
+``publish``  Hugging Face ``datasets`` out, Hub-ready folders
 ``cohorts``  source metadata, patient splits and dataset cards
 ``analysis`` the paper's experiments, corruptions and plots
 ``train``    PyTorch datasets and transforms (needs torch)
@@ -16,7 +17,7 @@ each importing only from those listed below it:
 ``hub``      Hub and mirror locations, discovery, streaming, the parquet cache
 ``io``       parsing, RLE, the canonical table readers and released writers
 ``select``   uncertainty expressions, rules and weights
-foundation   ``errors``, ``layout``, ``schema``, ``sources`` (the source registry)
+foundation   ``errors``, ``layout``, ``schema``, ``sources`` (the source registry), ``citation``
 ========== ====================================================================
 """
 
