@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -549,6 +550,7 @@ for name, read in [
     except MemoryError:
         results[name] = "MemoryError"
 import json
+import os
 print(json.dumps(results))
 """
 
@@ -557,8 +559,11 @@ print(json.dumps(results))
 def test_compression_bombs_fail_cleanly_in_bounded_memory(tmp_path):
     for name in ("line", "rows", "junk"):
         (tmp_path / name).mkdir()
+    # The limit is on address space, which every new thread's stack and malloc arena also reserve:
+    # few threads and arenas keep it about the data (else a thread start can fail and abort the process).
+    env = dict(os.environ, MALLOC_ARENA_MAX="2", POLARS_MAX_THREADS="2", OMP_NUM_THREADS="2")
     result = subprocess.run(
-        [sys.executable, "-c", BOMB, str(tmp_path)], check=False, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", BOMB, str(tmp_path)], check=False, capture_output=True, text=True, timeout=600, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])

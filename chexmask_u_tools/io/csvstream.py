@@ -27,6 +27,7 @@ The rules (one for every reader, the Hub streaming reader included):
 
 from __future__ import annotations
 
+import atexit
 import bz2
 import csv
 import gzip
@@ -237,20 +238,64 @@ def _locate_bad_record(reopen: Callable[[], BinaryIO], n_columns: int, first_row
     return None
 
 
-def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_type):
+def _last_record_end(data: bytes) -> int:
+    """Index of the last line break of ``data`` outside a quoted field, or -1.
+
+    A line break ends a record exactly when an even number of quotes precedes
+    it (CSV escapes a quote inside a field by doubling it, which keeps the parity).
+    """
+    end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+    while end >= 0 and data.count(b'"', 0, end) % 2:
+        end = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+    return end
+
+
+def _record_blocks(stream: BinaryIO, block_size: int, file: str, rows: Callable[[], int]) -> Iterator[bytes]:
+    """The stream's text cut into pieces of whole records, about ``block_size`` bytes each.
+
+    The cutting happens here, in the caller's thread: pyarrow then parses each
+    piece from memory.  (pyarrow's own streaming reader reads ahead from the
+    file on a background thread, and one still reading a Python file object
+    when the process exits aborts the process.)
+    """
+    pending = b""
+    while True:
+        chunk = stream.read(block_size)
+        if not chunk:
+            if pending.strip():
+                yield pending
+            return
+        data = pending + chunk
+        end = _last_record_end(data)
+        if end < 0:
+            if len(data) > block_size:
+                raise FileReadError(
+                    f"cannot read {file!r} after row {rows()}: a record is longer than {block_size} bytes "
+                    "(corrupt file, or an unbalanced quote)"
+                )
+            pending = data
+            continue
+        if data[: end + 1].strip():  # blank lines alone are no records (and pyarrow calls them an empty file)
+            yield data[: end + 1]
+        pending = data[end + 1 :]
+
+
+def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_type, file: str = "", rows=lambda: 0):
+    """Record batches of the CSV text after the header: each piece of :func:`_record_blocks` parsed in memory."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    return pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=columns, block_size=block_size, use_threads=True),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: text_type for name in columns},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            null_values=[""],
-        ),
+    read_options = pacsv.ReadOptions(column_names=columns, use_threads=False, block_size=2 * block_size + 1)
+    parse_options = pacsv.ParseOptions(newlines_in_values=True)
+    convert_options = pacsv.ConvertOptions(
+        column_types={name: text_type for name in columns},
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+        null_values=[""],
     )
+    for piece in _record_blocks(stream, block_size, file, rows):
+        table = pacsv.read_csv(pa.py_buffer(piece), read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+        yield from table.to_batches()
 
 
 def _locate_bad_utf8(reopen: Callable[[], BinaryIO], columns: list[str], file: str, block_size: int) -> RecordError | None:
@@ -260,7 +305,7 @@ def _locate_bad_utf8(reopen: Callable[[], BinaryIO], columns: list[str], file: s
     with reopen() as raw:
         _, stream = read_csv_header(raw, file)
         first_row = 0
-        for batch in _open_reader(stream, columns, block_size, pa.binary()):
+        for batch in _open_reader(stream, columns, block_size, pa.binary(), file):
             for name, array in zip(columns, batch.columns):
                 for row, value in enumerate(array.to_pylist()):
                     if value is not None and not _is_utf8(value):
@@ -314,7 +359,8 @@ def iter_csv_batches(
     rows = 0
     try:
         # large_string: pyarrow validates UTF-8 while converting, and polars takes it without a copy of offsets
-        for batch in _open_reader(io.BufferedReader(tracked, buffer_size=1 << 20), columns, block_size, pa.large_string()):
+        stream_in = io.BufferedReader(tracked, buffer_size=1 << 20)
+        for batch in _open_reader(stream_in, columns, block_size, pa.large_string(), file, lambda: rows):
             frame = pl.from_arrow(batch)
             frame.columns = columns  # pl.from_arrow renames a nameless column
             rows += frame.height
@@ -325,11 +371,6 @@ def iter_csv_batches(
         message = str(error)
         if "Empty CSV file" in message and rows == 0:
             return  # a header and no rows (or only blank lines): an empty table
-        if "straddl" in message:
-            raise FileReadError(
-                f"cannot read {file!r} after row {rows}: a record is longer than {block_size} bytes "
-                "(corrupt file, or an unbalanced quote)"
-            ) from None
         if "UTF8" in message or "UTF-8" in message:
             located = _locate_bad_utf8(reopen, columns, file, block_size) if reopen is not None else None
             raise located or RecordError(f"invalid UTF-8 at or after this row: {message[:200]}", file=file, row=rows) from None
@@ -422,6 +463,7 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
 
     worker = threading.Thread(target=produce, name="chexmask-csv-reader", daemon=True)
     worker.start()
+    _RUNNING[worker] = stop
     try:
         while True:
             kind, value = handoff.get()
@@ -434,3 +476,17 @@ def prefetched(items: Iterator, depth: int = 2) -> Iterator:
     finally:
         stop.set()
         worker.join()
+        _RUNNING.pop(worker, None)
+
+
+_RUNNING: dict[threading.Thread, threading.Event] = {}
+"""Reader threads of :func:`prefetched` whose consumer has not finished (or closed) yet."""
+
+
+@atexit.register
+def _stop_readers() -> None:
+    # A consumer that stopped early (``scan_table(...).head(5)``) may leave its generator to the garbage
+    # collector: stop its reader thread and let it close its file before the interpreter is torn down.
+    for worker, stop in list(_RUNNING.items()):
+        stop.set()
+        worker.join(timeout=10)
