@@ -285,7 +285,7 @@ def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_typ
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    read_options = pacsv.ReadOptions(column_names=columns, use_threads=False, block_size=2 * block_size + 1)
+    read_options = pacsv.ReadOptions(column_names=columns, use_threads=True, block_size=2 * block_size + 1)
     parse_options = pacsv.ParseOptions(newlines_in_values=True)
     convert_options = pacsv.ConvertOptions(
         column_types={name: text_type for name in columns},
