@@ -189,6 +189,17 @@ def _validate(pairs: np.ndarray, n_pixels: int, text: str | None = None) -> None
         raise RLEError(_message(int(codes[run]), start, length, n_pixels))
 
 
+def _checked_runs(rle: object, n_pixels: int) -> np.ndarray:
+    """(n, 2) int64 (start, length) of one mask string, validated; empty for a missing mask."""
+    if _is_missing(rle):
+        return np.empty((0, 2), dtype=np.int64)
+    if not isinstance(rle, str):
+        raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
+    pairs = _parse_runs(rle)
+    _validate(pairs, n_pixels, rle)
+    return pairs
+
+
 def _gap_counts(starts0: np.ndarray, lengths: np.ndarray, n_pixels: int) -> np.ndarray:
     """Alternating gap/run counts (gap first) of valid 0-based runs, for np.repeat."""
     ends = starts0 + lengths
@@ -348,13 +359,7 @@ def rle_decode(
     height, width = _check_size(height, width)
     n_pixels = height * width
     target = (height, width) if shape is None else _check_shape(shape)
-    if _is_missing(rle):
-        pairs = np.empty((0, 2), dtype=np.int64)
-    elif not isinstance(rle, str):
-        raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
-    else:
-        pairs = _parse_runs(rle)
-        _validate(pairs, n_pixels, rle)
+    pairs = _checked_runs(rle, n_pixels)
     if target == (height, width):
         flat = _fill(pairs[:, 0] - 1, pairs[:, 1], n_pixels)
     else:
@@ -438,13 +443,7 @@ def rle_decode_many(
     for row, rle in enumerate(rles):
         # One exact tokenizer and one validation rule for every decoder (np.fromstring, _validate).
         try:
-            if _is_missing(rle):
-                pairs = np.empty((0, 2), dtype=np.int64)
-            elif not isinstance(rle, str):
-                raise RLEError(f"run-length value must be a string, got {type(rle).__name__}")
-            else:
-                pairs = _parse_runs(rle)
-                _validate(pairs, sizes[row][0] * sizes[row][1], rle)
+            pairs = _checked_runs(rle, sizes[row][0] * sizes[row][1])
         except RLEError as error:
             raise error.located(row=row) from None
         runs.append(pairs)
