@@ -2,6 +2,8 @@
 
 Run:  python scripts/make_figures.py [--out docs/figures]
 
+* ``demo_masks.png`` - what ``chexmask-u demo`` draws: released-style masks with
+  landmarks coloured by node sigma, four rows spread over the sample's range of sigma;
 * ``contours_sigma.png`` - organ contours with nodes coloured by node sigma (px)
   over a synthetic X-ray drawn from the same row's landmarks;
 * ``band_soft_mask.png`` - the +-2 sigma band and the soft mask of that row;
@@ -21,7 +23,15 @@ from PIL import Image
 
 from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.testing.images import synthetic_xray
-from chexmask_u_tools.analysis.plots import find_row, plot_band, plot_contours, plot_sigma_by_source, plot_soft_mask, row_arrays
+from chexmask_u_tools.analysis.plots import (
+    find_row,
+    plot_band,
+    plot_contours,
+    plot_sample_grid,
+    plot_sigma_by_source,
+    plot_soft_mask,
+    row_arrays,
+)
 from chexmask_u_tools.io.sample import load_sample
 
 ROW = 5
@@ -63,6 +73,7 @@ def main() -> int:
     size = {"width_px": 520, "height_px": 460}
 
     outputs = {
+        "demo_masks.png": figure_pixels(plot_sample_grid(table, n=4)),
         "contours_sigma.png": figure_pixels(plot_contours(landmarks, std, image=image, title=title, **size)),
         "band_soft_mask.png": np.hstack(
             [
