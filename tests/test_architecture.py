@@ -60,3 +60,11 @@ def test_test_files_do_not_import_each_other():
             names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
             offences += [f"{path.name}:{node.lineno} {name}" for name in names if name in tests]
     assert offences == []
+
+
+def test_passing_test_runs_leave_no_temporary_folders():
+    """pytest keeps the tmp_path folders of failed runs only (about 300 MB per run otherwise)."""
+    import tomllib
+
+    options = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"]["ini_options"]
+    assert options.get("tmp_path_retention_policy") == "failed"
