@@ -351,6 +351,57 @@ def test_missing_patient_ids_fall_back_with_a_counted_warning(tmp_path):
     assert meta["patient_id"].to_list() == ["1", "1", "00000002_000.png", "3"]
 
 
+@pytest.mark.parametrize(
+    ("edit", "fields"),
+    [(lambda f: f[:3], 3), (lambda f: f[:5] + f[6:], 11), (lambda f: [*f, "extra"], 13)],
+    ids=["three-fields", "one-comma-lost", "one-field-added"],
+)
+def test_ragged_row_is_refused_naming_file_and_line(tmp_path, edit, fields):
+    # issue 22 item 4: polars padded a short row with nulls (and cut a long one), and the reader joined the garbage
+    folder = nih_files(tmp_path)
+    path = folder / "Data_Entry_2017_v2020.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(edit(lines[3].split(",")))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=f"line 4 has {fields} fields where the header has 12") as error:
+        cxu.read_metadata("ChestX-ray8", path)
+    assert error.value.file == str(path) and error.value.row == 2
+    assert str(path) in str(error.value) and "Repair the row" in str(error.value)
+
+
+def test_unnamed_trailing_column_in_no_row_is_read(tmp_path):
+    folder = nih_files(tmp_path)  # the v2020 header ends in a comma: an unnamed 12th column
+    path = folder / "Data_Entry_2017_v2020.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *(line.removesuffix(",") for line in lines[1:])]) + "\n")
+    assert cxu.read_metadata("ChestX-ray8", path)["patient_id"].to_list() == ["1", "1", "2", "3"]
+    lines[2] = lines[2].removesuffix(",")  # in some rows only: those rows are refused
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match="line 3 has 11 fields where the header has 12"):
+        cxu.read_metadata("ChestX-ray8", path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_row_with_an_empty_id_is_refused_naming_file_and_line(tmp_path, suffix):
+    # issue 22 item 4: an empty Image Index joined nothing (or, after normalising, the wrong image)
+    folder = nih_files(tmp_path)
+    path = folder / "Data_Entry_2017_v2020.csv"
+    text = path.read_text().replace("00000002_000.png,", " ,")
+    path.unlink()
+    path = write_csv(tmp_path / f"entries{suffix}", [], [])
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    with pytest.raises(RecordError, match="line 4 has an empty 'Image Index'") as error:
+        cxu.read_metadata("ChestX-ray8", path)
+    assert (error.value.file, error.value.row, error.value.column) == (str(path), 2, "Image Index")
+    assert "Repair the row or delete it" in str(error.value)
+    chexpert = chexpert_files(tmp_path / "chexpert") / "train.csv"
+    lines = chexpert.read_text().splitlines()
+    lines[2] = "," + lines[2].split(",", 1)[1]
+    chexpert.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match="line 3 has an empty 'Path'"):
+        cxu.read_metadata("CheXpert", chexpert)
+
+
 @pytest.mark.parametrize("value", ["2", "yes", "0.5", "1.0.0", "-2"])
 def test_label_outside_the_allowed_values(tmp_path, value):
     folder = chexpert_files(tmp_path)
