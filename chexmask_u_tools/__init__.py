@@ -39,6 +39,7 @@ from chexmask_u_tools.citation import cite
 from chexmask_u_tools.cohorts import (
     JoinReport,
     MetadataWarning,
+    add_patient_ids,
     attach_metadata,
     check_leakage,
     describe,

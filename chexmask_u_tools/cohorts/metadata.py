@@ -55,7 +55,9 @@ registry, :attr:`chexmask_u_tools.sources.SourceInfo.metadata`):
 Patients: MIMIC ``subject_id``, ChestX-ray8 ``Patient ID``, Padchest
 ``PatientID``, CheXpert the ``patientNNNNN`` folder of the path.  VinDr-CXR
 publishes no patient ids, so each image is its own patient (``patient_id`` =
-``image_id``): a patient-level split of VinDr-CXR is an image-level split.  A
+``image_id``): a patient-level split of VinDr-CXR is an image-level split,
+which :func:`~chexmask_u_tools.cohorts.splits.patient_split` makes only when
+asked (``per_image=True``).  A
 row whose patient id is missing falls back to its image id, with one
 :class:`MetadataWarning` counting them.
 
@@ -526,7 +528,7 @@ def _read_chexpert(info, files, duplicates, **_):
     top = pl.col("image_id").str.extract(r"^([^/]+)/", 1)
     table = table.with_columns(
         pl.lit(info.name).alias("source"),
-        pl.col("image_id").str.extract(r"(?:^|/)(patient\d+)/", 1).alias("patient_id"),
+        pl.col("image_id").str.extract(info.patient_in_id, 1).alias("patient_id"),
         pl.col("image_id").str.extract(r"(?:^|/)(patient\d+/study\d+)/", 1).alias("study_id"),
         view_raw.replace_strict(dict(fmt.views), default=None, return_dtype=pl.String).alias("view"),
         view_raw.alias("view_raw"),
