@@ -175,6 +175,7 @@ _TORCH_NAMES = {
     "rasterize_organs_torch": "masks.raster_torch",
     "soft_mask_torch": "masks.soft_torch",
     "soft_mask_organs_torch": "masks.soft_torch",
+    "DeviceMasks": "masks.device",
     "HybridGNet": "model",
     "load_pretrained": "model",
     "predict": "model",
