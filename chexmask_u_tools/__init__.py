@@ -39,6 +39,7 @@ from chexmask_u_tools.citation import cite
 from chexmask_u_tools.cohorts import (
     JoinReport,
     MetadataWarning,
+    add_patient_ids,
     attach_metadata,
     check_leakage,
     describe,
@@ -174,6 +175,7 @@ _TORCH_NAMES = {
     "rasterize_organs_torch": "masks.raster_torch",
     "soft_mask_torch": "masks.soft_torch",
     "soft_mask_organs_torch": "masks.soft_torch",
+    "DeviceMasks": "masks.device",
     "HybridGNet": "model",
     "load_pretrained": "model",
     "predict": "model",

@@ -85,7 +85,7 @@ class MetadataFormat:
     (``patient_id``, ``study_id``, ``view``, ``sex``, ``age``, ``birth_year``,
     ``study_date``, ``original_height``, ``original_width``, ``split``) to the
     file's column.  ``patient``: ``"column"`` (``columns["patient_id"]``),
-    ``"path"`` (the ``patientNNNNN`` folder of the id) or ``"image"`` (no
+    ``"path"`` (the ``patientNNNNN`` folder of the id, :attr:`SourceInfo.patient_in_id`) or ``"image"`` (no
     patient ids: each image is its own patient).  ``label_format``:
     ``"columns"`` (one column per label, 1/0/-1/blank), ``"pipe"`` (names
     joined by ``|``) or ``"list"`` (a Python-list-looking string; ``labels`` is
@@ -204,6 +204,13 @@ class SourceInfo:
         ``ImageID`` is also the physician files' and CheXmask v0.1's
         ``CANDID-PTX.csv`` id (SPEC section 1), ``image_id`` is the canonical
         table's and a common generic name.
+    patient_in_id:
+        A regular expression whose first group, searched in an image id, is
+        the patient id, written as the database's metadata writes it, or None
+        where the id does not name the patient (MIMIC-CXR-JPG dicom ids,
+        Padchest, VinDr-CXR).  ChestX-ray8 file names are
+        ``<patient>_<follow-up>.png`` (``00000001_000.png`` -> ``1``, the
+        ``Patient ID`` column's value); CheXpert paths hold ``patientNNNNN``.
     """
 
     name: str
@@ -216,6 +223,12 @@ class SourceInfo:
     id_column_proves_source: bool = True
     notes: dict[str, str] = field(default_factory=dict)
     metadata: MetadataFormat | None = None
+    patient_in_id: str | None = None
+
+    @property
+    def publishes_patients(self) -> bool:
+        """Whether the database's metadata identifies patients (VinDr-CXR's does not: each image is its own patient)."""
+        return self.metadata is None or self.metadata.patient != "image"
 
 
 def _with_suffix(image_id: str, suffix: str) -> str:
@@ -268,6 +281,7 @@ REGISTRY: dict[str, SourceInfo] = {
                 f"train/patient{rng.integers(1, 64541):05d}/study{rng.integers(1, 6)}/view1_frontal.jpg"
             ),
             metadata=_CHEXPERT_METADATA,
+            patient_in_id=r"(?:^|/)(patient\d+)/",
         ),
         SourceInfo(
             name="ChestX-ray8",
@@ -278,6 +292,7 @@ REGISTRY: dict[str, SourceInfo] = {
             demo_image_path=lambda image_id: f"images_{1 + _digest(f'ChestX-ray8/{image_id}') % 3:03d}/images/{image_id}",
             sample_id=lambda index, rng: f"{rng.integers(1, 30806):08d}_{rng.integers(0, 30):03d}.png",
             metadata=_NIH_METADATA,
+            patient_in_id=r"(?:^|/)0*(\d+)_\d+(?:\.[A-Za-z]+)?$",
         ),
         SourceInfo(
             name="Padchest",

@@ -7,8 +7,11 @@
 #   scripts/bench_model.py  - predict's model path (S = 50 at 1024x1024) vs the authors' formulation, fp32/bf16
 #   scripts/bench_raster.py - rasterize_organs_torch and soft masks (needs the [bench] extra's OpenCV)
 #   scripts/bench_soft.py   - the soft-mask benchmark, when present
+#   scripts/bench_device.py - DeviceMasks: hard and soft organ masks drawn on the GPU at 512, batches of 256,
+#                             against the CPU path of the same run
 # and prints their table rows as they come.  Issue targets on an H100/H200: predict >= 300 images/s
-# (S = 50, 1024), rasterize_organs_torch >= 20,000 masks/s (batches of 1024 organs at 1024x1024).
+# (S = 50, 1024), rasterize_organs_torch >= 20,000 masks/s (batches of 1024 organs at 1024x1024),
+# DeviceMasks >= 50,000 hard and >= 20,000 soft organ masks/s (512, batches of 256).
 # Without CUDA it says so and exits 0 (nothing to measure).
 set -u
 cd "$(dirname "$0")/.."
@@ -41,4 +44,5 @@ run() {  # run LIMIT_SECONDS SCRIPT ARGS...: one benchmark, its own time limit, 
 run 150 bench_model.py --devices cuda --images 128 --batch-sizes 8,32,64 --reference-images 4 --repeats 2
 run 75 bench_raster.py --images 64 --batch 192 --repeat 3
 run 60 bench_soft.py
+run 90 bench_device.py --size 512 --batch 256 --cpu-batch 8 --cpu-soft-batch 1 --repeat 3
 exit $status

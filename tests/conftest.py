@@ -17,14 +17,40 @@ from chexmask_u_tools.hub.discovery import discover
 from chexmask_u_tools.hub.location import DEFAULT_REPO, HubRepo, LocalMirror
 
 REAL_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chexmask-real-subset"
+REAL_SUBSET_ENV = "CHEXMASK_REAL_SUBSET"
+"""Environment variable naming another folder of CheXmask files for the real-subset tests (any released layout,
+any of the five sources; tests/test_real_subset_files.py runs them on realistic files dropped into a copy)."""
 
 
 @pytest.fixture(scope="session")
 def real_subset_dir() -> Path:
-    """The real CheXmask rows next to the checkout; tests using it skip when absent."""
-    if not REAL_SUBSET.is_dir():
-        pytest.skip(f"real CheXmask subset not found at {REAL_SUBSET}")
-    return REAL_SUBSET
+    """The real CheXmask files next to the checkout (or in ``$CHEXMASK_REAL_SUBSET``); tests using it skip when absent.
+
+    Tests reading it hold for any CheXmask file in the folder: they find the files with ``data_files``, read them
+    with ``read_table`` (or name columns by the released layouts) and assume no source, column set or frame.
+    """
+    folder = Path(os.environ.get(REAL_SUBSET_ENV) or REAL_SUBSET)
+    if not folder.is_dir():
+        pytest.skip(f"real CheXmask subset not found at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_tables(real_subset_dir) -> list[tuple[Path, pl.DataFrame]]:
+    """``(file, read_table(file))`` for every CheXmask file of the real subset."""
+    from chexmask_u_tools.io.table import data_files
+
+    return [(path, read_table(path)) for path in data_files(real_subset_dir)]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # tests/test_real_subset_files.py selects them with -m real_subset
+        if "real_subset_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_subset)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_subset: reads the real CheXmask files (fixture real_subset_dir)")
 
 
 # --------------------------------------------------------------------------- Hub fakes

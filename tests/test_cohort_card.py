@@ -56,7 +56,10 @@ def test_card_reports_leakage_and_missing_columns():
     card = cxu.describe(split_sample(leak=True))
     assert "**Leakage: 1 patients appear in more than one split.**" in card and "elsewhere" in card
     bare = cxu.describe(cxu.load_sample())
-    assert "No split column" in bare and "No view column" in bare and "No patient_id column" in bare
+    assert "No split column" in bare and "No view column" in bare
+    assert "80 rows have no patient id." in bare  # MIMIC-CXR-JPG and Padchest; the other ids name the patient
+    no_ids = cxu.describe(cxu.load_sample().filter(pl.col("source") == "Padchest"))
+    assert "No patient ids (attach the source metadata with read_metadata and attach_metadata" in no_ids
 
 
 def test_empty_cohort_is_refused_naming_the_step():
@@ -113,7 +116,8 @@ def test_cli_describe_sample_with_metadata_and_split(tmp_path, capsys):
     card = out.read_text()
     unmatched = [a for a in argv if a != "--matched-only"][:-1] + [str(tmp_path / "unmatched.md")]
     assert main(unmatched) == 1
-    assert "160 rows have no patient_id (e.g. ChestX-ray8 '" in capsys.readouterr().err
+    # ChestX-ray8 ids name the patient and VinDr-CXR rows have an official split: MIMIC-CXR-JPG and Padchest lack one
+    assert "80 rows have no patient_id (40 MIMIC-CXR-JPG, 40 Padchest; e.g. MIMIC-CXR-JPG '" in capsys.readouterr().err
     assert "| dice.mean>=0.7 | 40 |" in card and "Leakage check: no patient appears in more than one split." in card
     assert (tmp_path / "card_node_sigma.png").is_file()
     # the source can also be detected from the columns

@@ -351,6 +351,57 @@ def test_missing_patient_ids_fall_back_with_a_counted_warning(tmp_path):
     assert meta["patient_id"].to_list() == ["1", "1", "00000002_000.png", "3"]
 
 
+@pytest.mark.parametrize(
+    ("edit", "fields"),
+    [(lambda f: f[:3], 3), (lambda f: f[:5] + f[6:], 11), (lambda f: [*f, "extra"], 13)],
+    ids=["three-fields", "one-comma-lost", "one-field-added"],
+)
+def test_ragged_row_is_refused_naming_file_and_line(tmp_path, edit, fields):
+    # issue 22 item 4: polars padded a short row with nulls (and cut a long one), and the reader joined the garbage
+    folder = nih_files(tmp_path)
+    path = folder / "Data_Entry_2017_v2020.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(edit(lines[3].split(",")))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=f"line 4 has {fields} fields where the header has 12") as error:
+        cxu.read_metadata("ChestX-ray8", path)
+    assert error.value.file == str(path) and error.value.row == 2
+    assert str(path) in str(error.value) and "Repair the row" in str(error.value)
+
+
+def test_unnamed_trailing_column_in_no_row_is_read(tmp_path):
+    folder = nih_files(tmp_path)  # the v2020 header ends in a comma: an unnamed 12th column
+    path = folder / "Data_Entry_2017_v2020.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], *(line.removesuffix(",") for line in lines[1:])]) + "\n")
+    assert cxu.read_metadata("ChestX-ray8", path)["patient_id"].to_list() == ["1", "1", "2", "3"]
+    lines[2] = lines[2].removesuffix(",")  # in some rows only: those rows are refused
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match="line 3 has 11 fields where the header has 12"):
+        cxu.read_metadata("ChestX-ray8", path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_row_with_an_empty_id_is_refused_naming_file_and_line(tmp_path, suffix):
+    # issue 22 item 4: an empty Image Index joined nothing (or, after normalising, the wrong image)
+    folder = nih_files(tmp_path)
+    path = folder / "Data_Entry_2017_v2020.csv"
+    text = path.read_text().replace("00000002_000.png,", " ,")
+    path.unlink()
+    path = write_csv(tmp_path / f"entries{suffix}", [], [])
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    with pytest.raises(RecordError, match="line 4 has an empty 'Image Index'") as error:
+        cxu.read_metadata("ChestX-ray8", path)
+    assert (error.value.file, error.value.row, error.value.column) == (str(path), 2, "Image Index")
+    assert "Repair the row or delete it" in str(error.value)
+    chexpert = chexpert_files(tmp_path / "chexpert") / "train.csv"
+    lines = chexpert.read_text().splitlines()
+    lines[2] = "," + lines[2].split(",", 1)[1]
+    chexpert.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match="line 3 has an empty 'Path'"):
+        cxu.read_metadata("CheXpert", chexpert)
+
+
 @pytest.mark.parametrize("value", ["2", "yes", "0.5", "1.0.0", "-2"])
 def test_label_outside_the_allowed_values(tmp_path, value):
     folder = chexpert_files(tmp_path)
@@ -592,3 +643,73 @@ def test_unique_patients_modes():
         cxu.unique_patients(table, "random")
     with pytest.raises(InputError, match="dice_rca_mean"):
         cxu.unique_patients(table.drop("dice_rca_mean"), "best_dice")
+
+
+# --------------------------------------------------------------------------- patients named by the image id (issue 22 item 17)
+
+
+def test_patient_split_reads_chestxray8_and_chexpert_patients_from_the_ids(tmp_path):
+    meta = [cxu.read_metadata("nih", nih_files(tmp_path / "nih")), cxu.read_metadata("chexpert", chexpert_files(tmp_path / "chexpert"))]
+    table = pl.concat(m.select("source", "image_id") for m in meta)
+    split = cxu.patient_split(table, {"train": 0.5, "test": 0.5}, seed=2)  # no metadata attached
+    assert split["patient_id_from"].unique().to_list() == ["image_id"]
+    # the same ids the metadata gives (ChestX-ray8 "Patient ID" is 1, not 00000001), so the two paths agree
+    assert split["patient_id"].to_list() == pl.concat(m["patient_id"] for m in meta).to_list()
+    assert cxu.check_leakage(split).height == 0 and split.select(pl.struct("patient_id").n_unique()).item() == 7
+    joined = cxu.attach_metadata(table, meta)
+    assert cxu.patient_split(joined, {"train": 0.5, "test": 0.5}, seed=2)["split"].equals(split["split"])
+    assert cxu.unique_patients(table)["image_id"].len() == 7 and cxu.check_leakage(split.drop("patient_id")).height == 0
+
+
+def test_metadata_patient_ids_stay_the_authority():
+    table = pl.DataFrame({"source": "ChestX-ray8", "image_id": ["00000001_000.png", "00000001_001.png", "00000002_000.png"]})
+    given = table.with_columns(pl.Series("patient_id", ["a", "a", None]))
+    split = cxu.patient_split(given, seed=0)
+    assert split["patient_id"].to_list() == ["a", "a", "2"] and split["patient_id_from"].to_list() == ["table", "table", "image_id"]
+    every = cxu.patient_split(given.with_columns(pl.lit("z").alias("patient_id")), seed=0)
+    assert "patient_id_from" not in every.columns and every["patient_id"].to_list() == ["z"] * 3  # nothing derived: unchanged
+    lazy = cxu.patient_split(table.lazy(), seed=0)
+    assert isinstance(lazy, pl.LazyFrame) and lazy.collect().equals(cxu.patient_split(table, seed=0))
+
+
+@pytest.mark.parametrize("source", ["MIMIC-CXR-JPG", "Padchest"])
+def test_sources_whose_ids_name_no_patient_ask_for_both_metadata_steps(source):
+    table = cxu.load_sample().filter(pl.col("source") == source)
+    for call in (lambda t: cxu.patient_split(t), lambda t: cxu.unique_patients(t)):
+        with pytest.raises(InputError) as error:
+            call(table)
+        message = str(error.value)
+        assert f"40 rows have no patient_id (40 {source}; e.g. {source} {table['image_id'][0]!r})" in message
+        assert f"read_metadata({source!r}, files)" in message and "attach_metadata(table, metadata)" in message
+
+
+def test_vindr_is_split_per_image_only_when_asked(tmp_path):
+    table = cxu.load_sample().filter(pl.col("source") == "VinDr-CXR")
+    with pytest.raises(InputError, match="40 VinDr-CXR rows have no patient id .*Pass per_image=True"):
+        cxu.patient_split(table)
+    with pytest.raises(InputError, match="per_image=True"):
+        cxu.unique_patients(table)
+    split = cxu.patient_split(table, seed=0, per_image=True)
+    assert split["patient_id"].equals(split["image_id"]) and set(split["patient_id_from"]) == {"image"}
+    # read_metadata writes patient_id = image_id for VinDr-CXR: still per image, still refused without per_image
+    meta = cxu.read_metadata("vindr", vindr_files(tmp_path))
+    rows = pl.DataFrame({"source": "VinDr-CXR", "image_id": ["v1", "v2", "v3"]})
+    joined = cxu.attach_metadata(rows, meta)
+    with pytest.raises(InputError, match="per_image=True"):
+        cxu.patient_split(joined)
+    kept = cxu.patient_split(joined, official_split=True)  # every row keeps its official split: nothing drawn per image
+    assert kept["split"].to_list() == ["train", "train", "test"]
+    own = joined.with_columns(pl.Series("patient_id", ["x", "x", "y"]))  # ids of your own are used as given
+    assert cxu.patient_split(own)["patient_id"].to_list() == ["x", "x", "y"]
+    card = cxu.describe(split)
+    assert "| VinDr-CXR | none published: each image is its own patient | 40 |" in card
+    assert "VinDr-CXR: no patient ids are published, so each of its 40 images counts as its own patient" in card
+
+
+def test_card_says_where_the_patient_ids_came_from():
+    table = cxu.load_sample()
+    card = cxu.describe(cxu.patient_split(table.filter(pl.col("source").is_in(["ChestX-ray8", "CheXpert"])), seed=0))
+    assert "Where the patient ids come from:" in card
+    assert "| ChestX-ray8 | read from the image id | 40 |" in card and "| CheXpert | read from the image id | 40 |" in card
+    given = cxu.describe(table.with_columns(pl.format("p{}", pl.int_range(pl.len())).alias("patient_id")))
+    assert "| MIMIC-CXR-JPG | the table's patient_id (source metadata) | 40 |" in given

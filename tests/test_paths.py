@@ -124,6 +124,19 @@ def test_traversal_and_bad_ids_are_refused(bad, tmp_path):
         demo_image_path("Padchest", bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [(".", "names no file"), ("./", "names no file"), ("\udcff.png", "unpaired surrogate"), ("a/\ud800.png", "unpaired surrogate")],
+)
+def test_ids_naming_no_file_or_not_text_raise_the_package_error(bad, says, tmp_path):
+    # issue 22 item 10: these leaked ValueError (max() of no path parts) and UnicodeEncodeError
+    with pytest.raises(InputError, match=says) as info:
+        ImageResolver(tmp_path).resolve("CheXpert", bad)
+    assert repr(bad) in str(info.value) and "fix the row's id" in str(info.value)
+    with pytest.raises(InputError, match=says):
+        check_image_id(bad)
+
+
 def test_check_images_report_on_demo_tree(tmp_path):
     table = cxu.load_sample()
     subset = pl.concat([table.filter(pl.col("source") == s).head(4) for s in cxu.SOURCES])

@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-from chexmask_u_tools.io.parsing import parse_points
 from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
 from chexmask_u_tools.io.rle import rle_decode
 
@@ -254,35 +252,36 @@ def test_batch_and_ragged_equal_single():
         np.testing.assert_array_equal(batch[i], rasterize(fixed[i], 20, 30))
 
 
-def _real_rows(real_subset_dir):
-    for path in sorted(real_subset_dir.glob("*.csv")):
-        df = pd.read_csv(path)
-        for _, row in df.iterrows():
+def _real_rows(real_tables):
+    """(file name, canonical row) of every real file, whatever its layout (sizes as read_table gives them)."""
+    for path, table in real_tables:
+        for row in table.iter_rows(named=True):
             yield path.name, row
 
 
-def test_real_rows_reproduce_released_masks(real_subset_dir):
-    n_masks = 0
-    for name, row in _real_rows(real_subset_dir):
-        h, w = int(row["Height"]), int(row["Width"])
-        landmarks = parse_points(row["Landmarks"])
-        masks = rasterize_organs(landmarks, h, w)
-        for k, column in enumerate(["Right Lung", "Left Lung", "Heart"]):
+def test_real_rows_reproduce_released_masks(real_tables):
+    n_masks = n_rows = 0
+    for name, row in _real_rows(real_tables):
+        h, w = row["height"], row["width"]
+        masks = rasterize_organs(np.asarray(row["landmarks"], dtype=np.float64), h, w)
+        for k, column in enumerate(["rle_right_lung", "rle_left_lung", "rle_heart"]):
             released = rle_decode(row[column], h, w)
             diff = int(np.count_nonzero(masks[k] != released))
-            assert diff == 0, f"{name}: {column} differs in {diff} pixels"
+            assert diff == 0, f"{name} {row['image_id']}: {column} differs in {diff} pixels"
             n_masks += 1
-    assert n_masks >= 300
+        n_rows += 1
+    assert n_rows > 0 and n_masks == 3 * n_rows
 
 
-def test_rasterize_organs_batch_and_organ_order(real_subset_dir):
-    rows = [parse_points(row["Landmarks"]) for _, row in list(_real_rows(real_subset_dir))[:4]]
-    lm = np.stack(rows)
-    batch = rasterize_organs(lm, 1024, 1024)
-    assert batch.shape == (4, 3, 1024, 1024)
-    for b in range(4):
+def test_rasterize_organs_batch_and_organ_order(real_tables):
+    rows = [row for _, row in _real_rows(real_tables)]
+    h, w = rows[0]["height"], rows[0]["width"]  # a batch shares one size
+    lm = np.stack([np.asarray(row["landmarks"], dtype=np.float64) for row in rows if (row["height"], row["width"]) == (h, w)][:4])
+    batch = rasterize_organs(lm, h, w)
+    assert batch.shape == (len(lm), 3, h, w)
+    for b in range(len(lm)):
         for k, organ in enumerate(ORGANS):
-            np.testing.assert_array_equal(batch[b, k], rasterize(lm[b, ORGAN_SLICES[organ]], 1024, 1024))
+            np.testing.assert_array_equal(batch[b, k], rasterize(lm[b, ORGAN_SLICES[organ]], h, w))
 
 
 def test_scaled_rasterization_and_from_size():

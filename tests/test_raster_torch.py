@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -49,20 +50,18 @@ def test_small_chunks_give_the_same_masks(monkeypatch):
     np.testing.assert_array_equal(got.numpy(), rasterize(pts, 30, 40))
 
 
-def test_organs_torch(real_subset_dir):
-    import pandas as pd
-
-    from chexmask_u_tools.io.parsing import parse_points
-
-    df = pd.read_csv(sorted(real_subset_dir.glob("*.csv"))[0])
-    lm = np.stack([parse_points(s) for s in df["Landmarks"][:3]])
-    expected = rasterize_organs(lm, 256, 256, from_size=(1024, 1024))
+def test_organs_torch(real_tables):
+    rows = real_tables[0][1]
+    size = (rows["height"][0], rows["width"][0])
+    rows = rows.filter((pl.col("height") == size[0]) & (pl.col("width") == size[1])).head(3)  # one frame size
+    lm = np.stack(rows["landmarks"].to_numpy()).astype(np.float64)
+    expected = rasterize_organs(lm, 256, 256, from_size=size)
     for backend in ("torch", "numpy"):
-        got = rasterize_organs_torch(torch.from_numpy(lm), 256, 256, from_size=(1024, 1024), backend=backend)
-        assert got.shape == (3, 3, 256, 256)
+        got = rasterize_organs_torch(torch.from_numpy(lm), 256, 256, from_size=size, backend=backend)
+        assert got.shape == (len(lm), 3, 256, 256)
         np.testing.assert_array_equal(got.numpy(), expected)
-    one = rasterize_organs_torch(lm[0], 1024, 1024, backend="torch")
-    np.testing.assert_array_equal(one.numpy(), rasterize_organs(lm[0], 1024, 1024))
+    one = rasterize_organs_torch(lm[0], *size, backend="torch")
+    np.testing.assert_array_equal(one.numpy(), rasterize_organs(lm[0], *size))
 
 
 @pytest.mark.parametrize(

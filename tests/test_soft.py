@@ -3,13 +3,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import shapely
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES
-from chexmask_u_tools.io.parsing import parse_points
 from chexmask_u_tools.masks.raster import rasterize
 from chexmask_u_tools.masks.soft import norm_cdf as _norm_cdf, norm_ppf_clip as _norm_ppf_clip, band_mask, pixel_weight_map, sample_masks, sample_probability, soft_mask, soft_mask_organs, uncertainty_band
 
@@ -28,15 +26,16 @@ def test_std_zero_is_exactly_the_hard_mask():
     np.testing.assert_array_equal(sample_masks(pts, np.zeros(23), 60, 64, 3, seed=0)[2], rasterize(pts, 60, 64))
 
 
-def _contours(real_subset_dir):
-    df = pd.read_csv(sorted(real_subset_dir.glob("*.csv"))[0])
-    lm = parse_points(df["Landmarks"][0])
+def _contours(real_tables):
+    """The organ contours of the first real row, in the 1024 frame whatever the file's frame."""
+    row = real_tables[0][1].row(0, named=True)
+    lm = np.asarray(row["landmarks"], dtype=np.float64) * [1024 / row["width"], 1024 / row["height"]]
     return [lm[ORGAN_SLICES[o]] for o in ("right_lung", "left_lung", "heart")]
 
 
-def test_closed_form_matches_monte_carlo_on_real_contours(real_subset_dir):
+def test_closed_form_matches_monte_carlo_on_real_contours(real_tables):
     rng = np.random.default_rng(2024)
-    contours = _contours(real_subset_dir)
+    contours = _contours(real_tables)
     stds = [
         rng.uniform(2, 8, len(contours[0])),  # per-node sigma
         rng.uniform(2, 8, (len(contours[1]), 2)),  # per-axis std
@@ -223,9 +222,9 @@ def test_narrow_band_equals_whole_grid_on_random_contours():
         )
 
 
-def test_narrow_band_equals_whole_grid_on_real_contours(real_subset_dir):
+def test_narrow_band_equals_whole_grid_on_real_contours(real_tables):
     rng = np.random.default_rng(3)
-    for pts in _contours(real_subset_dir):
+    for pts in _contours(real_tables):
         small = pts / 4  # the 256 frame keeps the whole-grid reference quick
         for std in (rng.uniform(0.5, 2, len(small)), rng.uniform(2, 8, (len(small), 2)), np.full(len(small), 10.0)):
             reference = soft_mask(small, std, 256, 256, band=False)

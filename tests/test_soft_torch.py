@@ -4,14 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
 
 import chexmask_u_tools as cxu  # noqa: E402
 from chexmask_u_tools.errors import InputError  # noqa: E402
-from chexmask_u_tools.io.parsing import parse_points  # noqa: E402
 from chexmask_u_tools.masks.soft import soft_mask, soft_mask_organs  # noqa: E402
 from chexmask_u_tools.masks.soft_torch import soft_mask_organs_torch, soft_mask_torch  # noqa: E402
 
@@ -57,9 +55,9 @@ def test_soft_mask_organs_torch_equals_numpy_on_the_sample(device):
     assert ((expected > 0.01) & (expected < 0.99)).sum() > 1000  # a real band was compared
 
 
-def test_soft_mask_organs_torch_equals_numpy_on_real_contours(real_subset_dir):
-    df = pd.read_csv(min(real_subset_dir.glob("*.csv")))
-    lm = np.stack([parse_points(df["Landmarks"][i]) for i in range(2)]) / 8  # 1024 -> 128
+def test_soft_mask_organs_torch_equals_numpy_on_real_contours(real_tables):
+    rows = list(real_tables[0][1].head(2).iter_rows(named=True))
+    lm = np.stack([np.asarray(r["landmarks"], dtype=np.float64) * [128 / r["width"], 128 / r["height"]] for r in rows])
     std = np.random.default_rng(1).uniform(0.25, 1.0, (2, 120, 2))  # 2-8 px at 1024
     got = soft_mask_organs_torch(lm, std, 128, 128)
     expected = np.stack([soft_mask_organs(a, b, 128, 128) for a, b in zip(lm, std)])

@@ -334,17 +334,17 @@ def test_modules_without_torch_import_without_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_real_rows_masks_match_the_released_masks(real_subset_dir):
-    from chexmask_u_tools.io.table import data_files
-
-    real = cxu.read_tables(data_files(real_subset_dir))
-    real = pl.concat([real.filter(pl.col("source") == s).head(6) for s in real["source"].unique()])
-    dataset = CheXmaskUDataset(real, None, size=1024, missing="masks_only")
+def test_real_rows_masks_match_the_released_masks(real_tables):
+    real = pl.concat([table.head(6) for _, table in real_tables])
+    # the dataset draws preprocessed-frame masks at size 1024: compare the rows of that frame
+    real = real.filter((pl.col("frame") == "preprocessed") & (pl.col("height") == 1024) & (pl.col("width") == 1024))
+    assert real.height
+    dataset = CheXmaskUDataset(real, None, size=1024, missing="masks_only", masks="hard")
     for i in range(len(dataset)):
         row = real.row(i, named=True)
         released = np.stack([cxu.rle_decode(row[c], row["height"], row["width"]) for c in RLE])
         np.testing.assert_array_equal(dataset[i]["masks"].numpy(), released)
-        assert not dataset[i]["has_std"]
+        assert bool(dataset[i]["has_std"]) == (row["landmarks_std"] is not None)
 
 
 class _Lookup:

@@ -17,14 +17,24 @@ from chexmask_u_tools.cohorts.metadata import (
     metadata_files,
     read_metadata,
 )
-from chexmask_u_tools.cohorts.splits import DEFAULT_FRACTIONS, check_leakage, patient_hash, patient_split, unique_patients
+from chexmask_u_tools.cohorts.splits import (
+    DEFAULT_FRACTIONS,
+    PATIENT_ID_FROM,
+    add_patient_ids,
+    check_leakage,
+    patient_hash,
+    patient_split,
+    unique_patients,
+)
 
 __all__ = [
     "DEFAULT_FRACTIONS",
     "LABEL_PREFIX",
+    "PATIENT_ID_FROM",
     "METADATA_SCHEMA",
     "JoinReport",
     "MetadataWarning",
+    "add_patient_ids",
     "attach_metadata",
     "check_leakage",
     "describe",

@@ -2,7 +2,8 @@
 
 :func:`describe` writes what a reader of a paper needs to know about a
 cohort cut from CheXmask-U: how many rows each selection step removed, counts
-per source, split and view, patients per split with the leakage check, the
+per source, split and view, where the patient ids came from, patients per
+split with the leakage check, the
 Dice RCA and node-sigma distributions per source (quantile tables and, when
 written to a file, two box-plot figures next to it), and the BibTeX of the
 works to cite.
@@ -18,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from chexmask_u_tools.analysis.plots import plot_sigma_by_source
-from chexmask_u_tools.cohorts.splits import PATIENT, check_leakage
+from chexmask_u_tools.cohorts.splits import PATIENT, PATIENT_ID_FROM, add_patient_ids, check_leakage
 from chexmask_u_tools.citation import cite
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.schema import as_polars
@@ -205,11 +206,13 @@ def describe(
     else:
         lines += ["No view column (attach the source metadata to count views).", ""]
     lines += ["## Patients", ""]
-    if all(c in names for c in PATIENT):
+    known = kept if PATIENT_ID_FROM in names else add_patient_ids(kept)
+    if known["patient_id"].drop_nulls().len():
+        lines += _patient_origins(known)
         if split_column is not None:
-            patients = kept.drop_nulls("patient_id").unique(subset=[*PATIENT, split_column]).rename({split_column: "__split"})
+            patients = known.drop_nulls("patient_id").unique(subset=[*PATIENT, split_column]).rename({split_column: "__split"})
             lines += ["Patients per source and split:", "", markdown_table(_counts(patients, "__split", "split")), ""]
-            leaks = check_leakage(kept, split_column)
+            leaks = check_leakage(known, split_column)
             if leaks.height:
                 lines += [
                     f"**Leakage: {leaks.height} patients appear in more than one split.** First ones:",
@@ -220,13 +223,13 @@ def describe(
             else:
                 lines += ["Leakage check: no patient appears in more than one split.", ""]
         else:
-            n = kept.drop_nulls("patient_id").select(pl.struct(PATIENT).n_unique()).item()
+            n = known.drop_nulls("patient_id").select(pl.struct(PATIENT).n_unique()).item()
             lines += [f"{n} patients; no split column to check for leakage.", ""]
-        missing = kept["patient_id"].null_count()
+        missing = known["patient_id"].null_count()
         if missing:
             lines += [f"{missing} rows have no patient id.", ""]
     else:
-        lines += ["No patient_id column (attach the source metadata to count patients).", ""]
+        lines += ["No patient ids (attach the source metadata with read_metadata and attach_metadata to count patients).", ""]
     lines += ["## Segmentation quality", ""]
     figures = _figures(kept, Path(out)) if out is not None else {}
     for column, label in (("dice_rca_mean", "Dice RCA (Mean)"), ("node_sigma_mean", "Mean node sigma (px, 1024 frame)")):
@@ -241,6 +244,37 @@ def describe(
     if out is not None:
         _write_text(Path(out), card)
     return card
+
+
+_ORIGINS = {
+    "table": "the table's patient_id (source metadata)",
+    "image_id": "read from the image id",
+    "image": "none published: each image is its own patient",
+}
+
+
+def _patient_origins(known: pl.DataFrame) -> list[str]:
+    """Where the patient ids came from, per source (``patient_id_from``), and the per-image caveat."""
+    origins = (
+        known.group_by("source", PATIENT_ID_FROM)
+        .len()
+        .sort("source", PATIENT_ID_FROM, nulls_last=True)
+        .select(
+            "source",
+            pl.col(PATIENT_ID_FROM).replace_strict(_ORIGINS, default=None).fill_null("none (no patient id)").alias("patient ids"),
+            pl.col("len").cast(pl.Int64).alias("rows"),
+        )
+    )
+    lines = ["Where the patient ids come from:", "", markdown_table(origins), ""]
+    per_image = known.filter(pl.col(PATIENT_ID_FROM) == "image")
+    if per_image.height:
+        sources = ", ".join(sorted(set(per_image["source"])))
+        lines += [
+            f"**{sources}: no patient ids are published, so each of its {per_image.height} images counts as its own "
+            "patient: its split and patient counts are per image, and images of one person may be in different splits.**",
+            "",
+        ]
+    return lines
 
 
 def _figures(kept: pl.DataFrame, out: Path) -> dict[str, str]:

@@ -55,7 +55,9 @@ registry, :attr:`chexmask_u_tools.sources.SourceInfo.metadata`):
 Patients: MIMIC ``subject_id``, ChestX-ray8 ``Patient ID``, Padchest
 ``PatientID``, CheXpert the ``patientNNNNN`` folder of the path.  VinDr-CXR
 publishes no patient ids, so each image is its own patient (``patient_id`` =
-``image_id``): a patient-level split of VinDr-CXR is an image-level split.  A
+``image_id``): a patient-level split of VinDr-CXR is an image-level split,
+which :func:`~chexmask_u_tools.cohorts.splits.patient_split` makes only when
+asked (``per_image=True``).  A
 row whose patient id is missing falls back to its image id, with one
 :class:`MetadataWarning` counting them.
 
@@ -67,7 +69,9 @@ column names with ``columns={"theirs": "published name"}``); a label value
 other than 1, 0, -1 or blank raises
 :class:`~chexmask_u_tools.errors.RecordError` with file, row (0-based, header
 excluded), image id and column; duplicate image ids raise a ``RecordError``
-unless ``duplicates="first"``.
+unless ``duplicates="first"``.  A row with more or fewer fields than the
+header (a lost or added comma would shift its values into other columns) and
+a row whose id is empty raise a ``RecordError`` naming the file and the line.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from chexmask_u_tools.errors import FileReadError, InputError, RecordError, SchemaError
 from chexmask_u_tools.sources import REGISTRY, MetadataFormat, SourceInfo, require_source
@@ -186,9 +192,64 @@ def _read_csv(path: Path, columns: Mapping[str, str] | None) -> pl.DataFrame:
         frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as error:
         raise FileReadError(f"cannot read metadata file {path}: {error}") from error
+    _check_fields(path, frame.columns, frame.height)
     if columns:
         frame = frame.rename({theirs: ours for theirs, ours in columns.items() if theirs in frame.columns})
     return frame.with_columns(pl.lit(str(path)).alias(_FILE), pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW))
+
+
+def _check_fields(path: Path, header: list[str], rows: int) -> None:
+    """Refuse a row whose number of fields differs from the header's (RecordError with the line).
+
+    polars pads a short row with nulls and cuts a long one, so a row that lost
+    or gained a comma would be read shifted or half empty; pyarrow's parser
+    reports each such row with its number.  One exception: when the header
+    ends in unnamed columns (a trailing comma) and *no* row has them, the file
+    is consistent and is read.
+    """
+    named = max((k + 1 for k, name in enumerate(header) if name.strip()), default=0)
+    reported: list = []
+
+    def invalid(row) -> str:
+        reported.append((row.number, row.actual_columns, row.expected_columns, row.text[:80]))
+        return "skip"
+
+    try:
+        pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(use_threads=False),  # rows are numbered only without threads
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+            convert_options=pa_csv.ConvertOptions(include_columns=[], include_missing_columns=False),
+        )
+    except (pa.ArrowInvalid, OSError) as error:
+        raise FileReadError(f"cannot read metadata file {path}: {error}") from error
+    if not reported:
+        return
+    if len(reported) == rows and all(named <= actual < expected for _, actual, expected, _ in reported):
+        return  # the header's unnamed trailing columns are in no row
+    number, actual, expected, text = reported[0]
+    more = f" ({len(reported)} such rows)" if len(reported) > 1 else ""
+    raise RecordError(
+        f"line {number} has {actual} fields where the header has {expected}{more}: {text!r}; a comma was lost "
+        "or added, so its values would land in the wrong columns. Repair the row (or restore the file as published)",
+        file=path,
+        row=number - 2,
+    )
+
+
+def _require_keys(frame: pl.DataFrame, path: Path, column: str) -> None:
+    """Refuse rows whose key column (the image id, or MIMIC's ``subject_id`` in a label file) is empty."""
+    empty = frame.filter(_text(column, frame).is_null())
+    if empty.height:
+        row = empty[_ROW][0]
+        more = f" ({empty.height} such rows)" if empty.height > 1 else ""
+        raise RecordError(
+            f"line {row + 2} has an empty {column!r}{more}: a row without its key joins nothing, or the wrong image. "
+            "Repair the row or delete it",
+            file=path,
+            row=row,
+            column=column,
+        )
 
 
 def _roles(columns: set[str], fmt: MetadataFormat) -> list[str]:
@@ -467,7 +528,7 @@ def _read_chexpert(info, files, duplicates, **_):
     top = pl.col("image_id").str.extract(r"^([^/]+)/", 1)
     table = table.with_columns(
         pl.lit(info.name).alias("source"),
-        pl.col("image_id").str.extract(r"(?:^|/)(patient\d+)/", 1).alias("patient_id"),
+        pl.col("image_id").str.extract(info.patient_in_id, 1).alias("patient_id"),
         pl.col("image_id").str.extract(r"(?:^|/)(patient\d+/study\d+)/", 1).alias("study_id"),
         view_raw.replace_strict(dict(fmt.views), default=None, return_dtype=pl.String).alias("view"),
         view_raw.alias("view_raw"),
@@ -704,6 +765,7 @@ def read_metadata(
         roles = _roles(set(frame.columns), fmt)
         if not roles:
             _refuse(path, set(frame.columns), info)
+        _require_keys(frame, path, _pick(frame.columns, fmt.roles[roles[0]][0]))
         tables.append((frame, roles[0]))
     return _READERS[info.name](info, tables, duplicates=duplicates, readers=readers, labeler=labeler, lists=lists)
 

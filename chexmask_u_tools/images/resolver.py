@@ -109,8 +109,10 @@ def check_image_id(image_id: object) -> str:
     """Return ``image_id`` if it is a safe relative path, else raise InputError.
 
     Refused: non-strings, empty ids, NUL characters, backslashes, absolute
-    paths (POSIX or Windows, drive letters, UNC), ``~`` home references and
-    any ``..`` component.
+    paths (POSIX or Windows, drive letters, UNC), ``~`` home references, any
+    ``..`` component, ids naming no file (``.``, ``./``: the root itself) and
+    text that is not valid Unicode (an unpaired surrogate such as ``\udcff``,
+    left by decoding non-UTF-8 bytes with ``errors="surrogateescape"``).
 
     Examples
     --------
@@ -130,6 +132,17 @@ def check_image_id(image_id: object) -> str:
         raise InputError(f"unsafe image id {image_id!r}: absolute paths are not accepted as ids")
     if ".." in posix.parts:
         raise InputError(f"unsafe image id {image_id!r}: '..' components could leave the image root")
+    if not posix.parts:
+        raise InputError(f"image id {image_id!r} names no file (it is the image root itself); fix the row's id")
+    try:
+        image_id.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InputError(
+            f"image id {image_id!r} is not valid text: {error.object[error.start]!r} at position {error.start} is an "
+            "unpaired surrogate, which no file name holds (e.g. bytes that were not UTF-8, decoded with "
+            "errors='surrogateescape'); "
+            "read the table with its real encoding (CheXmask-U files are UTF-8) or fix the row's id"
+        ) from None
     longest = max(len(part.encode("utf-8")) for part in posix.parts)
     if longest > MAX_NAME_BYTES:
         raise InputError(

@@ -1,8 +1,10 @@
 """Landmarks to masks: frames, exact rasterization (numpy and torch), soft masks and bands, shapely geometry.
 
 The torch modules (:mod:`chexmask_u_tools.masks.raster_torch`,
-:mod:`chexmask_u_tools.masks.soft_torch`) are imported on demand, so this
-subpackage works without torch.
+:mod:`chexmask_u_tools.masks.soft_torch`, :mod:`chexmask_u_tools.masks.device`)
+are imported on demand, so this subpackage works without torch:
+``chexmask_u_tools.masks.DeviceMasks`` and the ``*_torch`` functions resolve on
+first use.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ from chexmask_u_tools.masks.soft import (
     uncertainty_band,
 )
 
+# Names that need torch resolve on first use (module __getattr__), like the package's flat API.
+_TORCH_NAMES = {
+    "DeviceMasks": "device",
+    "rasterize_organs_torch": "raster_torch",
+    "rasterize_torch": "raster_torch",
+    "soft_mask_organs_torch": "soft_torch",
+    "soft_mask_torch": "soft_torch",
+}
+
 __all__ = [
+    "DeviceMasks",
     "add_masks",
     "band_mask",
     "convert_table_frame",
@@ -43,11 +55,15 @@ __all__ = [
     "pixel_weight_map",
     "rasterize",
     "rasterize_organs",
+    "rasterize_organs_torch",
+    "rasterize_torch",
     "sample_masks",
     "sample_probability",
     "scale_points",
     "soft_mask",
     "soft_mask_organs",
+    "soft_mask_organs_torch",
+    "soft_mask_torch",
     "std_to_original_frame",
     "std_to_preprocessed_frame",
     "table_from_arrays",
@@ -56,3 +72,11 @@ __all__ = [
     "truncate_points",
     "uncertainty_band",
 ]
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_TORCH_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,6 +38,8 @@ __all__ = ["soft_mask_organs_torch", "soft_mask_torch"]
 # Pixels per pass of the nearest-segment loop (times the batch's contours):
 # bounds the float32 temporaries to a few hundred MB.
 _PASS_PIXELS = 1 << 22
+# Cells (contours x segments x blocks) per chunk of the block test: float32 temporaries of tens of MB.
+_BLOCK_TEST_CELLS = 1 << 23
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -233,7 +235,12 @@ def _inside(poly: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def _band_pixels(const: _Constants, height: int, width: int):
-    """(B, block origin x, block origin y) of the blocks any segment's reach may cover, as numpy's block test."""
+    """(B, block origin x, block origin y) of the blocks any segment's reach may cover, as numpy's block test.
+
+    All contours at once (in chunks bounding the (contours, segments, blocks)
+    temporaries), so that a GPU batch costs a few kernel launches, not a few
+    per contour; the same float32 operations as numpy's block test.
+    """
     dev = const.a.device
     f32 = torch.float32
     nbx = -(-width // SEARCH_BLOCK)
@@ -242,20 +249,25 @@ def _band_pixels(const: _Constants, height: int, width: int):
     half = centre * math.sqrt(2.0)
     gx = (torch.arange(nbx, device=dev) * SEARCH_BLOCK).repeat(nby)
     gy = (torch.arange(nby, device=dev) * SEARCH_BLOCK).repeat_interleave(nbx)
+    cx = (gx + centre).to(f32)[None, None]  # (1, 1, G)
+    cy = (gy + centre).to(f32)[None, None]
+    nb, n = const.a.shape[:2]
+    # generous slack: this only selects blocks, the pixel test decides; compared in float32, as a Python float would be
+    ends = torch.cat([const.a, const.a + const.v], dim=1)
+    threshold = (half + (1.0 + 1e-5 * ends.abs().amax(dim=(1, 2)))).to(f32)  # (B,)
+    per = max(1, _BLOCK_TEST_CELLS // (n * len(gx)))
     keep = []
-    for b in range(const.a.shape[0]):
-        a, v = const.a[b], const.v[b]
-        inv = const.inv_len2_32[b].to(torch.float64)
-        rx = (gx[None] + centre).to(f32) - a[:, :1].to(f32)
-        ry = (gy[None] + centre).to(f32) - a[:, 1:].to(f32)
-        vx, vy = v[:, :1].to(f32), v[:, 1:].to(f32)
-        t = torch.clamp((rx * vx + ry * vy) * inv[:, None].to(f32), 0.0, 1.0)
+    for b0 in range(0, nb, per):
+        a, v = const.a[b0 : b0 + per].to(f32), const.v[b0 : b0 + per].to(f32)  # (b, N, 2)
+        inv = const.inv_len2_32[b0 : b0 + per][..., None]
+        rx = cx - a[..., :1]  # (b, N, G)
+        ry = cy - a[..., 1:]
+        vx, vy = v[..., :1], v[..., 1:]
+        t = torch.clamp((rx * vx + ry * vy) * inv, 0.0, 1.0)
         dist = torch.sqrt((rx - t * vx) ** 2 + (ry - t * vy) ** 2)
-        # generous slack: this only selects blocks, the pixel test below decides
-        ends = torch.cat([a, a + v])
-        slack = 1.0 + 1e-5 * float(ends.abs().max())
-        near = ((dist - const.reach[b].to(f32)[:, None]).min(dim=0).values <= half + slack).nonzero()[:, 0]
-        keep.append(torch.stack([torch.full_like(near, b), gx[near], gy[near]], dim=1))
+        gap = (dist - const.reach[b0 : b0 + per].to(f32)[..., None]).amin(dim=1)  # (b, G)
+        rows, blocks = (gap <= threshold[b0 : b0 + per, None]).nonzero(as_tuple=True)
+        keep.append(torch.stack([rows + b0, gx[blocks], gy[blocks]], dim=1))
     return torch.cat(keep)
 
 
