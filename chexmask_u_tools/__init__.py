@@ -54,6 +54,7 @@ from chexmask_u_tools.errors import (
     HubError,
     ImageError,
     InputError,
+    IntegrityWarning,
     PointsParseError,
     RecordError,
     RLEError,

@@ -15,11 +15,11 @@ from chexmask_u_tools.testing.images import write_demo_images
 @pytest.fixture(scope="module")
 def table() -> pl.DataFrame:
     sample = cxu.load_sample()
-    # Nulls where the released files have them: rows without std or latents.
-    return sample.with_columns(
+    # Nulls where the released files have them: rows without std or latents (and so without their summaries).
+    return cxu.add_summaries(sample.with_columns(
         pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("latent_sigma")).alias("latent_sigma"),
         pl.when(pl.int_range(pl.len()) % 5 == 0).then(None).otherwise(pl.col("landmarks_std")).alias("landmarks_std"),
-    )
+    ))
 
 
 def test_dataset_round_trip_is_exact_with_typed_features(table):
@@ -72,7 +72,9 @@ def test_hub_folder_loads_back_with_splits(table, tmp_path):
     with_split = table.with_columns(
         pl.when(pl.int_range(pl.len()) % 4 == 0).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split")
     )
-    folder = cxu.save_hub_folder(with_split, tmp_path / "hub", name="demo subset", max_shard_bytes=1_000_000)
+    folder = cxu.save_hub_folder(
+        with_split, tmp_path / "hub", name="demo subset", max_shard_bytes=200_000, row_group_rows=20, progress=False
+    )
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "config_name: default" in card and "array2_d" in card
     assert "@inproceedings{cosarinsky2026chexmasku" in card and card.count("```bibtex") == 1

@@ -8,12 +8,18 @@ polars IO source), so that every remote read -- lazy, eager and streaming --
 goes to ``HF_ENDPOINT`` through ``huggingface_hub`` under one
 :class:`~chexmask_u_tools.hub.location.RetryPolicy`, and supports the same
 formats (csv, csv.gz, csv.xz, csv.zst, parquet).
+
+A local folder written by :func:`~chexmask_u_tools.publish.save_hub_folder`
+(it holds ``chexmask-u.json``) is read through its record instead: every
+shard is checked (:func:`~chexmask_u_tools.io.hub_folder.verify_hub_folder`)
+and read as the canonical table it holds.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -21,8 +27,9 @@ import polars as pl
 
 from chexmask_u_tools.errors import InputError, SkippedRowsWarning
 from chexmask_u_tools.hub.discovery import DataFile, discover
-from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, open_location
+from chexmask_u_tools.hub.location import DatasetLocation, LocalMirror, RetryPolicy, open_location
 from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.io.hub_folder import is_hub_folder, iter_hub_folder_batches, scan_hub_folder, verify_hub_folder
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
 from chexmask_u_tools.select.selection import (
@@ -80,6 +87,24 @@ def remote_scan(
     )
 
 
+def _hub_folder(location: str | os.PathLike | DatasetLocation | None, columns: dict[str, str] | None) -> Path | None:
+    """The local folder ``location`` names when ``save_hub_folder`` wrote it (read through its record), else None."""
+    if isinstance(location, LocalMirror):
+        root = location.root
+    elif isinstance(location, (str, os.PathLike)) and os.path.isdir(location):
+        root = Path(location)
+    else:
+        return None
+    if not is_hub_folder(root):
+        return None
+    if columns:
+        raise InputError(
+            f"columns= (--column) renames the columns of data files, but {str(root)!r} is a folder written by "
+            "save_hub_folder, already in the canonical layout; drop it"
+        )
+    return root
+
+
 
 def scan(
     location: str | os.PathLike | DatasetLocation | None = None,
@@ -134,6 +159,11 @@ def scan(
     raises ``SchemaError`` here); Hub files are read, and checked, when the
     frame is collected: nothing is downloaded before.
     """
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+        lf = scan_hub_folder(folder, with_split=False)
+        return lf if condition is None else lf.filter(condition)
     place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, open_cache
@@ -176,8 +206,12 @@ def scan_parts(
     Concatenating the frames in order gives :func:`scan`'s result (``columns``
     as there).
     """
-    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        parts = [(shard.path, scan_table(path).select(*CANONICAL_SCHEMA)) for shard, path in verify_hub_folder(folder)]
+        return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
+    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, shard_files
 
@@ -264,11 +298,25 @@ def load(
             token=token,
             columns=columns,
         ).collect()
-    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
-    batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry, columns)
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        batches = _stream_folder(folder, sources, frames, batch_size)
+    else:
+        place = open_location(location, revision=revision, api=api, token=token, retry=retry)
+        batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry, columns)
     if rows:
         return (row for batch in batches for row in batch.iter_rows(named=True))
     return batches
+
+
+def _stream_folder(
+    folder: Path, sources: Sequence[str] | str | None, frames: Sequence[str] | str | None, batch_size: int
+) -> Iterator[pl.DataFrame]:
+    condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    for batch in iter_hub_folder_batches(folder, batch_size=batch_size):
+        batch = batch if condition is None else batch.filter(condition)
+        if batch.height:
+            yield batch
 
 
 def _stream(
