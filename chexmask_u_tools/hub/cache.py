@@ -15,7 +15,9 @@ Directory layout (``root`` is ``cache_dir`` or :func:`default_cache_dir`)::
     root/<location key>/<revision>/<selection>/.verified.json   shards verified since their last change
     root/<location key>/<revision>/<selection>/.parts/   (only while building)
 
-``<selection>`` is ``all`` or names the sources/frames kept.
+``<selection>`` is ``all`` or names the sources/frames kept, followed by
+``__mean-masks`` for a cache of the masks drawn from the mean landmarks
+(``masks="mean"``): each mask mode is cached, and found, on its own.
 
 Build steps
 -----------
@@ -107,6 +109,7 @@ from chexmask_u_tools.hub.manifest import (
     PartRecord,
     Selection,
     ShardRecord,
+    cache_folder,
     read_manifest,
 )
 from chexmask_u_tools.hub.stream import iter_file_batches
@@ -238,10 +241,12 @@ def _cached_revision(root: Path, place: DatasetLocation) -> str | None:
         raise
 
 
-def _complete_cache_in(revision_dir: Path, want: Selection, columns: dict[str, str] | None = None) -> Path | None:
+def _complete_cache_in(
+    revision_dir: Path, want: Selection, columns: dict[str, str] | None = None, masks: str = "released"
+) -> Path | None:
     """The complete cache under one revision folder covering ``want`` (``all`` first), or None.
 
-    Only a cache built with the same column mapping ``columns`` counts.
+    Only a cache built with the same column mapping ``columns`` and mask mode ``masks`` counts.
 
     A damaged manifest there raises rather than being passed over: the readers
     would otherwise quietly fall back to the source files, or to another cache.
@@ -253,7 +258,12 @@ def _complete_cache_in(revision_dir: Path, want: Selection, columns: dict[str, s
         if not (candidate / MANIFEST).is_file():
             continue
         manifest = read_manifest(candidate)
-        if manifest.complete and manifest.selection.covers(want) and manifest.options.columns == dict(columns or {}):
+        if (
+            manifest.complete
+            and manifest.selection.covers(want)
+            and manifest.options.columns == dict(columns or {})
+            and manifest.options.masks == masks
+        ):
             return candidate
     return None
 
@@ -266,11 +276,13 @@ def find_cache(
     frames: Sequence[str] | str | None = None,
     revision: str | None = None,
     columns: dict[str, str] | None = None,
+    masks: Literal["released", "mean"] = "released",
 ) -> Path | None:
     """The directory of a complete cache of ``location`` covering the selection, or None.
 
     Only a cache built with the column mapping ``columns`` (none by default)
-    is returned: a cache of files read under another mapping holds other rows.
+    and the mask mode ``masks`` is returned: a cache of files read under
+    another mapping holds other rows, and one of the other mask mode other masks.
 
     For a Hub repo under ``HF_HUB_OFFLINE=1``, or while the Hub cannot be
     reached, the revision name is looked up in the cache's ``refs`` (written by
@@ -283,7 +295,9 @@ def find_cache(
     sha = _cached_revision(root, place)
     if sha is None:
         return None
-    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames), columns)
+    if masks not in ("released", "mean"):
+        raise InputError(f"masks must be 'released' or 'mean', got {masks!r}")
+    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames), columns, masks)
 
 
 # ---------------------------------------------------------------------------- integrity
@@ -593,7 +607,7 @@ def _plan(
     chosen = discovery.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{discovery.report()}")
-    directory = root / place.cache_key() / discovery.revision / selection.key
+    directory = root / place.cache_key() / discovery.revision / cache_folder(selection, options)
     files = [
         # The listing's checksum when it has one (the Hub's); local files are hashed while converting.
         FileRecord(path=item.path, source=item.source, frame=item.frame, size=item.size, checksum=item.checksum)
@@ -963,15 +977,18 @@ def _reuse_offline(
     notify: Event,
     error: BaseException | None = None,
     columns: dict[str, str] | None = None,
+    masks: str = "released",
 ) -> Path:
     """The Hub cannot be asked: a complete cache of the recorded revision is the answer, else a HubError."""
     recorded = _recorded_revision(root, place)
     want = Selection.from_request(sources, frames)
-    directory = None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want, columns)
+    directory = (
+        None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want, columns, masks)
+    )
     if directory is None:
         raise HubError(
             f"{reason}, and no complete cache of {place.name!r} at revision {place.requested_revision!r} "
-            f"covering sources={sources!r} frames={frames!r} exists under {str(root)!r}: run "
+            f"covering sources={sources!r} frames={frames!r} masks={masks!r} exists under {str(root)!r}: run "
             "`chexmask-u cache` once while the Hub can be reached (or give --cache-dir where it was built)"
         ) from error
     with _build_lock(directory, lock_timeout, notify):
@@ -1017,7 +1034,8 @@ def build_cache(
         See the module's sharding rule; ``n_shards`` overrides it.
     masks, on_error:
         See :func:`~chexmask_u_tools.io.table.scan_table`; skipped rows are
-        counted per file in the manifest.
+        counted per file in the manifest.  Each mask mode is cached in its own
+        folder, and the readers use a cache only for the mode they are asked for.
     force:
         Rebuild even when a complete cache exists.
     progress:
@@ -1099,7 +1117,7 @@ def build_cache(
     if place.is_remote and hub_offline() and not force:
         return _reuse_offline(
             place, root, sources, frames, "the Hub is offline (HF_HUB_OFFLINE=1)", lock_timeout, notify,
-            columns=columns,
+            columns=columns, masks=masks,
         )
     try:
         discovery = discover(place)
@@ -1108,7 +1126,7 @@ def build_cache(
             raise
         return _reuse_offline(
             place, root, sources, frames, f"the Hub could not be reached ({error})", lock_timeout, notify, error,
-            columns=columns,
+            columns=columns, masks=masks,
         )
     notify("plan", discovery.report())
     plan = _plan(place, root, discovery, selection, options, sources, frames)

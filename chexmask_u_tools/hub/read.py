@@ -137,7 +137,7 @@ def scan(
         See :func:`~chexmask_u_tools.io.table.scan_table`.
     cache_dir, use_cache:
         When ``use_cache`` and a complete cache of this revision covering the
-        selection exists under ``cache_dir`` (default
+        selection, built with the same ``masks`` (and ``columns``), exists under ``cache_dir`` (default
         :func:`~chexmask_u_tools.hub.cache.default_cache_dir`), read it instead of
         the source files; this also works offline (``HF_HUB_OFFLINE=1``).
     retry:
@@ -168,7 +168,7 @@ def scan(
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, open_cache
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             condition = row_filter(normalize_sources(sources), normalize_frames(frames))
             lf = open_cache(found)
@@ -215,7 +215,7 @@ def scan_parts(
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, shard_files
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(found)]
             return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
@@ -335,7 +335,7 @@ def _stream(
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, iter_cache_batches
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             for batch in iter_cache_batches(found, batch_size=batch_size):
                 batch = batch if condition is None else batch.filter(condition)
