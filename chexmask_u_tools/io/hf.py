@@ -40,6 +40,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -192,7 +193,7 @@ def hf_record_batches(
     seen = 0
     for frame in _polars_batches(table, batch_rows):
         if paths is not None and seen + frame.height > len(paths):
-            raise InputError(f"image_paths has {len(paths)} entries for more rows than that")
+            raise InputError(f"image_paths has {len(paths)} entries, fewer than the table's rows")
         yield _hf_batch(frame, schema, None if paths is None else paths[seen : seen + frame.height])
         seen += frame.height
     if paths is not None and seen != len(paths):
@@ -326,8 +327,28 @@ def to_hf_dataset(
 # ---------------------------------------------------------------------------- back
 
 
+_POLARS_FLOATS = {"float16": pl.Float32, "float32": pl.Float32, "float64": pl.Float64}
+
+
+def _stored(name: str, dtype: Any) -> pl.Expr:
+    """One extension column as plain polars data: an ``Array2D`` as an ``Array`` of its shape, others as their storage."""
+    storage = pl.col(name).ext.storage()
+    if dtype.ext_name() != "datasets.features.features.Array2DExtensionType":
+        return storage
+    (rows, cols), value = json.loads(dtype.ext_metadata())
+    inner = _POLARS_FLOATS.get(value)
+    if inner is None:
+        return storage
+    # Two steps: polars refuses a one-step list-of-lists -> 2-D array cast when a row is null.
+    return storage.cast(pl.List(pl.Array(inner, cols))).list.to_array(rows)
+
+
 def plain_storage(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame | pl.DataFrame:
-    """Each ``datasets`` extension column (``Array2D``, as polars reads it from a parquet ``datasets`` wrote) as its plain storage.
+    """The ``datasets`` extension columns of a frame (as polars reads a parquet ``datasets`` wrote) as plain columns.
+
+    An ``Array2D`` column becomes a polars ``Array`` of its shape (null rows
+    stay null), any other extension column its Arrow storage.  Raises polars'
+    error on collection when a row has another shape.
 
     Examples
     --------
@@ -335,11 +356,11 @@ def plain_storage(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame | pl.DataF
     >>> ds = to_hf_dataset(cxu.load_sample().head(1), keep_in_memory=True)
     >>> frame = pl.from_arrow(ds.data.table)
     >>> type(frame.schema["landmarks"]).__name__, plain_storage(frame).schema["landmarks"]
-    ('Extension', List(List(Float32)))
+    ('Extension', Array(Float32, shape=(120, 2)))
     """
     schema = frame.collect_schema()
-    extension = [name for name, dtype in schema.items() if isinstance(dtype, pl.Extension)]
-    return frame.with_columns(pl.col(name).ext.storage() for name in extension) if extension else frame
+    extension = {name: dtype for name, dtype in schema.items() if isinstance(dtype, pl.Extension)}
+    return frame.with_columns(_stored(name, dtype).alias(name) for name, dtype in extension.items()) if extension else frame
 
 
 def plain_storage_column(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
