@@ -113,6 +113,7 @@ from chexmask_u_tools.hub.manifest import (
     read_manifest,
 )
 from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.io.hub_folder import sha256_file
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
 from chexmask_u_tools.select.selection import (
     normalize_frames,
@@ -303,14 +304,6 @@ def find_cache(
 # ---------------------------------------------------------------------------- integrity
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stat_identity(stat: os.stat_result) -> dict[str, int]:
     """What changes when a file is rewritten, touched, replaced or copied (``ctime`` cannot be set back)."""
     return {
@@ -368,7 +361,7 @@ def _verify_shards(directory: Path, manifest: Manifest, mode: Literal["once", "a
         identity = {"sha256": record.sha256, **_stat_identity(stat)}
         key = (str(shard), record.sha256)
         if mode == "always" or (stamps.get(name) != identity and _VERIFIED_HERE.get(key) != identity):
-            if _sha256_file(shard) != record.sha256:
+            if sha256_file(shard) != record.sha256:
                 raise FileReadError(
                     f"cache shard {str(shard)!r} does not match its sha256 in the manifest (damaged on disk); {fix}"
                 )
@@ -899,7 +892,7 @@ def _write_shard(parts: list[tuple[Path, int]], start: int, stop: int, target: P
             rows = pa.Table.from_batches(list(_row_batches(parts, start, stop)), schema)
             for first in range(0, rows.num_rows, _ROW_GROUP_ROWS):
                 writer.write_table(rows.slice(first, _ROW_GROUP_ROWS).combine_chunks())
-        record = ShardRecord(rows=stop - start, bytes=temporary.stat().st_size, sha256=_sha256_file(temporary))
+        record = ShardRecord(rows=stop - start, bytes=temporary.stat().st_size, sha256=sha256_file(temporary))
     return record, {"sha256": record.sha256, **_stat_identity(target.stat())}
 
 
