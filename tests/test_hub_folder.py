@@ -268,6 +268,24 @@ def test_no_warning_for_datasets_made_by_the_toolkit(table, tmp_path):
         assert cxu.from_hf_dataset(cxu.to_hf_dataset(canonical, keep_in_memory=True)).equals(canonical)
 
 
+def test_a_folder_uploaded_to_the_hub_is_checked_against_its_record(folder, table, hub_emulator, tmp_path):
+    canonical = table.drop("split")
+    hub_emulator.add_repo("you/subset", folder, repo_type="dataset")
+    assert cxu.hub.scan("you/subset").collect().sort("image_id").equals(canonical.sort("image_id"))
+    assert pl.concat(cxu.hub.load("you/subset")).sort("image_id").equals(canonical.sort("image_id"))
+    damaged = _copy(folder, tmp_path / "uploaded")
+    shard = _flip_a_byte(damaged)
+    hub_emulator.commit("you/subset", damaged)
+    for read in (lambda: cxu.hub.scan("you/subset"), lambda: list(cxu.hub.load("you/subset"))):
+        with pytest.raises(FileReadError, match=f"shard '{shard}' of you/subset@.* does not match its sha256"):
+            read()
+    (damaged / shard).write_bytes((folder / shard).read_bytes())
+    gone = _delete_a_shard(damaged)
+    hub_emulator.commit("you/subset", damaged)
+    with pytest.raises(FileReadError, match=f"shard '{gone}' of you/subset@.* is missing; upload the whole folder again"):
+        cxu.build_cache("you/subset", tmp_path / "cache", progress=False)
+
+
 # ---------------------------------------------------------------------------- batches and the datasets cache (issue 20 item 6)
 
 

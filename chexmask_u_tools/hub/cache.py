@@ -112,6 +112,7 @@ from chexmask_u_tools.hub.manifest import (
     cache_folder,
     read_manifest,
 )
+from chexmask_u_tools.hub.read import check_folder_listing
 from chexmask_u_tools.hub.stream import iter_file_batches
 from chexmask_u_tools.io.hub_folder import sha256_file
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
@@ -1122,6 +1123,7 @@ def build_cache(
             columns=columns, masks=masks,
         )
     notify("plan", discovery.report())
+    check_folder_listing(discovery)  # a folder written by save_hub_folder: exactly its recorded shards
     plan = _plan(place, root, discovery, selection, options, sources, frames)
     with _build_lock(plan.directory, lock_timeout, notify):
         manifest = _starting_manifest(plan, force)

@@ -12,24 +12,34 @@ formats (csv, csv.gz, csv.xz, csv.zst, parquet).
 A local folder written by :func:`~chexmask_u_tools.publish.save_hub_folder`
 (it holds ``chexmask-u.json``) is read through its record instead: every
 shard is checked (:func:`~chexmask_u_tools.io.hub_folder.verify_hub_folder`)
-and read as the canonical table it holds.
+and read as the canonical table it holds.  Uploaded to the Hub, such a folder
+is read like any repo, after :func:`check_folder_listing` compared the
+listing (paths, sizes, sha256) with the record.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from chexmask_u_tools.errors import InputError, SkippedRowsWarning
-from chexmask_u_tools.hub.discovery import DataFile, discover
+from chexmask_u_tools.errors import FileReadError, InputError, SkippedRowsWarning
+from chexmask_u_tools.hub.discovery import DataFile, Discovery, discover
 from chexmask_u_tools.hub.location import DatasetLocation, LocalMirror, RetryPolicy, open_location
 from chexmask_u_tools.hub.stream import iter_file_batches
-from chexmask_u_tools.io.hub_folder import is_hub_folder, iter_hub_folder_batches, scan_hub_folder, verify_hub_folder
+from chexmask_u_tools.io.hub_folder import (
+    FOLDER_RECORD,
+    REWRITE,
+    FolderRecord,
+    is_hub_folder,
+    iter_hub_folder_batches,
+    scan_hub_folder,
+    verify_hub_folder,
+)
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
 from chexmask_u_tools.select.selection import (
@@ -39,6 +49,7 @@ from chexmask_u_tools.select.selection import (
 )
 
 __all__ = [
+    "check_folder_listing",
     "load",
     "remote_scan",
     "scan",
@@ -85,6 +96,49 @@ def remote_scan(
     return register_io_source(
         batches, schema=CANONICAL_SCHEMA, explain_name="chexmask-u hub file", explain_detail=item.path
     )
+
+
+def check_folder_listing(found: Discovery) -> None:
+    """A location holding a ``save_hub_folder`` record (a folder uploaded to the Hub) must list exactly its shards.
+
+    Each shard must be listed with its recorded size, and with its recorded
+    sha256 where the listing gives one (the Hub does for LFS files); no other
+    data file may be listed.  A local folder is checked in full
+    (:func:`~chexmask_u_tools.io.hub_folder.verify_hub_folder`).  Nothing to do
+    for a location without a record.
+
+    Raises
+    ------
+    FileReadError
+        A shard missing, added, of another size or another sha256 (named, with the fix).
+    """
+    if FOLDER_RECORD not in found.other_files:
+        return
+    place = found.location
+    if isinstance(place, LocalMirror):
+        verify_hub_folder(place.root)
+        return
+    where = f"{place.name}@{found.revision}"
+    with place.open(FOLDER_RECORD) as handle:
+        record = FolderRecord.from_json(handle.read(), where=f"{where}/{FOLDER_RECORD}")
+    listed = {item.path: item for item in found.files}
+    unlisted = sorted(set(listed) - {shard.path for shard in record.shards})
+    if unlisted:
+        raise FileReadError(
+            f"{where} holds data files its record ({FOLDER_RECORD}) does not list: {', '.join(unlisted[:5])}; "
+            f"they would add rows: remove them from the repo, or {REWRITE} and upload it again"
+        )
+    for shard in record.shards:
+        what = f"shard {shard.path!r} of {where} ({shard.rows} of the {record.splits[shard.split]} rows of split {shard.split!r})"
+        item = listed.get(shard.path)
+        if item is None:
+            raise FileReadError(f"{what} is missing; upload the whole folder again, or {REWRITE}")
+        if item.size is not None and item.size != shard.bytes:
+            raise FileReadError(f"{what} has {item.size} bytes, its record says {shard.bytes}; upload the folder again")
+        if (item.checksum or "").startswith("sha256:") and item.checksum != f"sha256:{shard.sha256}":
+            raise FileReadError(
+                f"{what} does not match its sha256 in {FOLDER_RECORD} (changed or damaged); upload the folder again"
+            )
 
 
 def _hub_folder(location: str | os.PathLike | DatasetLocation | None, columns: dict[str, str] | None) -> Path | None:
@@ -220,6 +274,7 @@ def scan_parts(
             parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(found)]
             return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
     found_files = discover(place)
+    check_folder_listing(found_files)
     chosen = found_files.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
@@ -343,6 +398,7 @@ def _stream(
                     yield batch
             return
     found_files = discover(place)
+    check_folder_listing(found_files)
     chosen = found_files.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
