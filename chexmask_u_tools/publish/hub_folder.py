@@ -18,7 +18,8 @@ when they read the folder back (``cxu.read_table(OUT)``,
 The table is converted :data:`~chexmask_u_tools.io.hf.BATCH_ROWS` rows at a time
 (:func:`~chexmask_u_tools.io.hf.hf_record_batches`), so memory stays bounded
 whatever its size, and a lazy table (``cxu.open_cache(...)`` filtered) is
-streamed once per split.  A shard is closed once it holds ``max_shard_bytes``
+read once for its small columns (the split counts and the card), then streamed
+once per split.  A shard is closed once it holds ``max_shard_bytes``
 of parquet, in row groups of ``row_group_rows`` rows (small groups keep the
 viewer's random access cheap); shards are zstd-compressed with page checksums,
 and use ``datasets``' content-defined chunking (so that re-uploading an edited
