@@ -327,7 +327,7 @@ def to_hf_dataset(
 # ---------------------------------------------------------------------------- back
 
 
-_POLARS_FLOATS = {"float16": pl.Float32, "float32": pl.Float32, "float64": pl.Float64}
+_POLARS_FLOATS = {"float32": pl.Float32, "float64": pl.Float64}
 
 
 def _stored(name: str, dtype: Any) -> pl.Expr:
