@@ -55,6 +55,7 @@ from chexmask_u_tools.errors import (
     HubError,
     ImageError,
     InputError,
+    IntegrityWarning,
     PointsParseError,
     RecordError,
     RLEError,

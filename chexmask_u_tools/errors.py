@@ -124,3 +124,7 @@ class SkippedRowsWarning(UserWarning):
         dropped = sum(self.counts.values())
         reasons = "; ".join(f"{n} x {reason}" for reason, n in self.counts.items())
         super().__init__(f"{file}: skipped {dropped} of {total} rows ({reasons})")
+
+
+class IntegrityWarning(UserWarning):
+    """Part of what was read could not be checked; the message says which part, and which reader checks it."""

@@ -100,6 +100,39 @@ def test_scan_and_load_reuse_the_cache(built, mirror):
     assert (built / "manifest.json").read_bytes() == before
 
 
+def test_each_mask_mode_is_cached_and_found_on_its_own(tmp_path):
+    from chexmask_u_tools.io.released import to_released
+    from chexmask_u_tools.io.sample import load_sample
+    from chexmask_u_tools.io.table import read_table
+
+    # One file with the released masks and, different from them, the masks drawn from the mean landmarks.
+    root = tmp_path / "mirror"
+    (root / "Preprocessed").mkdir(parents=True)
+    released_file = to_released(load_sample().head(6), "chexmask-u")
+    released_file.with_columns(
+        RL_Mean=pl.col("Heart"), LL_Mean=pl.col("Right Lung"), H_Mean=pl.col("Left Lung")
+    ).write_csv(root / "Preprocessed" / "CheXpert.csv")
+    released = read_table(root / "Preprocessed" / "CheXpert.csv")
+    mean = read_table(root / "Preprocessed" / "CheXpert.csv", masks="mean")
+    assert not released["rle_heart"].equals(mean["rle_heart"])
+    cache_dir = tmp_path / "cache"
+
+    mean_cache = build_cache(root, cache_dir, masks="mean", n_shards=2, progress=False)
+    assert scan(root, cache_dir=cache_dir).collect().equals(released)  # not the cached mean masks
+    assert pl.concat(load(root, cache_dir=cache_dir)).equals(released)
+    assert find_cache(root, cache_dir) is None
+    assert find_cache(root, cache_dir, masks="mean") == mean_cache
+    assert scan(root, cache_dir=cache_dir, masks="mean").collect().equals(mean)
+
+    released_cache = build_cache(root, cache_dir, n_shards=2, progress=False)
+    assert released_cache != mean_cache and read_manifest(mean_cache).complete  # the mean cache is kept
+    assert find_cache(root, cache_dir) == released_cache and find_cache(root, cache_dir, masks="mean") == mean_cache
+    assert scan(root, cache_dir=cache_dir).collect().equals(released)
+    assert scan(root, cache_dir=cache_dir, masks="mean").collect().equals(mean)
+    assert pl.concat(load(root, cache_dir=cache_dir, masks="mean")).equals(mean)
+    assert open_cache(mean_cache).collect().equals(mean) and open_cache(released_cache).collect().equals(released)
+
+
 def test_subset_cache_is_not_used_for_a_wider_request(tmp_path, mirror):
     subset = build_cache(mirror, tmp_path, sources=["Padchest"], progress=False, n_shards=4)
     assert subset.name == "Padchest__all-frames"

@@ -15,7 +15,9 @@ Directory layout (``root`` is ``cache_dir`` or :func:`default_cache_dir`)::
     root/<location key>/<revision>/<selection>/.verified.json   shards verified since their last change
     root/<location key>/<revision>/<selection>/.parts/   (only while building)
 
-``<selection>`` is ``all`` or names the sources/frames kept.
+``<selection>`` is ``all`` or names the sources/frames kept, followed by
+``__mean-masks`` for a cache of the masks drawn from the mean landmarks
+(``masks="mean"``): each mask mode is cached, and found, on its own.
 
 Build steps
 -----------
@@ -107,9 +109,12 @@ from chexmask_u_tools.hub.manifest import (
     PartRecord,
     Selection,
     ShardRecord,
+    cache_folder,
     read_manifest,
 )
+from chexmask_u_tools.hub.read import check_folder_listing
 from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.io.hub_folder import sha256_file
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
 from chexmask_u_tools.select.selection import (
     normalize_frames,
@@ -238,10 +243,12 @@ def _cached_revision(root: Path, place: DatasetLocation) -> str | None:
         raise
 
 
-def _complete_cache_in(revision_dir: Path, want: Selection, columns: dict[str, str] | None = None) -> Path | None:
+def _complete_cache_in(
+    revision_dir: Path, want: Selection, columns: dict[str, str] | None = None, masks: str = "released"
+) -> Path | None:
     """The complete cache under one revision folder covering ``want`` (``all`` first), or None.
 
-    Only a cache built with the same column mapping ``columns`` counts.
+    Only a cache built with the same column mapping ``columns`` and mask mode ``masks`` counts.
 
     A damaged manifest there raises rather than being passed over: the readers
     would otherwise quietly fall back to the source files, or to another cache.
@@ -253,7 +260,12 @@ def _complete_cache_in(revision_dir: Path, want: Selection, columns: dict[str, s
         if not (candidate / MANIFEST).is_file():
             continue
         manifest = read_manifest(candidate)
-        if manifest.complete and manifest.selection.covers(want) and manifest.options.columns == dict(columns or {}):
+        if (
+            manifest.complete
+            and manifest.selection.covers(want)
+            and manifest.options.columns == dict(columns or {})
+            and manifest.options.masks == masks
+        ):
             return candidate
     return None
 
@@ -266,11 +278,13 @@ def find_cache(
     frames: Sequence[str] | str | None = None,
     revision: str | None = None,
     columns: dict[str, str] | None = None,
+    masks: Literal["released", "mean"] = "released",
 ) -> Path | None:
     """The directory of a complete cache of ``location`` covering the selection, or None.
 
     Only a cache built with the column mapping ``columns`` (none by default)
-    is returned: a cache of files read under another mapping holds other rows.
+    and the mask mode ``masks`` is returned: a cache of files read under
+    another mapping holds other rows, and one of the other mask mode other masks.
 
     For a Hub repo under ``HF_HUB_OFFLINE=1``, or while the Hub cannot be
     reached, the revision name is looked up in the cache's ``refs`` (written by
@@ -283,18 +297,12 @@ def find_cache(
     sha = _cached_revision(root, place)
     if sha is None:
         return None
-    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames), columns)
+    if masks not in ("released", "mean"):
+        raise InputError(f"masks must be 'released' or 'mean', got {masks!r}")
+    return _complete_cache_in(root / place.cache_key() / sha, Selection.from_request(sources, frames), columns, masks)
 
 
 # ---------------------------------------------------------------------------- integrity
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stat_identity(stat: os.stat_result) -> dict[str, int]:
@@ -354,7 +362,7 @@ def _verify_shards(directory: Path, manifest: Manifest, mode: Literal["once", "a
         identity = {"sha256": record.sha256, **_stat_identity(stat)}
         key = (str(shard), record.sha256)
         if mode == "always" or (stamps.get(name) != identity and _VERIFIED_HERE.get(key) != identity):
-            if _sha256_file(shard) != record.sha256:
+            if sha256_file(shard) != record.sha256:
                 raise FileReadError(
                     f"cache shard {str(shard)!r} does not match its sha256 in the manifest (damaged on disk); {fix}"
                 )
@@ -593,7 +601,7 @@ def _plan(
     chosen = discovery.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{discovery.report()}")
-    directory = root / place.cache_key() / discovery.revision / selection.key
+    directory = root / place.cache_key() / discovery.revision / cache_folder(selection, options)
     files = [
         # The listing's checksum when it has one (the Hub's); local files are hashed while converting.
         FileRecord(path=item.path, source=item.source, frame=item.frame, size=item.size, checksum=item.checksum)
@@ -885,7 +893,7 @@ def _write_shard(parts: list[tuple[Path, int]], start: int, stop: int, target: P
             rows = pa.Table.from_batches(list(_row_batches(parts, start, stop)), schema)
             for first in range(0, rows.num_rows, _ROW_GROUP_ROWS):
                 writer.write_table(rows.slice(first, _ROW_GROUP_ROWS).combine_chunks())
-        record = ShardRecord(rows=stop - start, bytes=temporary.stat().st_size, sha256=_sha256_file(temporary))
+        record = ShardRecord(rows=stop - start, bytes=temporary.stat().st_size, sha256=sha256_file(temporary))
     return record, {"sha256": record.sha256, **_stat_identity(target.stat())}
 
 
@@ -963,15 +971,18 @@ def _reuse_offline(
     notify: Event,
     error: BaseException | None = None,
     columns: dict[str, str] | None = None,
+    masks: str = "released",
 ) -> Path:
     """The Hub cannot be asked: a complete cache of the recorded revision is the answer, else a HubError."""
     recorded = _recorded_revision(root, place)
     want = Selection.from_request(sources, frames)
-    directory = None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want, columns)
+    directory = (
+        None if recorded is None else _complete_cache_in(root / place.cache_key() / recorded, want, columns, masks)
+    )
     if directory is None:
         raise HubError(
             f"{reason}, and no complete cache of {place.name!r} at revision {place.requested_revision!r} "
-            f"covering sources={sources!r} frames={frames!r} exists under {str(root)!r}: run "
+            f"covering sources={sources!r} frames={frames!r} masks={masks!r} exists under {str(root)!r}: run "
             "`chexmask-u cache` once while the Hub can be reached (or give --cache-dir where it was built)"
         ) from error
     with _build_lock(directory, lock_timeout, notify):
@@ -1017,7 +1028,8 @@ def build_cache(
         See the module's sharding rule; ``n_shards`` overrides it.
     masks, on_error:
         See :func:`~chexmask_u_tools.io.table.scan_table`; skipped rows are
-        counted per file in the manifest.
+        counted per file in the manifest.  Each mask mode is cached in its own
+        folder, and the readers use a cache only for the mode they are asked for.
     force:
         Rebuild even when a complete cache exists.
     progress:
@@ -1099,7 +1111,7 @@ def build_cache(
     if place.is_remote and hub_offline() and not force:
         return _reuse_offline(
             place, root, sources, frames, "the Hub is offline (HF_HUB_OFFLINE=1)", lock_timeout, notify,
-            columns=columns,
+            columns=columns, masks=masks,
         )
     try:
         discovery = discover(place)
@@ -1108,9 +1120,10 @@ def build_cache(
             raise
         return _reuse_offline(
             place, root, sources, frames, f"the Hub could not be reached ({error})", lock_timeout, notify, error,
-            columns=columns,
+            columns=columns, masks=masks,
         )
     notify("plan", discovery.report())
+    check_folder_listing(discovery)  # a folder written by save_hub_folder: exactly its recorded shards
     plan = _plan(place, root, discovery, selection, options, sources, frames)
     with _build_lock(plan.directory, lock_timeout, notify):
         manifest = _starting_manifest(plan, force)

@@ -10,6 +10,9 @@ spec                read as
                     unless a file or folder of that name exists
 a file              :func:`~chexmask_u_tools.io.table.scan_table` (csv, csv.gz, csv.xz, csv.zst, parquet)
 a cache folder      a folder holding ``manifest.json`` of :mod:`chexmask_u_tools.hub.cache`
+a Hub-ready folder  a folder written by :func:`~chexmask_u_tools.publish.save_hub_folder` (it holds
+                    ``chexmask-u.json``): its shards, checked against that record
+                    (:func:`~chexmask_u_tools.io.hub_folder.scan_hub_folder`)
 any other folder    a local mirror of the dataset repo (:class:`~chexmask_u_tools.hub.location.LocalMirror`):
                     every data file under it, classified by its path
 a Hub id            ``owner/name``, ``hf://datasets/owner/name[@rev]``: the dataset repo,
@@ -34,6 +37,7 @@ from chexmask_u_tools.hub.cache import MANIFEST, open_cache
 from chexmask_u_tools.hub.location import open_location
 from chexmask_u_tools.hub.read import scan
 from chexmask_u_tools.io.hf import from_hf_dataset
+from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
 from chexmask_u_tools.io.sample import load_sample
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, as_polars, is_pandas_frame
@@ -43,11 +47,12 @@ __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
 
 INPUT_SPEC_HELP = (
     "'sample' (the embedded sample), a .csv/.csv.gz/.csv.xz/.csv.zst/.parquet file, a cache folder, "
-    "a folder of data files (a local mirror), or a Hub dataset id (owner/name[@revision])"
+    "a folder written by save_hub_folder / export --hub-folder, a folder of data files (a local mirror), "
+    "or a Hub dataset id (owner/name[@revision])"
 )
 """How the CLI describes an input spec in ``--help``."""
 
-InputKind = Literal["sample", "file", "cache", "mirror", "hub", "dataset", "pandas"]
+InputKind = Literal["sample", "file", "cache", "hub-folder", "mirror", "hub", "dataset", "pandas"]
 
 
 def _is_hf_dataset(spec: object) -> bool:
@@ -75,7 +80,9 @@ def input_kind(spec: str | os.PathLike | Any) -> InputKind:
     if path.is_file():
         return "file"
     if path.is_dir():
-        return "cache" if (path / MANIFEST).is_file() else "mirror"
+        if (path / MANIFEST).is_file():
+            return "cache"
+        return "hub-folder" if is_hub_folder(path) else "mirror"
     looks_like_repo_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.suffix
     # A missing path inside an existing local folder is a typo, not a Hub repo.
     if text.startswith("hf://") or (looks_like_repo_id and not path.parent.is_dir()):
@@ -106,7 +113,8 @@ def open_table(
     Parameters
     ----------
     spec:
-        ``"sample"``, a file, a cache folder, a mirror folder, a Hub dataset id,
+        ``"sample"``, a file, a cache folder, a folder written by
+        ``save_hub_folder``, a mirror folder, a Hub dataset id,
         a ``datasets`` object or a pandas DataFrame with the canonical columns.
     sources, frames:
         Keep only rows of these sources (any accepted spelling) / frames.
@@ -156,7 +164,7 @@ def open_table(
         )
     if revision is not None and kind != "hub":
         raise InputError(f"revision= (--revision) applies to a Hub dataset id, but {_name(spec)!r} is a {kind}")
-    if columns and kind in ("sample", "dataset", "pandas", "cache"):
+    if columns and kind in ("sample", "dataset", "pandas", "cache", "hub-folder"):
         raise InputError(
             f"columns= (--column) renames the columns of data files, but {_name(spec)!r} is a {kind}, "
             "already in the canonical layout; drop it"
@@ -175,6 +183,8 @@ def open_table(
         )
     elif kind == "cache":
         lf = open_cache(spec)
+    elif kind == "hub-folder":
+        lf = scan_hub_folder(spec, with_split=False)
     else:
         place = open_location(spec, revision=revision)
         return scan(

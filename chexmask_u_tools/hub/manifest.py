@@ -52,6 +52,7 @@ __all__ = [
     "Selection",
     "ShardRecord",
     "read_manifest",
+    "cache_folder",
     "shard_name",
 ]
 
@@ -132,6 +133,20 @@ class BuildOptions:
     shard_multiple: int = DEFAULT_SHARD_MULTIPLE
     target_shard_rows: int = DEFAULT_TARGET_SHARD_ROWS
     columns: dict[str, str] = field(default_factory=dict)
+
+
+def cache_folder(selection: Selection, options: BuildOptions) -> str:
+    """A cache's folder name under its revision: the selection's key, plus ``__mean-masks`` for ``masks="mean"``.
+
+    The mask mode decides the content of the mask columns, so each mode is
+    cached on its own (and looked up on its own, see ``find_cache``).
+
+    Examples
+    --------
+    >>> cache_folder(Selection(), BuildOptions()), cache_folder(Selection(), BuildOptions(masks="mean"))
+    ('all', 'all__mean-masks')
+    """
+    return selection.key if options.masks == "released" else f"{selection.key}__{options.masks}-masks"
 
 
 @dataclass(frozen=True)

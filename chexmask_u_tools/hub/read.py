@@ -8,6 +8,13 @@ polars IO source), so that every remote read -- lazy, eager and streaming --
 goes to ``HF_ENDPOINT`` through ``huggingface_hub`` under one
 :class:`~chexmask_u_tools.hub.location.RetryPolicy`, and supports the same
 formats (csv, csv.gz, csv.xz, csv.zst, parquet).
+
+A local folder written by :func:`~chexmask_u_tools.publish.save_hub_folder`
+(it holds ``chexmask-u.json``) is read through its record instead: every
+shard is checked (:func:`~chexmask_u_tools.io.hub_folder.verify_hub_folder`)
+and read as the canonical table it holds.  Uploaded to the Hub, such a folder
+is read like any repo, after :func:`check_folder_listing` compared the
+listing (paths, sizes, sha256) with the record.
 """
 
 from __future__ import annotations
@@ -15,14 +22,24 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from chexmask_u_tools.errors import InputError, SkippedRowsWarning
-from chexmask_u_tools.hub.discovery import DataFile, discover
-from chexmask_u_tools.hub.location import DatasetLocation, RetryPolicy, open_location
+from chexmask_u_tools.errors import FileReadError, InputError, SkippedRowsWarning
+from chexmask_u_tools.hub.discovery import DataFile, Discovery, discover
+from chexmask_u_tools.hub.location import DatasetLocation, LocalMirror, RetryPolicy, open_location
 from chexmask_u_tools.hub.stream import iter_file_batches
+from chexmask_u_tools.io.hub_folder import (
+    FOLDER_RECORD,
+    REWRITE,
+    FolderRecord,
+    is_hub_folder,
+    iter_hub_folder_batches,
+    scan_hub_folder,
+    verify_hub_folder,
+)
 from chexmask_u_tools.io.table import scan_table
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
 from chexmask_u_tools.select.selection import (
@@ -32,6 +49,7 @@ from chexmask_u_tools.select.selection import (
 )
 
 __all__ = [
+    "check_folder_listing",
     "load",
     "remote_scan",
     "scan",
@@ -80,6 +98,67 @@ def remote_scan(
     )
 
 
+def check_folder_listing(found: Discovery) -> None:
+    """A location holding a ``save_hub_folder`` record (a folder uploaded to the Hub) must list exactly its shards.
+
+    Each shard must be listed with its recorded size, and with its recorded
+    sha256 where the listing gives one (the Hub does for LFS files); no other
+    data file may be listed.  A local folder is checked in full
+    (:func:`~chexmask_u_tools.io.hub_folder.verify_hub_folder`).  Nothing to do
+    for a location without a record.
+
+    Raises
+    ------
+    FileReadError
+        A shard missing, added, of another size or another sha256 (named, with the fix).
+    """
+    if FOLDER_RECORD not in found.other_files:
+        return
+    place = found.location
+    if isinstance(place, LocalMirror):
+        verify_hub_folder(place.root)
+        return
+    where = f"{place.name}@{found.revision}"
+    with place.open(FOLDER_RECORD) as handle:
+        record = FolderRecord.from_json(handle.read(), where=f"{where}/{FOLDER_RECORD}")
+    listed = {item.path: item for item in found.files}
+    unlisted = sorted(set(listed) - {shard.path for shard in record.shards})
+    if unlisted:
+        raise FileReadError(
+            f"{where} holds data files its record ({FOLDER_RECORD}) does not list: {', '.join(unlisted[:5])}; "
+            f"they would add rows: remove them from the repo, or {REWRITE} and upload it again"
+        )
+    for shard in record.shards:
+        what = f"shard {shard.path!r} of {where} ({shard.rows} of the {record.splits[shard.split]} rows of split {shard.split!r})"
+        item = listed.get(shard.path)
+        if item is None:
+            raise FileReadError(f"{what} is missing; upload the whole folder again, or {REWRITE}")
+        if item.size is not None and item.size != shard.bytes:
+            raise FileReadError(f"{what} has {item.size} bytes, its record says {shard.bytes}; upload the folder again")
+        if (item.checksum or "").startswith("sha256:") and item.checksum != f"sha256:{shard.sha256}":
+            raise FileReadError(
+                f"{what} does not match its sha256 in {FOLDER_RECORD} (changed or damaged); upload the folder again"
+            )
+
+
+def _hub_folder(location: str | os.PathLike | DatasetLocation | None, columns: dict[str, str] | None) -> Path | None:
+    """The local folder ``location`` names when ``save_hub_folder`` wrote it (read through its record), else None."""
+    if isinstance(location, LocalMirror):
+        root = location.root
+    elif isinstance(location, (str, os.PathLike)) and os.path.isdir(location):
+        root = Path(location)
+    else:
+        return None
+    if not is_hub_folder(root):
+        return None
+    if columns:
+        raise InputError(
+            f"columns= (--column) renames the columns of data files, but {str(root)!r} is a folder written by "
+            "save_hub_folder, already in the canonical layout; drop it"
+        )
+    return root
+
+
 
 def scan(
     location: str | os.PathLike | DatasetLocation | None = None,
@@ -112,7 +191,7 @@ def scan(
         See :func:`~chexmask_u_tools.io.table.scan_table`.
     cache_dir, use_cache:
         When ``use_cache`` and a complete cache of this revision covering the
-        selection exists under ``cache_dir`` (default
+        selection, built with the same ``masks`` (and ``columns``), exists under ``cache_dir`` (default
         :func:`~chexmask_u_tools.hub.cache.default_cache_dir`), read it instead of
         the source files; this also works offline (``HF_HUB_OFFLINE=1``).
     retry:
@@ -134,11 +213,16 @@ def scan(
     raises ``SchemaError`` here); Hub files are read, and checked, when the
     frame is collected: nothing is downloaded before.
     """
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+        lf = scan_hub_folder(folder, with_split=False)
+        return lf if condition is None else lf.filter(condition)
     place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, open_cache
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             condition = row_filter(normalize_sources(sources), normalize_frames(frames))
             lf = open_cache(found)
@@ -176,16 +260,21 @@ def scan_parts(
     Concatenating the frames in order gives :func:`scan`'s result (``columns``
     as there).
     """
-    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        parts = [(shard.path, scan_table(path).select(*CANONICAL_SCHEMA)) for shard, path in verify_hub_folder(folder)]
+        return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
+    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, shard_files
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             parts = [(shard, pl.scan_parquet(shard, schema=CANONICAL_SCHEMA)) for shard in shard_files(found)]
             return [(name, lf if condition is None else lf.filter(condition)) for name, lf in parts]
     found_files = discover(place)
+    check_folder_listing(found_files)
     chosen = found_files.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")
@@ -264,11 +353,25 @@ def load(
             token=token,
             columns=columns,
         ).collect()
-    place = open_location(location, revision=revision, api=api, token=token, retry=retry)
-    batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry, columns)
+    folder = _hub_folder(location, columns)
+    if folder is not None:
+        batches = _stream_folder(folder, sources, frames, batch_size)
+    else:
+        place = open_location(location, revision=revision, api=api, token=token, retry=retry)
+        batches = _stream(place, sources, frames, batch_size, masks, on_error, cache_dir, use_cache, retry, columns)
     if rows:
         return (row for batch in batches for row in batch.iter_rows(named=True))
     return batches
+
+
+def _stream_folder(
+    folder: Path, sources: Sequence[str] | str | None, frames: Sequence[str] | str | None, batch_size: int
+) -> Iterator[pl.DataFrame]:
+    condition = row_filter(normalize_sources(sources), normalize_frames(frames))
+    for batch in iter_hub_folder_batches(folder, batch_size=batch_size):
+        batch = batch if condition is None else batch.filter(condition)
+        if batch.height:
+            yield batch
 
 
 def _stream(
@@ -287,7 +390,7 @@ def _stream(
     if use_cache:
         from chexmask_u_tools.hub.cache import find_cache, iter_cache_batches
 
-        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns)
+        found = find_cache(place, cache_dir, sources=sources, frames=frames, columns=columns, masks=masks)
         if found is not None:
             for batch in iter_cache_batches(found, batch_size=batch_size):
                 batch = batch if condition is None else batch.filter(condition)
@@ -295,6 +398,7 @@ def _stream(
                     yield batch
             return
     found_files = discover(place)
+    check_folder_listing(found_files)
     chosen = found_files.select(sources, frames)
     if not chosen:
         raise InputError(f"no data file matches sources={sources!r} frames={frames!r}\n{found_files.report()}")

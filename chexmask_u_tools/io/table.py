@@ -64,6 +64,8 @@ from chexmask_u_tools.errors import (
     SkippedRowsWarning,
 )
 from chexmask_u_tools.io.csvstream import CsvFile, prefetched
+from chexmask_u_tools.io.hf import plain_storage
+from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
 from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
 from chexmask_u_tools.io.rle import rle_problems
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
@@ -687,6 +689,7 @@ def _canonical_passthrough(lf: pl.LazyFrame, keep_extra: bool = False) -> pl.Laz
     With ``keep_extra``, the file's other columns (an export's ``mask_png``,
     ``sample_weight``...) follow the canonical ones, as stored.
     """
+    lf = plain_storage(lf)  # a parquet written by datasets (save_hub_folder) stores the arrays as Array2D
     names = lf.collect_schema().names()
     extra = [name for name in names if name not in CANONICAL_SCHEMA] if keep_extra else []
     if all(name in names for name in CANONICAL_SCHEMA):
@@ -938,6 +941,8 @@ def scan_table(
     >>> cxu.scan_table(path).select("source", "image_id").head(2).collect().shape
     (2, 2)
     """
+    if _is_local_dir(path) and is_hub_folder(path):
+        return scan_hub_folder(path)  # checked against its record of shards; keeps a saved split column
     if _is_local_dir(path):
         options = {
             "source": source,
@@ -1009,6 +1014,8 @@ def read_table(
     >>> cxu.read_table(cxu.sample_dir()).height == cxu.load_sample().height
     True
     """
+    if _is_local_dir(path) and is_hub_folder(path):
+        return _collect(scan_hub_folder(path), os.fspath(path))
     if _is_local_dir(path):
         options = {
             "source": source,
