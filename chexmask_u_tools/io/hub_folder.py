@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -96,11 +95,12 @@ class FolderRecord:
 
     ``split_column``: the saved table had a ``split`` column (the readers
     that keep extra columns give it back, holding each shard's split).
+    No time stamp: the same table gives the same bytes (an upload of an
+    unchanged folder changes nothing on the Hub).
     """
 
     shards: tuple[FolderShard, ...]
     split_column: bool
-    created: str = ""
     version: int = FOLDER_VERSION
 
     @property
@@ -120,7 +120,6 @@ class FolderRecord:
             {
                 "format": FOLDER_FORMAT,
                 "version": self.version,
-                "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "rows": self.rows,
                 "splits": self.splits,
                 "split_column": self.split_column,
@@ -152,7 +151,7 @@ class FolderRecord:
             )
         try:
             shards = tuple(_shard(item) for item in data["shards"])
-            record = cls(shards=shards, split_column=_typed(data["split_column"], bool), created=str(data["created"]))
+            record = cls(shards=shards, split_column=_typed(data["split_column"], bool))
             totals = (_typed(data["rows"], int), {str(k): _typed(v, int) for k, v in data["splits"].items()})
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise FileReadError(f"folder record {where!r} is malformed ({error}); {REWRITE}") from error
