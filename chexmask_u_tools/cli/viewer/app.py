@@ -53,7 +53,7 @@ import polars as pl
 
 from chexmask_u_tools._atomic import atomic_write_bytes
 from chexmask_u_tools.cli.viewer.carry import cli_command, export_rows, export_target, python_snippet
-from chexmask_u_tools.cli.viewer.data import INDEX_COLUMNS, ROW_COLUMN, SORTS, Browse, ViewerData
+from chexmask_u_tools.cli.viewer.data import INDEX_COLUMNS, ROW_COLUMN, SORTS, Browse, ViewerData, metadata_spec
 from chexmask_u_tools.cli.viewer.predict import Predictor
 from chexmask_u_tools.cli.viewer.render import histogram_png, overlay_png, row_image
 from chexmask_u_tools.errors import CheXmaskUError, InputError
@@ -343,11 +343,13 @@ def build_app(data: ViewerData, predictor: Predictor, workspace: Workspace, *, e
         show.click(show_row, [picked_source, picked_id, soft], [overlay, values], **private)
         soft.change(show_row, [picked_source, picked_id, soft], [overlay, values], **private)
         export_button.click(export, [rules, sources, out_path, overwrite], exported, **private)
-        run.click(predict_files, uploads, [banner, gallery, summary, downloads, provenance], concurrency_id="model", **private)
+        run.click(predict_files, uploads, [banner, gallery, summary, downloads, provenance], concurrency_id="model", concurrency_limit=1, **private)
 
         gr.api(_raising(gr, browse_api), api_name="browse")
         api_show.click(_raising(gr, show_api), [api_source, api_id], api_overlay, api_name="show")
-        api_predict.click(_raising(gr, predict_api), api_image, [api_overlay, api_rows], api_name="predict", concurrency_id="model")
+        api_predict.click(
+            _raising(gr, predict_api), api_image, [api_overlay, api_rows], api_name="predict", concurrency_id="model", concurrency_limit=1
+        )
     return demo
 
 
@@ -358,9 +360,7 @@ def _blocked_paths(data: ViewerData, export_dir: Path, workspace: Workspace) -> 
         paths.append(Path(data.spec))
     if data.images is not None:
         paths += [root for roots in data.images.roots.values() for root in roots] + list(data.images.default_roots)
-    for spec in data.metadata:
-        name, equals, path = spec.partition("=")
-        paths.append(Path(path if equals and Path(path).exists() else spec))
+    paths += [Path(metadata_spec(spec)[1]) for spec in data.metadata]
     resolved = [p.resolve() for p in paths]
     # A blocked folder holding our own folder would block the overlays too (a working directory of /tmp).
     return sorted({str(p) for p in resolved if p != workspace.folder and p not in workspace.folder.parents})

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from chexmask_u_tools._atomic import atomic_path, remove_stale_temporaries
-from chexmask_u_tools.cli.viewer.data import Browse, ViewerData
+from chexmask_u_tools.cli.viewer.data import Browse, ViewerData, metadata_spec
 from chexmask_u_tools.errors import FileReadError, InputError
 from chexmask_u_tools.schema import CANONICAL_SCHEMA
 
@@ -79,9 +79,8 @@ def python_snippet(data: ViewerData, browse: Browse, sort: str = "sigma", seed: 
     if data.metadata:
         tables = []
         for spec in data.metadata:
-            name, equals, path = spec.partition("=")
-            source = name if equals and path else None
-            tables.append(f"cxu.read_metadata({source!r}, {(path if source else spec)!r})")
+            source, path = metadata_spec(spec)
+            tables.append(f"cxu.read_metadata({source!r}, {path!r})")
         lines.append(f"table = cxu.attach_metadata(table, [{', '.join(tables)}])")
     lines.append(f"kept = cxu.apply_rules(table, {[str(rule) for rule in browse.rules]!r}).collect()")
     if sort == "sigma":

@@ -17,7 +17,7 @@ import os
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,13 @@ import polars as pl
 
 from chexmask_u_tools.errors import FileReadError, InputError, RecordError
 from chexmask_u_tools.images.resolver import ImageResolver, check_image_id
-from chexmask_u_tools.schema import CANONICAL_SCHEMA, SUMMARY_SCHEMA
+from chexmask_u_tools.schema import CANONICAL_SCHEMA, RLE_COLUMNS
 from chexmask_u_tools.select.rules import LABEL_PREFIX, AnyRule, ColumnRule, apply_rules, parse_rules
 from chexmask_u_tools.sources import canonical_source
 
 __all__ = [
     "INDEX_COLUMNS",
+    "metadata_spec",
     "ROW_COLUMN",
     "SORTS",
     "Browse",
@@ -39,17 +40,16 @@ __all__ = [
     "rules_from_text",
 ]
 
-INDEX_COLUMNS: tuple[str, ...] = (
-    "source",
-    "image_id",
-    "frame",
-    "height",
-    "width",
-    "dice_rca_mean",
-    "dice_rca_max",
-    *SUMMARY_SCHEMA,
+INDEX_COLUMNS: tuple[str, ...] = tuple(
+    name for name, dtype in CANONICAL_SCHEMA.items() if not isinstance(dtype, pl.Array) and name not in RLE_COLUMNS.values()
 )
-"""The canonical columns the viewer keeps in memory for every row (no arrays, no masks)."""
+"""The canonical columns the viewer keeps in memory for every row: the scalars (no arrays, no masks).
+
+Examples
+--------
+>>> INDEX_COLUMNS[:7]
+('source', 'image_id', 'frame', 'height', 'width', 'dice_rca_mean', 'dice_rca_max')
+"""
 
 ROW_COLUMN = "viewer_row"
 """The index column holding each row's 0-based position in the input (UInt32)."""
@@ -212,7 +212,7 @@ class ViewerData:
         cache_dir: str | os.PathLike | None = None,
         columns: dict[str, str] | None = None,
         progress: bool = False,
-        say=None,
+        say: Callable[[str], None] | None = None,
     ) -> ViewerData:
         """Open an input for the viewer.
 
@@ -248,8 +248,8 @@ class ViewerData:
         kind = input_kind(text)
         if kind in ("mirror", "hub"):
 
-            def event(kind: str, detail: str) -> None:
-                if say is not None and kind in ("plan", "reuse", "wait"):
+            def event(what: str, detail: str) -> None:
+                if say is not None and what in ("plan", "reuse", "wait"):
                     say(detail)
 
             place = open_location(text, revision=revision)
@@ -436,6 +436,18 @@ def _named_after(error: RecordError, stand_ins) -> RecordError:
         if said in error.reason:
             return RecordError(error.reason.replace(said, f"rule {rule.name!r} needs {rule.needs}"), image_id=error.image_id, column=rule.needs)
     return error
+
+
+def metadata_spec(spec: str) -> tuple[str | None, str]:
+    """``[SOURCE=]PATH`` (``--metadata``) -> ``(source or None, path)``, read as ``chexmask-u export`` reads it.
+
+    Examples
+    --------
+    >>> metadata_spec("nih=/data/nih"), metadata_spec("/data/a=b")
+    (('nih', '/data/nih'), (None, '/data/a=b'))
+    """
+    name, equals, path = spec.partition("=")
+    return (name, path) if equals and canonical_source(name) is not None else (None, spec)
 
 
 def _join_metadata(index: pl.DataFrame, specs: Sequence[str]) -> pl.DataFrame:

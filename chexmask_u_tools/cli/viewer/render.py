@@ -201,7 +201,7 @@ def histogram_png(
         ax.set_ylabel("rows", fontsize=9)
         if total.size:
             edges = np.histogram_bin_edges(total, bins=60)
-            ax.stairs(np.histogram(total, edges)[0], edges, fill=True, color="0.82", label=f"all looked at ({total.size:,})")
+            ax.stairs(np.histogram(total, edges)[0], edges, fill=True, color="0.82", label=f"rows looked at ({total.size:,} with a value)")
             ax.stairs(np.histogram(kept, edges)[0], edges, fill=True, color="#1f77b4", alpha=0.8, label=f"kept ({kept.size:,})")
         else:
             ax.text(0.5, 0.5, f"no row has a value of {column}", ha="center", va="center", transform=ax.transAxes)
