@@ -37,7 +37,7 @@ from chexmask_u_tools.testing import write_demo_images
 gradio_client = pytest.importorskip("gradio_client", reason="the viewer tests need the [viewer] extra (gradio)")
 pytest.importorskip("gradio", reason="the viewer tests need the [viewer] extra (gradio)")
 
-SEED, SAMPLES = 0, 4
+SEED, SAMPLES, MAX_UPLOAD_MB = 0, 4, 2
 NIH_HEADER = [
     "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Sex", "View Position",
     "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]", "",
@@ -106,7 +106,7 @@ def site(tmp_path_factory) -> Site:
     command = [
         sys.executable, "-m", "chexmask_u_tools", "view", str(cache), "--port", str(port),
         "--weights", "random", "--dtype", "fp64", "--samples", str(SAMPLES), "--seed", str(SEED),
-        "--export-dir", str(work / "exports"), "--metadata", f"ChestX-ray8={nih}",
+        "--export-dir", str(work / "exports"), "--metadata", f"ChestX-ray8={nih}", "--max-upload-mb", str(MAX_UPLOAD_MB),
         *[f"--images={source}={root}" for source, root in roots.items()],
     ]  # fmt: skip
     log = work / "server.log"
@@ -232,6 +232,7 @@ def test_bad_rules_and_hostile_ids_come_back_as_the_package_errors(site, client)
 # --------------------------------------------------------------------------- /predict
 
 
+@pytest.mark.slow
 def test_predict_with_random_float64_weights_equals_predict(site, client, tmp_path):
     pytest.importorskip("torch", reason="the Predict tab needs the [torch] extra")
     import pyarrow.parquet as pq
@@ -250,6 +251,40 @@ def test_predict_with_random_float64_weights_equals_predict(site, client, tmp_pa
     hostile = tmp_path / "list.txt"
     hostile.write_text(f"{source}\n")  # predict would read a text file as a list of paths
     assert "is not an image file" in _message(lambda: client.predict(gradio_client.handle_file(str(hostile)), api_name="/predict"))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width x height`` pixels and holds no image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_uploads_are_bounded(site, client, tmp_path):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header(12000, 12000))  # 1.44e8 pixels > MAX_PIXELS: refused from the header, before decoding
+    message = _message(lambda: client.predict(gradio_client.handle_file(str(huge)), api_name="/predict"))
+    assert "huge.png: image size 12000x12000" in message and "outside the accepted range" in message
+    assert "chexmask-u-view-" not in message  # the server's own folders are not told
+    heavy = tmp_path / "heavy.png"
+    heavy.write_bytes(_png_header(64, 64) + bytes(MAX_UPLOAD_MB * 2**20 + 1))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client reads the server's limit
+        client.predict(gradio_client.handle_file(str(heavy)), api_name="/predict")
+    answer = httpx.post(site.url + "gradio_api/upload", files={"files": ("heavy.png", heavy.read_bytes(), "image/png")})
+    assert answer.status_code == 413  # ... and the server refuses it anyway
+
+
+def test_a_mirror_is_viewed_through_its_cache(site, tmp_path):
+    said: list[str] = []
+    first = ViewerData.open(site.work / "mirror", cache_dir=tmp_path, say=said.append)
+    again = ViewerData.open(site.work / "mirror", cache_dir=tmp_path, say=said.append)
+    assert first.index.height == again.index.height == site.table.height
+    assert len(first.parts) > 1 and all(start >= 0 for start, _ in again.parts)  # shards of a cache, not the CSVs
+    assert_frame_equal(first.index.drop("viewer_row"), site.table.select(first.index.drop("viewer_row").columns))
 
 
 # --------------------------------------------------------------------------- what the server serves
@@ -354,6 +389,7 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_the_page_in_chromium(site, tmp_path):
     executable = _chromium()
     if executable is None:

@@ -233,8 +233,10 @@ class Predictor:
             for file in files
         ]
         rows = pl.concat(parts)
+        # Reasons name the upload by its name: the server's folders are nobody's business.
+        failed = [(image_id, _named(reason, files)) for image_id, reason in report.failed]
         if rows.height == 0:
-            reasons = "; ".join(f"{image_id}: {reason}" for image_id, reason in report.failed)
+            reasons = "; ".join(f"{image_id}: {reason}" for image_id, reason in failed)
             raise CheXmaskUError(f"no image could be predicted: {reasons}")
         overlays = []
         for file in files:
@@ -243,7 +245,13 @@ class Predictor:
                 row = original.row(0, named=True)
                 landmarks, std, _ = row_arrays(row)
                 overlays.append((file.name, overlay_png({**row, "landmarks": landmarks, "landmarks_std": std}, image=read_image(file))))
-        return Prediction(rows, overlays, list(report.failed), self.provenance())
+        return Prediction(rows, overlays, failed, self.provenance())
+
+
+def _named(reason: str, files: Sequence[Path]) -> str:
+    for file in files:
+        reason = reason.replace(str(file), file.name)
+    return reason
 
 
 def _has_torch() -> bool:
