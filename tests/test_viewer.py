@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,8 @@ def site(tmp_path_factory) -> Site:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    # Terminated like an interrupted server: it removed its private folder.
+    assert not list(Path(tempfile.gettempdir()).glob(f"chexmask-u-view-{process.pid}-*")), log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +362,19 @@ def test_soft_masks_and_rows_without_std(site, data):
     assert Image.open(io.BytesIO(overlay_png(bare))).size == (1024, 1024)  # contours in the organ colours
     with pytest.raises(InputError, match="no per-node std, so no soft mask"):
         overlay_png(bare, soft=True)
+
+
+def test_a_killed_viewers_folder_is_removed_by_the_next(tmp_path, monkeypatch):
+    from chexmask_u_tools.cli.viewer.app import Workspace
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = tmp_path / f"{Workspace.PREFIX}{ended.stdout.strip()}-abc"
+    alive = tmp_path / f"{Workspace.PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        (folder / "views").mkdir(parents=True)
+    Workspace.remove_stale()
+    assert not dead.exists() and alive.exists()
 
 
 def test_import_and_help_never_load_gradio():

@@ -7,6 +7,7 @@ lives in :mod:`chexmask_u_tools.cli.viewer`, which nothing else imports.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from chexmask_u_tools.cli._args import add_column_argument, column_mapping
@@ -97,6 +98,10 @@ def image_roots(values: list[str]) -> dict[str, str]:
     return roots
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.cli.viewer.data import ViewerData
     from chexmask_u_tools.cli.viewer.predict import Predictor
 
+    # A terminated server stops like an interrupted one: its private folder is removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     roots = image_roots(args.images)
     predictor = Predictor(args.weights, dtype=args.dtype, samples=args.samples, seed=args.seed, device=args.device)
     workspace = Workspace()

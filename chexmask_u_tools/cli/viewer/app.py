@@ -51,7 +51,7 @@ from typing import Any
 
 import polars as pl
 
-from chexmask_u_tools._atomic import atomic_write_bytes
+from chexmask_u_tools._atomic import atomic_write_bytes, process_alive
 from chexmask_u_tools.cli.viewer.carry import cli_command, export_rows, export_target, python_snippet
 from chexmask_u_tools.cli.viewer.data import INDEX_COLUMNS, ROW_COLUMN, SORTS, Browse, ViewerData, metadata_spec
 from chexmask_u_tools.cli.viewer.predict import Predictor
@@ -77,16 +77,29 @@ class Workspace:
     """The process's private folder for Gradio (``GRADIO_TEMP_DIR``) and Gradio imported in the background.
 
     Create it first thing: the import of Gradio (seconds) then overlaps
-    opening the data.  :meth:`close` removes the folder.
+    opening the data.  :meth:`close` removes the folder; the folders of viewers
+    that were killed (``chexmask-u-view-<pid>-*`` of a process no longer
+    running) are removed when the next one starts.
     """
 
+    PREFIX = "chexmask-u-view-"
+
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="chexmask-u-view-")).resolve()
+        self.remove_stale()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-")).resolve()
         # Before Gradio is imported: no analytics, no version check, files only in our folder.
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
         os.environ["GRADIO_TEMP_DIR"] = str(self.folder)
         self._import = threading.Thread(target=importlib.import_module, args=("gradio",), daemon=True)
         self._import.start()
+
+    @classmethod
+    def remove_stale(cls) -> None:
+        """Remove the folders of viewers no longer running (killed before they could remove their own)."""
+        for folder in Path(tempfile.gettempdir()).glob(f"{cls.PREFIX}*-*"):
+            pid = folder.name[len(cls.PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def gradio(self):
         """The imported ``gradio`` module."""
