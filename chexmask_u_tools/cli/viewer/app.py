@@ -448,6 +448,11 @@ def serve(
     except OSError as error:
         raise InputError(f"cannot serve on {host}:{port} ({error}); pass another --port") from error
     predictor.start()
+    if share or host not in ("127.0.0.1", "localhost", "::1"):
+        say(
+            f"chexmask-u view: warning: served beyond this machine ({'a public share link' if share else host}): anyone who "
+            f"reaches it can read {data.spec}, its images as overlays, and write exports inside {export_dir}"
+        )
     say(f"chexmask-u view: {data.spec} ({data.index.height:,} rows) at {demo.local_url}" + (f" and {demo.share_url}" if share else ""))
     if block:
         try:
