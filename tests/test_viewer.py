@@ -345,6 +345,21 @@ def test_the_commands_build_the_same_rows(site, data, tmp_path):
 # --------------------------------------------------------------------------- the command
 
 
+def test_missing_weights_show_the_loaders_message_and_predict_nothing(tmp_path):
+    pytest.importorskip("torch", reason="the Predict tab needs the [torch] extra")
+    from chexmask_u_tools.cli.viewer.predict import Predictor
+
+    predictor = Predictor("./no/such/weights")
+    with pytest.raises(CheXmaskUError, match="neither an existing path") as caught:
+        predictor.model()
+    assert predictor.banner().startswith("⛔ **No weights: Predict is off.**") and str(caught.value) in predictor.banner()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+    with pytest.raises(CheXmaskUError, match="neither an existing path"):
+        predictor.predict([image])
+    assert "RANDOM WEIGHTS" in Predictor("random").banner()
+
+
 def test_the_random_weights_spec_is_the_models():
     pytest.importorskip("torch", reason="the model needs the [torch] extra")
     from chexmask_u_tools.cli.viewer.predict import RANDOM_WEIGHTS
