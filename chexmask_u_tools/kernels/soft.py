@@ -106,6 +106,23 @@ SEG32_ROWS = 7
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _BLOCK = 8  # the numpy reference's search block: its float32 pixel offsets start at the block origin
+_LANES = 16  # pixel loops run whole multiples of this many columns: LLVM's vector loop takes 16 at a time
+
+
+@kernel
+def _lanes(lo, hi):
+    """``hi`` moved up so that lo..hi is a whole number of ``_LANES`` (vector loop only, no scalar remainder).
+
+    Spans grow so, at most ``_LANES - 1`` columns past their end (the row
+    buffers are that much longer); the extra columns get true distances, and a
+    pixel only becomes a band pixel of a segment within that segment's reach,
+    where its nearest segment's exact span covers it.  Ranges of a segment's
+    own pixels are then cut on its span's lane grid, so that they never leave
+    the columns initialized in the row.
+    """
+    if hi < lo:
+        return hi
+    return lo + ((hi - lo) // _LANES + 1) * _LANES - 1
 _EXP_SQUARINGS = 7
 _EXP_MAX = 81.0  # exp(-81) < 1e-35: the CDFs below are 0 or 1 to every digit that matters beyond it
 _EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13))  # exp(u) = sum u^k / k!
@@ -417,7 +434,7 @@ def _margin(x, dist, ins, constants):
     ox = rx - t * vx
     oy = ry - t * vy
     on = dist < f32(1e-6)
-    # ox / dist exactly as numpy (a reciprocal would move the margin by an ulp, which flips certain pixels)
+    # ox / dist exactly as numpy (not times a reciprocal): with a tiny std, an ulp of the margin moves P a lot
     safe = one32 if on else dist
     nx = np.divide(ox, safe)
     ny = np.divide(oy, safe)
@@ -429,7 +446,7 @@ def _margin(x, dist, ins, constants):
     sigma2 = (nx2 * var_x0 + ny2 * var_y0) * (tail * tail) + (t * t) * (nx2 * var_x1 + ny2 * var_y1)
     margin = (dist if ins else -dist) + max(abs(nx), abs(ny)) * f32(0.5)
     certain = sigma2 <= zero32
-    z = np.divide(margin, np.sqrt(max(sigma2, f32(1e-30))))
+    z = np.divide(margin, np.sqrt(sigma2 if sigma2 > zero32 else one32))  # certain ones are replaced below
     p = norm_cdf32(z)
     p = (one32 if margin >= zero32 else zero32) if certain else p
     zz = (math.inf if margin >= zero32 else -math.inf) if certain else np.float64(z)
@@ -568,12 +585,16 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
     height = out.shape[0]
     width = out.shape[1] // _ITEMSIZE[mode]
     n = a.shape[0]
-    best = np.empty(width, dtype=np.float32)
-    sel = np.empty(width, dtype=np.int32)
-    inside = np.zeros(width, dtype=np.uint8)
-    prob = np.empty(width, dtype=np.float32)
-    zval = np.empty(width, dtype=np.float64)
-    flag = np.empty(width, dtype=np.uint8)
+    # row buffers, _LANES columns longer: pixel loops run whole multiples of _LANES (see _lanes).  Zeroed,
+    # not left empty: a read of a column not initialized in its row would then misbehave the same way on
+    # every run (segment 0 at distance 0), so the tests see it
+    padded = width + _LANES
+    best = np.zeros(padded, dtype=np.float32)
+    sel = np.zeros(padded, dtype=np.int32)
+    inside = np.zeros(padded, dtype=np.uint8)
+    prob = np.zeros(padded, dtype=np.float32)
+    zval = np.zeros(padded, dtype=np.float64)
+    flag = np.zeros(padded, dtype=np.uint8)
     crossings = np.empty(n + 1, dtype=np.float64)
     run_left = np.empty(n, dtype=np.int64)
     run_right = np.empty(n, dtype=np.int64)
@@ -641,7 +662,7 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
                 if x0 <= x1:
                     span_seg[spans] = s
                     span_lo[spans] = x0
-                    span_hi[spans] = x1
+                    span_hi[spans] = _lanes(x0, x1)
                     spans += 1
                     used_lo = min(used_lo, x0)
                     used_hi = max(used_hi, x1)
@@ -671,7 +692,10 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
         # last pixel of the row)
         for i in range(spans):
             s = span_seg[i]
-            own_lo[i], own_hi[i] = _own_range(sel, span_lo[i], span_hi[i], s)
+            first, last = _own_range(sel, span_lo[i], span_hi[i], s)
+            # on the span's lane grid: whole vectors, all inside the span (initialized in this row)
+            own_lo[i] = span_lo[i] + (first - span_lo[i]) // _LANES * _LANES
+            own_hi[i] = _lanes(own_lo[i], last)
             span_corners[i] = 0
             if own_lo[i] > own_hi[i]:
                 continue
@@ -707,4 +731,5 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
         # 6. write the band pixels
         for i in range(spans):
             if own_lo[i] <= own_hi[i]:
-                _store_span(out_row, sel, prob, zval, own_lo[i], own_hi[i], span_seg[i], mode, param0, param1)
+                _store_span(out_row, sel, prob, zval, own_lo[i], min(own_hi[i], width - 1), span_seg[i], mode, param0,
+                            param1)
