@@ -8,7 +8,9 @@ For each organ and each size (1024 and 512) it prints the time of
 uint8); and the whole-grid reference (``soft_mask(..., band=False)``).  Then the
 three organs at once (``soft_mask_organs`` against ``rasterize_organs``), the
 kernel against numpy at sizes from 16 to 2048 px (what ``method="auto"``
-dispatches to), and, when torch is installed, the batched torch path
+dispatches to), ``band_mask`` and the pixel weight maps (``pixel_weight_map``,
+``soft_pixel_weights``, ``band_pixel_weights``) against their numpy forms,
+and, when torch is installed, the batched torch path
 (``soft_mask_organs_torch``) on CPU and, when available, CUDA.
 
 Contours: the landmarks of the embedded sample (``cxu.load_sample()``), scaled
@@ -131,6 +133,7 @@ def main() -> int:
               "(target <= 12x, stretch 6x)")
     _organ_rows(landmarks, stds, args)
     _dispatch_rows(landmarks, stds, args)
+    _weight_rows(landmarks, stds, args)
     _torch_rows(landmarks, stds, args)
     return 0
 
@@ -180,6 +183,45 @@ def _dispatch_rows(landmarks: np.ndarray, stds: np.ndarray, args) -> None:
         faster = "kernel" if t_kernel < t_numpy else "numpy"
         print(f"| {size:>4} | {t_kernel * 1e3:>8.3f} | {t_numpy * 1e3:>8.3f} | {faster:>6} | "
               f"{soft_method(size, size):>10} |")
+
+
+def _weight_rows(landmarks: np.ndarray, stds: np.ndarray, args) -> None:
+    """Band masks and pixel weight maps: kernel against numpy at 512 (same results, checked)."""
+    from chexmask_u_tools.masks.soft import band_mask, pixel_weight_map, soft_mask_organs
+    from chexmask_u_tools.layout import ORGAN_SLICES
+    from chexmask_u_tools.select.weights import band_pixel_weights, soft_pixel_weights, soft_pixel_weights_reference
+
+    sl = ORGAN_SLICES["right_lung"]
+    p = landmarks[0][sl] * 0.5
+    s = stds[0][sl]
+    soft = soft_mask_organs(landmarks[0] * 0.5, stds[0], 512, 512)
+    band = band_mask(p, s, 512, 512, k=2.0)
+    rows = [
+        ("band_mask, one organ, k=2", lambda: band_mask(p, s, 512, 512, k=2.0, method="kernel"),
+         lambda: band_mask(p, s, 512, 512, k=2.0, method="numpy"), 0.0),
+        ("pixel_weight_map, one organ", lambda: pixel_weight_map(p, s, 512, 512, method="kernel"),
+         lambda: pixel_weight_map(p, s, 512, 512, method="numpy"), 2e-6),
+    ]
+    for power in (1.0, 2.0, 0.5, 1.5):
+        for reduce in (None, "min"):
+            rows.append((f"soft_pixel_weights 3x512x512, power {power:g}, reduce {reduce}",
+                         lambda power=power, reduce=reduce: soft_pixel_weights(soft, power=power, reduce=reduce),
+                         lambda power=power, reduce=reduce: soft_pixel_weights_reference(soft, power=power, reduce=reduce),
+                         0.0 if power != 1.5 else 1e-7))
+    rows.append(("band_pixel_weights 512x512", lambda: band_pixel_weights(band, 0.2),
+                 lambda: np.where(band, np.float32(0.2), np.float32(1.0)), 0.0))
+    print()
+    print("band masks and pixel weights at 512: what the public function runs (kernel, or numpy where that is faster) "
+          "against numpy (ms)")
+    print(f"| {'what':<52} | {'public':>7} | {'numpy':>7} | {'numpy/public':>12} |")
+    print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|{'-' * 14}|")
+    for name, ours, numpy_way, tol in rows:
+        err = float(np.abs(np.asarray(ours(), dtype=np.float64) - np.asarray(numpy_way(), dtype=np.float64)).max())
+        if err > tol:
+            raise SystemExit(f"{name}: kernel and numpy differ by {err:.2e}")
+        t_ours = best_time(ours, args.repeat)
+        t_numpy = best_time(numpy_way, args.repeat)
+        print(f"| {name:<52} | {t_ours * 1e3:>7.3f} | {t_numpy * 1e3:>7.3f} | {t_numpy / t_ours:>11.1f}x |")
 
 
 def _torch_rows(landmarks: np.ndarray, stds: np.ndarray, args) -> None:

@@ -206,11 +206,18 @@ def test_dispatch_is_pinned():
 
 
 def test_dispatch_without_jit_uses_numpy():
-    code = "from chexmask_u_tools.masks.soft import soft_method; print(soft_method(512, 512))"
+    code = (
+        "from chexmask_u_tools.masks.soft import soft_method\n"
+        "from chexmask_u_tools.select.weights import band_pixel_weights, pixel_weights_method, soft_pixel_weights\n"
+        "import numpy as np\n"
+        "assert soft_pixel_weights(np.zeros((2, 3, 3), np.float32), reduce='min').shape == (3, 3)\n"
+        "assert band_pixel_weights(np.ones(4, bool)).tolist() == [float(np.float32(0.2))] * 4\n"
+        "print(soft_method(512, 512), pixel_weights_method())"
+    )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "numpy"
+    assert done.stdout.strip() == "numpy numpy"
 
 
 @pytest.mark.parametrize(
