@@ -21,17 +21,20 @@ from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs
 from chexmask_u_tools.masks.tables import add_masks, table_from_arrays
 from chexmask_u_tools.masks.soft import (
     band_mask,
+    band_z,
     pixel_weight_map,
     sample_masks,
     sample_probability,
     soft_mask,
     soft_mask_organs,
+    soft_method,
     uncertainty_band,
 )
 
 __all__ = [
     "add_masks",
     "band_mask",
+    "band_z",
     "convert_table_frame",
     "frame_scale",
     "heart_lung_overlap",
@@ -48,6 +51,7 @@ __all__ = [
     "scale_points",
     "soft_mask",
     "soft_mask_organs",
+    "soft_method",
     "std_to_original_frame",
     "std_to_preprocessed_frame",
     "table_from_arrays",
