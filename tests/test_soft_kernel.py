@@ -302,3 +302,23 @@ def test_hostile_input_is_refused_or_harmless_in_a_subprocess():
     assert report["refused"] == {name: "InputError" for name in report["refused"]}
     for name, (to_numpy, to_whole, same_band) in report["agree"].items():
         assert to_numpy <= 2e-7 and to_whole <= 1e-6 and same_band, (name, to_numpy, to_whole, same_band)
+
+
+@settings(max_examples=40, deadline=None)
+@given(contours, st.sampled_from([BAND_Z, 3.09, 1.0]))
+def test_compiled_contour_tables_equal_the_numpy_model(case, z_cut):
+    from chexmask_u_tools.kernels import soft as kernels
+    from chexmask_u_tools.masks.soft import contour_model, kernel_tables
+
+    pts, std, h, w = case
+    model = contour_model(pts, std, h, w, z_cut)
+    seg, seg32 = kernel_tables(model, h, w)
+    n = len(pts)
+    a, convex, nxt = np.empty((n, 2)), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64)
+    got, got32 = np.empty((kernels.SEG_ROWS, n)), np.empty((kernels.SEG32_ROWS, n), dtype=np.float32)
+    kernels.contour_tables(pts, std, z_cut, h, w, a, convex, nxt, got, got32)
+    np.testing.assert_allclose(a, model.a, rtol=1e-14, atol=1e-12)
+    np.testing.assert_array_equal(convex, model.convex)
+    np.testing.assert_array_equal(nxt, model.nxt)
+    np.testing.assert_allclose(got, seg, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got32, seg32, rtol=1e-6, atol=1e-12)

@@ -81,6 +81,7 @@ __all__ = [
     "VX32",
     "VY32",
     "WEIGHT",
+    "contour_tables",
     "corner_probability",
     "exp_neg",
     "norm_cdf32",
@@ -733,3 +734,107 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
             if own_lo[i] <= own_hi[i]:
                 _store_span(out_row, sel, prob, zval, own_lo[i], min(own_hi[i], width - 1), span_seg[i], mode, param0,
                             param1)
+
+
+_FOURIER_TERMS = 24
+_CORNER_SIN = math.sin(math.radians(20.0))
+_BAND_Z = 5.0
+_BAND_PAD = 1.0
+
+
+@kernel
+def contour_tables(points, std, z_cut, height, width, a, convex, nxt, seg, seg32):
+    """The closed form's per-node and per-segment constants of one contour, straight into the kernel's tables.
+
+    The compiled twin of ``masks.soft.contour_model`` followed by
+    ``masks.soft.kernel_tables`` (the numpy reference; the tests compare the
+    two): truncation moments from the sawtooth's Fourier series, the shifted
+    polygon ``a`` (N, 2), outward normals, sharp convex vertices ``convex``
+    (N,), the band reach (``z_cut`` sigma, at least ``BAND_Z`` on segments
+    that meet a sharp convex vertex; no whole grid: that is numpy's), the
+    two-edge model's line constants and the visit radii, for float64 (N, 2)
+    ``points`` and per-axis ``std``.  ``nxt`` (N,) int64 gets the next node.
+    """
+    n = points.shape[0]
+    var = np.empty((n, 2))
+    smallest = math.inf
+    for j in range(n):
+        for axis in range(2):
+            if std[j, axis] > 0:
+                smallest = min(smallest, std[j, axis])
+    terms = 1
+    if smallest < math.inf:
+        terms = min(_FOURIER_TERMS, int(math.ceil(math.sqrt(41.5 / (2 * math.pi**2)) / smallest)))
+    for j in range(n):
+        nxt[j] = (j + 1) % n
+        for axis in range(2):
+            x = points[j, axis]
+            sigma = std[j, axis]
+            u = abs(x)
+            if sigma == 0:
+                mean = u - math.floor(u)
+                trunc_var = 0.0
+            else:
+                total_sin = 0.0
+                total = 0.0
+                for k in range(1, terms + 1):
+                    damp = math.exp(-2 * math.pi**2 * k**2 * sigma**2)
+                    phase = 2 * math.pi * k * u
+                    total_sin += damp * math.sin(phase) / (math.pi * k)
+                    total += damp * (math.cos(phase) / (math.pi * k) ** 2 - math.sin(phase) / (math.pi * k))
+                mean = 0.5 - total_sin
+                trunc_var = min(max(1 / 3 + total - mean * mean, 0.0), 1 / 12 + 1e-3)
+            a[j, axis] = x - mean if x >= 0 else x + mean
+            var[j, axis] = sigma * sigma + trunc_var
+    area2 = 0.0
+    for j in range(n):
+        b = nxt[j]
+        area2 += a[j, 0] * a[b, 1] - a[b, 0] * a[j, 1]
+    orientation = 1.0 if area2 >= 0 else -1.0
+    span = max(width + 0.0, height + 0.0)
+    for j in range(n):
+        span = max(span, abs(a[j, 0]), abs(a[j, 1]))
+    for j in range(n):
+        b = nxt[j]
+        vx = a[b, 0] - a[j, 0]
+        vy = a[b, 1] - a[j, 1]
+        length2 = vx * vx + vy * vy
+        nx = vy * orientation
+        ny = -vx * orientation
+        norm = max(math.sqrt(nx * nx + ny * ny), 1e-12)
+        seg[AX, j] = a[j, 0]
+        seg[AY, j] = a[j, 1]
+        seg[NX, j] = nx / norm
+        seg[NY, j] = ny / norm
+        seg[LVX, j] = vx
+        seg[LVY, j] = vy
+        seg[LEN2, j] = max(length2, 1e-12)
+        seg32[VX32, j] = vx
+        seg32[VY32, j] = vy
+        seg32[INV32, j] = 1.0 / (length2 if length2 > 0 else 1.0)
+        seg32[VARX, j] = var[j, 0]
+        seg32[VARY, j] = var[j, 1]
+    for j in range(n):
+        b = nxt[j]
+        prev = (j - 1) % n
+        length = max(math.sqrt(seg[LVX, j] ** 2 + seg[LVY, j] ** 2), 1e-12)
+        convex[j] = (seg[NX, prev] * seg[LVX, j] / length + seg[NY, prev] * seg[LVY, j] / length) < -_CORNER_SIN
+        nx2 = seg[NX, j] * seg[NX, j]
+        ny2 = seg[NY, j] * seg[NY, j]
+        seg[HALF, j] = 0.5 * max(abs(seg[NX, j]), abs(seg[NY, j]))
+        seg[VSTART, j] = nx2 * var[j, 0] + ny2 * var[j, 1]
+        seg[VEND, j] = nx2 * var[b, 0] + ny2 * var[b, 1]
+        seg[SHARED, j] = seg[NX, prev] * seg[NX, j] * var[j, 0] + seg[NY, prev] * seg[NY, j] * var[j, 1]
+    for j in range(n):
+        b = nxt[j]
+        sigma_max = math.sqrt(max(var[j, 0], var[j, 1], var[b, 0], var[b, 1]))
+        seg32[CREACH, j] = _BAND_Z * sigma_max + 0.5
+        if convex[j] or convex[b]:
+            reach = max(z_cut, _BAND_Z) * sigma_max + _BAND_PAD
+        else:
+            reach = z_cut * sigma_max + _BAND_PAD
+        reach = min(reach, 2.0**22)  # beyond any grid: keeps reach^2 finite in float32
+        seg[REACH, j] = reach
+        seg32[REACH2, j] = reach * reach
+    slack = 0.5 + 1e-6 * max(span, 0.0)
+    visit_radii(a, nxt, seg[REACH], slack, seg[VISIT])

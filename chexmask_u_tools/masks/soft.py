@@ -81,6 +81,7 @@ __all__ = [
     "SOFT_DTYPES",
     "band_mask",
     "band_z",
+    "kernel_tables",
     "pixel_weight_map",
     "sample_masks",
     "sample_probability",
@@ -712,8 +713,15 @@ def _to_dtype(p: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return p.astype(dtype, copy=False)
 
 
-def _kernel_tables(model: ContourModel, height: int, width: int, kernels) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 and float32 per-segment tables of :func:`chexmask_u_tools.kernels.soft.soft_band`."""
+def kernel_tables(model: ContourModel, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 and float32 per-segment tables of :func:`chexmask_u_tools.kernels.soft.soft_band`, from numpy.
+
+    The reference of the kernel's own ``contour_tables`` (which the soft masks
+    use: it builds them in a few microseconds); the rows are named in
+    :mod:`chexmask_u_tools.kernels.soft`.
+    """
+    from chexmask_u_tools.kernels import soft as kernels
+
     n = len(model.a)
     cols, shared = model.line
     reach = np.minimum(model.reach, 2.0**22)  # beyond any grid: keeps reach^2 finite in float32
@@ -736,15 +744,22 @@ def _kernel_tables(model: ContourModel, height: int, width: int, kernels) -> tup
     return seg, seg32
 
 
-def _draw_kernel(out: np.ndarray, model: ContourModel, mode: str, param0: float = 0.0, param1: float = 0.0) -> None:
-    """Draw ``model``'s band into the C-contiguous (H, W) ``out`` with the compiled kernel (``mode``: a
-    ``kernels.soft`` output mode name)."""
+def _draw_kernel(out: np.ndarray, points: np.ndarray, std: np.ndarray, z_cut: float, mode: str,
+                 param0: float = 0.0, param1: float = 0.0) -> None:
+    """Draw the band of validated ``points`` / (N, 2) ``std`` into the C-contiguous (H, W) ``out`` with the
+    compiled kernels (``mode``: a ``kernels.soft`` output mode name)."""
     from chexmask_u_tools.kernels import soft as kernels  # numba loads at the first soft mask, not at import
 
     height, width = out.shape
-    seg, seg32 = _kernel_tables(model, height, width, kernels)
-    kernels.soft_band(out.view(np.uint8), getattr(kernels, mode), float(param0), float(param1), model.a, model.nxt,
-                      model.convex, seg, seg32)
+    n = len(points)
+    a = np.empty((n, 2))
+    convex = np.empty(n, dtype=bool)
+    nxt = np.empty(n, dtype=np.int64)
+    seg = np.empty((kernels.SEG_ROWS, n))
+    seg32 = np.empty((kernels.SEG32_ROWS, n), dtype=np.float32)
+    kernels.contour_tables(points, std, float(z_cut), height, width, a, convex, nxt, seg, seg32)
+    kernels.soft_band(out.view(np.uint8), getattr(kernels, mode), float(param0), float(param1), a, nxt, convex,
+                      seg, seg32)
 
 
 _KERNEL_MODE = {np.dtype(np.float32): "PROB32", np.dtype(np.float16): "PROB16", np.dtype(np.uint8): "PROB8"}
@@ -756,11 +771,10 @@ def _draw_soft(out: np.ndarray, points: np.ndarray, std: np.ndarray, z_cut: floa
     if not std.any():
         out[rasterize(points, height, width)] = 255 if out.dtype == np.uint8 else 1
         return
-    model = contour_model(points, std, height, width, z_cut)
     if method == "kernel":
-        _draw_kernel(out, model, _KERNEL_MODE[out.dtype])
+        _draw_kernel(out, points, std, z_cut, _KERNEL_MODE[out.dtype])
         return
-    inside, passes = _closed_form(model, height, width)
+    inside, passes = _closed_form(contour_model(points, std, height, width, z_cut), height, width)
     p = inside.astype(np.float32)
     for flat, z, corner, both in passes:
         band = norm_cdf(z, np.float32)
@@ -1041,11 +1055,11 @@ def band_mask(
         return out
     # beyond k sigma (plus delta) of its nearest segment no edge gives |z| < k, and
     # the corner model, which can lower z, reaches BAND_Z sigma: the band covers both
-    model = contour_model(pts, sd, height, width, float(k) if band else None)
     if use == "kernel":
-        _draw_kernel(out, model, "BAND", float(k))
+        _draw_kernel(out, pts, sd, float(k), "BAND", float(k))
         return out
-    for flat, z, corner, both in _closed_form(model, height, width)[1]:
+    for flat, z, corner, both in _closed_form(contour_model(pts, sd, height, width, float(k) if band else None),
+                                              height, width)[1]:
         z = z.astype(np.float64)
         z[corner] = np.minimum(z[corner], norm_ppf_clip(both))
         out.reshape(-1)[flat] = np.abs(z) < k  # a pixel equidistant from segments: the last one counts, as in soft_mask
@@ -1095,5 +1109,5 @@ def pixel_weight_map(
     certain = _weights(np.zeros(1, dtype=np.float32), floor, power)[0]  # p = 0 and p = 1 weigh the same
     out = np.full((height, width), certain, dtype=np.float32)
     if sd.any():
-        _draw_kernel(out, contour_model(pts, sd, height, width, z_cut), "WEIGHT", floor, power)
+        _draw_kernel(out, pts, sd, z_cut, "WEIGHT", floor, power)
     return out
