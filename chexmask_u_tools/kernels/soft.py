@@ -118,8 +118,8 @@ def _lanes(lo, hi):
     buffers are that much longer); the extra columns get true distances, and a
     pixel only becomes a band pixel of a segment within that segment's reach,
     where its nearest segment's exact span covers it.  Ranges of a segment's
-    own pixels are then cut on its span's lane grid, so that they never leave
-    the columns initialized in the row.
+    own pixels are rounded the same way, within its span, so that they never
+    leave the columns initialized in the row.
     """
     if hi < lo:
         return hi
@@ -694,9 +694,11 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
         for i in range(spans):
             s = span_seg[i]
             first, last = _own_range(sel, span_lo[i], span_hi[i], s)
-            # on the span's lane grid: whole vectors, all inside the span (initialized in this row)
-            own_lo[i] = span_lo[i] + (first - span_lo[i]) // _LANES * _LANES
-            own_hi[i] = _lanes(own_lo[i], last)
+            # whole vectors from the first own pixel, moved left where they would leave the span (whose columns
+            # are the ones initialized in this row; its length is a whole number of vectors too)
+            own_hi[i] = _lanes(first, last)
+            own_lo[i] = first - max(own_hi[i] - span_hi[i], 0)
+            own_hi[i] = min(own_hi[i], span_hi[i])
             span_corners[i] = 0
             if own_lo[i] > own_hi[i]:
                 continue
