@@ -70,6 +70,7 @@ __all__ = [
     "PROB8",
     "REACH",
     "REACH2",
+    "REACH2_END",
     "SEG32_ROWS",
     "SEG_ROWS",
     "SHARED",
@@ -99,10 +100,11 @@ _ITEMSIZE = (4, 2, 1, 1, 4)  # bytes per pixel of each mode's output
 # nodes, and per vertex the shared node's covariance along both normals).
 AX, AY, NX, NY, REACH, VISIT, LVX, LVY, LEN2, HALF, VSTART, VEND, SHARED = range(13)
 SEG_ROWS = 13
-# Rows of the float32 per-segment table: direction, 1 / length^2, reach^2,
-# per-axis node variance, corner reach (float32 as the numpy reference uses them).
-VX32, VY32, INV32, REACH2, VARX, VARY, CREACH = range(7)
-SEG32_ROWS = 7
+# Rows of the float32 per-segment table: direction, 1 / length^2, reach^2 of the
+# segment's start half (t < 0.5) and end half, per-axis node variance, corner
+# reach (float32 as the numpy reference uses them).
+VX32, VY32, INV32, REACH2, REACH2_END, VARX, VARY, CREACH = range(8)
+SEG32_ROWS = 8
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -358,12 +360,14 @@ def _capsule_span(seg, a, b_index, s, y, width):
 
 
 @kernel
-def _nearest_in_span(best, sel, lo, hi, segment, ax, ry, vx, vy, inv, reach2):
+def _nearest_in_span(best, sel, lo, hi, segment, ax, ry, vx, vy, inv, reach2, reach2_end):
     """Fold segment ``segment`` into the nearest-segment buffers of columns lo..hi of one row.
 
     float32 distances in the numpy reference's operation order (offsets from
     the ``_BLOCK`` origin); ``sel`` keeps, among exact ties, the last segment
-    within its reach, and -1 where the nearest segment's reach misses the pixel.
+    within its reach (``reach2`` squared for pixels nearer its start,
+    ``reach2_end`` nearer its end), and -1 where the nearest segment's reach
+    misses the pixel.
     """
     zero32 = np.float32(0.0)
     one32 = np.float32(1.0)
@@ -379,7 +383,7 @@ def _nearest_in_span(best, sel, lo, hi, segment, ax, ry, vx, vy, inv, reach2):
         oy = ry - t * vy
         d2 = ox * ox + oy * oy
         held = best_v[i]
-        within = d2 <= reach2
+        within = d2 <= (reach2 if t < np.float32(0.5) else reach2_end)
         take = (d2 < held) | ((d2 == held) & within)
         old = sel_v[i]
         new = np.int32(within) * (seg_id + np.int32(1)) - np.int32(1)
@@ -687,8 +691,8 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
         for i in range(spans):
             s = span_seg[i]
             ry = np.float32(block_y - a[s, 1]) + np.float32(y - block_y)
-            _nearest_in_span(best, sel, span_lo[i], span_hi[i], s, a[s, 0], ry,
-                             seg32[VX32, s], seg32[VY32, s], seg32[INV32, s], seg32[REACH2, s])
+            _nearest_in_span(best, sel, span_lo[i], span_hi[i], s, a[s, 0], ry, seg32[VX32, s], seg32[VY32, s],
+                             seg32[INV32, s], seg32[REACH2, s], seg32[REACH2_END, s])
         # 4. the closed form, once per band pixel (in the span of its nearest segment, between its first and
         # last pixel of the row)
         for i in range(spans):
@@ -752,8 +756,8 @@ def contour_tables(points, std, z_cut, height, width, a, convex, nxt, seg, seg32
     ``masks.soft.kernel_tables`` (the numpy reference; the tests compare the
     two): truncation moments from the sawtooth's Fourier series, the shifted
     polygon ``a`` (N, 2), outward normals, sharp convex vertices ``convex``
-    (N,), the band reach (``z_cut`` sigma, at least ``BAND_Z`` on segments
-    that meet a sharp convex vertex; no whole grid: that is numpy's), the
+    (N,), the band reach (``z_cut`` sigma, at least ``BAND_Z`` on the half of
+    a segment next to a sharp convex vertex; no whole grid: that is numpy's), the
     two-edge model's line constants and the visit radii, for float64 (N, 2)
     ``points`` and per-axis ``std``.  ``nxt`` (N,) int64 gets the next node.
     """
@@ -831,12 +835,11 @@ def contour_tables(points, std, z_cut, height, width, a, convex, nxt, seg, seg32
         b = nxt[j]
         sigma_max = math.sqrt(max(var[j, 0], var[j, 1], var[b, 0], var[b, 1]))
         seg32[CREACH, j] = _BAND_Z * sigma_max + 0.5
-        if convex[j] or convex[b]:
-            reach = max(z_cut, _BAND_Z) * sigma_max + _BAND_PAD
-        else:
-            reach = z_cut * sigma_max + _BAND_PAD
-        reach = min(reach, 2.0**22)  # beyond any grid: keeps reach^2 finite in float32
-        seg[REACH, j] = reach
-        seg32[REACH2, j] = reach * reach
+        # the corner model applies on the half of a segment next to a sharp convex vertex
+        start = min((max(z_cut, _BAND_Z) if convex[j] else z_cut) * sigma_max + _BAND_PAD, 2.0**22)
+        end = min((max(z_cut, _BAND_Z) if convex[b] else z_cut) * sigma_max + _BAND_PAD, 2.0**22)
+        seg[REACH, j] = max(start, end)  # 2**22: beyond any grid, keeps reach^2 finite in float32
+        seg32[REACH2, j] = start * start
+        seg32[REACH2_END, j] = end * end
     slack = 0.5 + 1e-6 * max(span, 0.0)
     visit_radii(a, nxt, seg[REACH], slack, seg[VISIT])

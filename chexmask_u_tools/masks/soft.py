@@ -37,8 +37,8 @@ there ``P`` is the smaller of the above and the bivariate normal probability
 
 It is evaluated only in a band around each segment, ``z_tol`` sigma (plus one
 pixel) wide with ``z_tol`` from the accuracy ``tol`` (:func:`band_z`:
-``BAND_Z = 5`` at the default ``tol=1e-6``; segments that meet a sharp convex
-vertex keep ``BAND_Z``, the reach of the corner model); elsewhere the pixel is
+``BAND_Z = 5`` at the default ``tol=1e-6``; the half of a segment next to a
+sharp convex vertex keeps ``BAND_Z``, the reach of the corner model); elsewhere the pixel is
 0 or 1 from the shifted mean polygon (the same inside test the closed form uses
 for its sign), which is within ``tol`` of evaluating the closed form on the
 whole grid (``band=False``, the reference).
@@ -234,8 +234,13 @@ SEARCH_BLOCK = 8  # pixel block edge for the nearest-segment candidate search
 _CHUNK = 1024  # candidate rows per pass: keeps each pass's per-pixel arrays in the CPU cache
 
 
-def nearest_segments(a, v, length2, reach, height: int, width: int):
+def nearest_segments(a, v, length2, reach, height: int, width: int, half_reach=None):
     """Nearest segment of every pixel within reach of the contour.
+
+    ``reach``: (N,) how far from each segment pixels count; ``half_reach``:
+    optionally (N, 2) the reach of each segment's start half (``t < 0.5``)
+    and end half, each at most ``reach`` (the band of a segment is then
+    narrower where the corner model does not apply).
 
     Pixels are grouped in blocks of ``SEARCH_BLOCK`` x ``SEARCH_BLOCK``.  With ``d_j`` the
     distance from a block centre to segment ``j`` and ``h`` the half-diagonal
@@ -297,14 +302,16 @@ def nearest_segments(a, v, length2, reach, height: int, width: int):
     bounds = np.unique(np.r_[0, closing + 1, len(per_block)])
     for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         rows = slice(int(row_end[b0] - per_block[b0]), int(row_end[b1 - 1]))
-        yield _nearest_in_blocks(a, v, inv_len2, reach, seg[rows], gx[rows], gy[rows], per_block[b0:b1], height, width)
+        yield _nearest_in_blocks(a, v, inv_len2, reach if half_reach is None else half_reach, seg[rows], gx[rows],
+                                 gy[rows], per_block[b0:b1], height, width)
 
 
 def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: int, width: int):
     """Pixel-level step of :func:`nearest_segments` for candidate rows of whole blocks.
 
     ``seg``, ``gx``, ``gy``: (K,) candidate segment and block origin;
-    ``per_block``: candidates per block, in order.
+    ``per_block``: candidates per block, in order; ``reach``: (N,), or (N, 2)
+    per half of each segment.
     """
     f32 = np.float32
     cells = np.arange(SEARCH_BLOCK * SEARCH_BLOCK)
@@ -332,7 +339,8 @@ def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: in
         more = np.flatnonzero(per_block > layer)
         best[:, more] = np.minimum(best[:, more], d2[:, starts[more] + layer])
     win = d2 == np.repeat(best, per_block, axis=1)
-    win &= d2 <= (reach[seg] ** 2).astype(f32)
+    own_reach = reach[seg] if reach.ndim == 1 else np.where(t < 0.5, reach[seg, 0], reach[seg, 1])
+    win &= d2 <= (own_reach**2).astype(f32)
     # flat order keeps (block pixel, candidate) order: a pixel equidistant from
     # several segments is listed in segment order
     hit = np.flatnonzero(win)
@@ -350,8 +358,10 @@ class ContourModel(NamedTuple):
     direction ``v``, squared length ``length2``, outward unit normal ``seg_n``;
     ``var`` is each node's per-axis variance (released std plus truncation),
     ``convex`` marks the sharp convex vertices (corner model), ``reach`` is how
-    far from a segment pixels are evaluated and ``corner_reach`` how far the
-    corner model applies.  ``line`` holds :func:`_line_constants`.
+    far from a segment pixels are evaluated (``half_reach``: (N, 2), for the
+    pixels nearer its start and its end; ``reach`` is the larger) and
+    ``corner_reach`` how far the corner model applies.  ``line`` holds
+    :func:`_line_constants`.
     """
 
     a: np.ndarray
@@ -364,6 +374,7 @@ class ContourModel(NamedTuple):
     reach: np.ndarray
     corner_reach: np.ndarray
     line: tuple
+    half_reach: np.ndarray
 
 
 def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None) -> ContourModel:
@@ -371,9 +382,10 @@ def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, 
 
     ``z_cut``: evaluate pixels up to ``z_cut * sigma_max + _BAND_PAD`` from
     their nearest segment (see :data:`BAND_Z`), and up to ``max(z_cut, BAND_Z)
-    * sigma_max + _BAND_PAD`` from a segment that meets a sharp convex vertex
-    (the corner model reaches ``BAND_Z`` sigma, and only there); ``None``:
-    every pixel of the grid.  Shared by the numpy, kernel and torch soft masks.
+    * sigma_max + _BAND_PAD`` on the half of a segment next to a sharp convex
+    vertex (the corner model reaches ``BAND_Z`` sigma, and only there);
+    ``None``: every pixel of the grid.  Shared by the numpy, kernel and torch
+    soft masks.
     """
     shift, trunc_var = _truncation_moments(points, std)  # per axis, elementwise
     poly = points + shift
@@ -404,12 +416,14 @@ def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, 
     if z_cut is None:
         # farther than any pixel can be from any segment: the whole grid
         span = np.maximum(np.abs(poly).max(axis=0), [width, height])
-        reach = np.full(n, 2.0 * float(np.hypot(*span)) + 1.0)
+        half_reach = np.full((n, 2), 2.0 * float(np.hypot(*span)) + 1.0)
     else:
-        corner_side = convex | convex[nxt]  # segments whose pixels may get the corner model
-        reach = np.where(corner_side, max(z_cut, BAND_Z), z_cut) * sigma_max + _BAND_PAD
+        # the corner model applies on the half of a segment next to a sharp convex vertex
+        wide = np.stack([convex, convex[nxt]], axis=1)
+        half_reach = np.where(wide, max(z_cut, BAND_Z), z_cut) * sigma_max[:, None] + _BAND_PAD
+    reach = half_reach.max(axis=1)
     line = _line_constants(a, v, seg_n, var, nxt)
-    return ContourModel(a, v, length2, seg_n, var, convex, nxt, reach, corner_reach, line)
+    return ContourModel(a, v, length2, seg_n, var, convex, nxt, reach, corner_reach, line, half_reach)
 
 
 def _closed_form(model: ContourModel, height: int, width: int):
@@ -424,7 +438,7 @@ def _closed_form(model: ContourModel, height: int, width: int):
     probability ``both``; ``P = min(Phi(z), both)`` there.
     """
     inside = inside_centres(model.a, height, width)
-    nearest = nearest_segments(model.a, model.v, model.length2, model.reach, height, width)
+    nearest = nearest_segments(model.a, model.v, model.length2, model.reach, height, width, model.half_reach)
     return inside, _band_passes(nearest, inside, model)
 
 
@@ -622,8 +636,8 @@ def band_z(tol: float) -> float:
     ``Phi(-band_z(tol))``, which leaves ``1e-6 - Phi(-BAND_Z)`` (7.1e-7) of
     ``tol`` to the float32 arithmetic, so the result stays within ``tol`` of the
     whole-grid evaluation.  ``tol`` is in ``[1e-6, 0.5)``; the default 1e-6
-    gives :data:`BAND_Z`.  Segments that meet a sharp convex vertex keep at
-    least ``BAND_Z`` (:func:`contour_model`).
+    gives :data:`BAND_Z`.  The half of a segment next to a sharp convex
+    vertex keeps at least ``BAND_Z`` (:func:`contour_model`).
 
     Examples
     --------
@@ -738,7 +752,8 @@ def kernel_tables(model: ContourModel, height: int, width: int) -> tuple[np.ndar
     seg32 = np.empty((kernels.SEG32_ROWS, n), dtype=np.float32)
     seg32[kernels.VX32], seg32[kernels.VY32] = model.v[:, 0], model.v[:, 1]
     seg32[kernels.INV32] = 1.0 / np.where(model.length2 > 0, model.length2, 1.0)
-    seg32[kernels.REACH2] = reach**2
+    half_reach = np.minimum(model.half_reach, 2.0**22)
+    seg32[kernels.REACH2], seg32[kernels.REACH2_END] = half_reach[:, 0] ** 2, half_reach[:, 1] ** 2
     seg32[kernels.VARX], seg32[kernels.VARY] = model.var[:, 0], model.var[:, 1]
     seg32[kernels.CREACH] = model.corner_reach
     return seg, seg32
