@@ -128,7 +128,8 @@ def _lanes(lo, hi):
     return lo + ((hi - lo) // _LANES + 1) * _LANES - 1
 _EXP_SQUARINGS = 7
 _EXP_MAX = 81.0  # exp(-81) < 1e-35: the CDFs below are 0 or 1 to every digit that matters beyond it
-_EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13))  # exp(u) = sum u^k / k!
+_EXP_DEGREE = 12
+_EXP_TAYLOR = np.array([1.0 / math.factorial(k) for k in range(_EXP_DEGREE + 1)])  # exp(u) = sum u^k / k!
 
 
 @inline
@@ -139,19 +140,9 @@ def exp_neg(w):
     seven squarings, plain arithmetic that vectorizes (libm's ``exp`` is a call).
     """
     u = -min(max(w, 0.0), _EXP_MAX) * (0.5**_EXP_SQUARINGS)
-    e = _EXP_TAYLOR[12]
-    e = e * u + _EXP_TAYLOR[11]
-    e = e * u + _EXP_TAYLOR[10]
-    e = e * u + _EXP_TAYLOR[9]
-    e = e * u + _EXP_TAYLOR[8]
-    e = e * u + _EXP_TAYLOR[7]
-    e = e * u + _EXP_TAYLOR[6]
-    e = e * u + _EXP_TAYLOR[5]
-    e = e * u + _EXP_TAYLOR[4]
-    e = e * u + _EXP_TAYLOR[3]
-    e = e * u + _EXP_TAYLOR[2]
-    e = e * u + _EXP_TAYLOR[1]
-    e = e * u + _EXP_TAYLOR[0]
+    e = _EXP_TAYLOR[_EXP_DEGREE]
+    for k in range(_EXP_DEGREE - 1, -1, -1):  # Horner; a constant trip count, unrolled by LLVM
+        e = e * u + _EXP_TAYLOR[k]
     for _ in range(_EXP_SQUARINGS):
         e = e * e
     return e
@@ -594,25 +585,15 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
     # not left empty: a read of a column not initialized in its row would then misbehave the same way on
     # every run (segment 0 at distance 0), so the tests see it
     padded = width + _LANES
-    best = np.zeros(padded, dtype=np.float32)
+    best, prob = np.zeros((2, padded), dtype=np.float32)
     sel = np.zeros(padded, dtype=np.int32)
-    inside = np.zeros(padded, dtype=np.uint8)
-    prob = np.zeros(padded, dtype=np.float32)
+    inside, flag = np.zeros((2, padded), dtype=np.uint8)
     zval = np.zeros(padded, dtype=np.float64)
-    flag = np.zeros(padded, dtype=np.uint8)
     crossings = np.empty(n + 1, dtype=np.float64)
-    run_left = np.empty(n, dtype=np.int64)
-    run_right = np.empty(n, dtype=np.int64)
-    span_seg = np.empty(n, dtype=np.int64)
-    span_lo = np.empty(n, dtype=np.int64)
-    span_hi = np.empty(n, dtype=np.int64)
-    own_lo = np.empty(n, dtype=np.int64)
-    own_hi = np.empty(n, dtype=np.int64)
-    span_corners = np.empty(n, dtype=np.int64)
-    row_lo = np.empty(n, dtype=np.int64)
-    row_hi = np.empty(n, dtype=np.int64)
-    edge_lo = np.empty(n, dtype=np.int64)
-    edge_hi = np.empty(n, dtype=np.int64)
+    # per run of a row, per span of a row, per segment
+    run_left, run_right = np.empty((2, n), dtype=np.int64)
+    span_seg, span_lo, span_hi, own_lo, own_hi, span_corners = np.empty((6, n), dtype=np.int64)
+    row_lo, row_hi, edge_lo, edge_hi = np.empty((4, n), dtype=np.int64)
     corner_side = np.empty(n, dtype=np.bool_)  # the segment meets a sharp convex vertex
     top = height
     bottom = -1
