@@ -303,8 +303,15 @@ def visit_radii(a, nxt, reach, slack, out):
             if reach[j] <= radius:
                 continue
             bj = nxt[j]
+            limit = 2 * reach[j] + 2 * slack
+            # bounding boxes farther apart than the limit: the segments are too (cheap test first)
+            if (max(a[k, 0], a[bk, 0]) + limit < min(a[j, 0], a[bj, 0])
+                    or max(a[j, 0], a[bj, 0]) + limit < min(a[k, 0], a[bk, 0])
+                    or max(a[k, 1], a[bk, 1]) + limit < min(a[j, 1], a[bj, 1])
+                    or max(a[j, 1], a[bj, 1]) + limit < min(a[k, 1], a[bk, 1])):
+                continue
             gap = _segment_distance(a[k, 0], a[k, 1], a[bk, 0], a[bk, 1], a[j, 0], a[j, 1], a[bj, 0], a[bj, 1])
-            if gap <= 2 * reach[j] + 2 * slack:
+            if gap <= limit:
                 radius = reach[j]
         out[k] = radius + slack
 
@@ -565,6 +572,12 @@ def _fill_run(out_row, mode, left, right):
         out_row[left : right + 1] = 255
 
 
+@inline
+def _row_buffer(length, dtype):
+    """A zeroed row buffer (1-D, C-contiguous)."""
+    return np.zeros(length, dtype=dtype)
+
+
 @kernel
 def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
     """Draw one contour's closed form into ``out``, band pixels only (see the module docstring).
@@ -585,10 +598,12 @@ def soft_band(out, mode, param0, param1, a, nxt, convex, seg, seg32):
     # not left empty: a read of a column not initialized in its row would then misbehave the same way on
     # every run (segment 0 at distance 0), so the tests see it
     padded = width + _LANES
-    best, prob = np.zeros((2, padded), dtype=np.float32)
-    sel = np.zeros(padded, dtype=np.int32)
-    inside, flag = np.zeros((2, padded), dtype=np.uint8)
-    zval = np.zeros(padded, dtype=np.float64)
+    best = _row_buffer(padded, np.float32)  # separate 1-D arrays: numba knows they are contiguous
+    prob = _row_buffer(padded, np.float32)
+    sel = _row_buffer(padded, np.int32)
+    inside = _row_buffer(padded, np.uint8)
+    flag = _row_buffer(padded, np.uint8)
+    zval = _row_buffer(padded, np.float64)
     crossings = np.empty(n + 1, dtype=np.float64)
     # per run of a row, per span of a row, per segment
     run_left, run_right = np.empty((2, n), dtype=np.int64)
