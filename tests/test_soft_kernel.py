@@ -289,14 +289,35 @@ _HOSTILE = textwrap.dedent(
         whole = soft_mask(pts, std, h, w, band=False)
         same_band = bool((band_mask(pts, std, h, w, method="kernel") == band_mask(pts, std, h, w, method="numpy")).all())
         agree[name] = [float(np.abs(kernel - numpy).max()), float(np.abs(kernel - whole).max()), same_band]
+    # and every output mode on random and real contours, sizes and tolerances (bounds are checked here)
+    from chexmask_u_tools.io.sample import load_sample
+    from chexmask_u_tools.select.weights import band_pixel_weights, soft_pixel_weights
+
+    sample = load_sample().head(3)
+    for k, (lm, sd) in enumerate(zip(sample["landmarks"].to_numpy(), sample["landmarks_std"].to_numpy())):
+        for size, tol, dtype in ((64, 1e-6, np.float16), (300, 1e-3, np.uint8), (512, 0.01, np.float32)):
+            soft = soft_mask_organs(np.asarray(lm), np.asarray(sd), size, size, from_size=(1024, 1024), tol=tol,
+                                    dtype=dtype)
+            soft_pixel_weights(soft.astype(np.float32), reduce="mean")
+    for seed in range(40):
+        pts, std = rng.uniform(-30, 90, (int(rng.integers(1, 30)), 2)), rng.uniform(0, 12, (1, 2))
+        std = np.repeat(std, len(pts), axis=0) * (rng.uniform(size=(len(pts), 1)) < 0.7)
+        h, w = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+        soft_mask(pts, std, h, w, dtype=np.float16)
+        band_pixel_weights(band_mask(pts, std, h, w, k=float(rng.uniform(0, 6))))
+        pixel_weight_map(pts, std, h, w, tol=1e-4)
     print(json.dumps({"refused": refused, "agree": agree}))
     """
 )
 
 
-def test_hostile_input_is_refused_or_harmless_in_a_subprocess():
-    # numba does not check bounds: run the kernels on hostile input where a crash fails this test, not the run
-    done = subprocess.run([sys.executable, "-c", _HOSTILE], capture_output=True, text=True, check=False, timeout=600)
+@pytest.mark.slow
+def test_hostile_input_is_refused_or_harmless_in_a_subprocess(tmp_path):
+    # numba does not check bounds by default: the kernels run here compiled with bounds checks (their own
+    # cache), in a subprocess, so that a write outside a buffer fails this test instead of corrupting the run
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", _HOSTILE], capture_output=True, text=True, check=False, timeout=900,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["refused"] == {name: "InputError" for name in report["refused"]}

@@ -393,8 +393,10 @@ def _nearest_in_span(best, sel, lo, hi, segment, ax, ry, vx, vy, inv, reach2, re
 def _own_range(sel, lo, hi, segment):
     """First and last column of lo..hi whose nearest segment is ``segment`` (first > last when none)."""
     seg_id = np.int32(segment)
-    sel_v = sel[lo : hi + 1]
     count = hi + 1 - lo
+    if count <= 0:
+        return lo, lo - 1
+    sel_v = sel[lo : hi + 1]
     first = count
     last = -1
     for i in range(count):
