@@ -520,8 +520,8 @@ def soft_pixel_weights_reference(soft: Any, *, floor: float = 0.1, power: float 
 def pixel_weights_method(power: float = 1.0) -> str:
     """What :func:`soft_pixel_weights` (with this ``power``) and :func:`band_pixel_weights` use on numpy input.
 
-    ``"kernel"``: one compiled pass, 5-9x faster than numpy on (3, 512, 512)
-    maps for ``power`` 1, 2 and 0.5 (and 50x for the band weights);
+    ``"kernel"``: one compiled pass, 4-9x faster than numpy on (3, 512, 512)
+    maps for ``power`` 1, 2 and 0.5 (8x for the band weights);
     ``"numpy"`` for any other ``power`` (numpy's vectorized ``pow`` beats the
     kernel's per-pixel call, 1.3 against 3.6 ms) and where numba's JIT is
     disabled (``NUMBA_DISABLE_JIT=1``).  ``scripts/bench_soft.py`` prints
