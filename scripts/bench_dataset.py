@@ -266,9 +266,11 @@ def soft_vs_hard(canonical: pl.DataFrame, args) -> None:
     print()
     print(f"dataset at {args.size}, 3 soft masks vs 3 hard, samples/s, with the sample's std (median {np.median(std):.1f} px "
           f"at 1024), missing='masks_only' (no image decoding), {args.workers} workers:")
-    print(f"{'':<20}{'samples/s':>10} {'ms':>6}     {'ms/sample, 1 process':>21}")
+    print(f"{'':<20}{'--- DataLoader ---':>17}     {'------ 1 process ------':>23}")
+    print(f"{'':<20}{'samples/s':>10} {'ms':>6}     {'samples/s':>10} {'ms':>12}")
     for masks in ("hard", "soft"):
-        print(f"{masks + ' masks':<20}{rates[masks]:>10.1f} {1000 / rates[masks]:>6.2f}     {work[masks]:>21.2f}")
+        print(f"{masks + ' masks':<20}{rates[masks]:>10.1f} {1000 / rates[masks]:>6.2f}     {1000 / work[masks]:>10.1f} "
+              f"{work[masks]:>12.2f}")
     print(f"soft / hard: {rates['soft'] / rates['hard']:.2f}x samples/s through the loader, "
           f"{work['hard'] / work['soft']:.2f}x per sample in one process (target >= 0.12x, stretch 0.25x)")
 
