@@ -100,6 +100,7 @@ from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGAN_SIZES, ORGAN_SLICES
 from chexmask_u_tools.masks import (
     add_masks,
     band_mask,
+    band_z,
     convert_table_frame,
     frame_scale,
     heart_lung_overlap,
@@ -115,6 +116,7 @@ from chexmask_u_tools.masks import (
     scale_points,
     soft_mask,
     soft_mask_organs,
+    soft_method,
     std_to_original_frame,
     std_to_preprocessed_frame,
     table_from_arrays,

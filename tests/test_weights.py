@@ -132,3 +132,38 @@ def test_pixel_weights_numpy_and_torch():
         soft_pixel_weights(soft, floor=2.0)
     with pytest.raises(InputError):
         soft_pixel_weights(soft[0, 0], reduce="min")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 9), st.integers(1, 17)),
+           elements=st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.999, 1e-7, 0.7311])),
+    st.floats(0, 1),
+    st.sampled_from([1.0, 2.0, 0.5]),
+    st.sampled_from([None, "min", "mean"]),
+)
+def test_pixel_weight_kernel_equals_the_numpy_formula(soft, floor, power, reduce):
+    from chexmask_u_tools.select.weights import pixel_weights_method, soft_pixel_weights_reference
+
+    assert pixel_weights_method(power) == "kernel"
+    for maps in (soft, soft[0], soft.transpose(0, 1, 3, 2)):  # (B, C, H, W), (C, H, W), not C-contiguous
+        got = soft_pixel_weights(maps, floor=floor, power=power, reduce=reduce)
+        want = soft_pixel_weights_reference(maps, floor=floor, power=power, reduce=reduce)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        torch_got = soft_pixel_weights(torch.from_numpy(np.ascontiguousarray(maps)), floor=floor, power=power, reduce=reduce)
+        np.testing.assert_allclose(torch_got.numpy(), want, rtol=1e-6, atol=1e-7)
+
+
+def test_pixel_weight_dispatch_is_pinned():
+    from chexmask_u_tools.select.weights import pixel_weights_method, soft_pixel_weights_reference
+
+    # the kernel wins for powers 1, 2 and 0.5; numpy's vectorized pow wins otherwise (scripts/bench_soft.py)
+    assert [pixel_weights_method(p) for p in (1.0, 2.0, 0.5, 1.5, 3.0)] == ["kernel"] * 3 + ["numpy"] * 2
+    soft = np.random.default_rng(0).uniform(0, 1, (3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(soft_pixel_weights(soft, power=1.5), soft_pixel_weights_reference(soft, power=1.5))
+    band = np.random.default_rng(1).uniform(size=(5, 7, 3)) < 0.4
+    np.testing.assert_array_equal(band_pixel_weights(band, 0.3), np.where(band, np.float32(0.3), np.float32(1.0)))
+    assert band_pixel_weights(band[:0], 0.3).shape == (0, 7, 3)
+    with pytest.raises(InputError, match="reduce must be"):
+        soft_pixel_weights(soft, reduce="max")

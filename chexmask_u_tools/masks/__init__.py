@@ -23,11 +23,13 @@ from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs
 from chexmask_u_tools.masks.tables import add_masks, table_from_arrays
 from chexmask_u_tools.masks.soft import (
     band_mask,
+    band_z,
     pixel_weight_map,
     sample_masks,
     sample_probability,
     soft_mask,
     soft_mask_organs,
+    soft_method,
     uncertainty_band,
 )
 
@@ -44,6 +46,7 @@ __all__ = [
     "DeviceMasks",
     "add_masks",
     "band_mask",
+    "band_z",
     "convert_table_frame",
     "frame_scale",
     "heart_lung_overlap",
@@ -64,6 +67,7 @@ __all__ = [
     "soft_mask_organs",
     "soft_mask_organs_torch",
     "soft_mask_torch",
+    "soft_method",
     "std_to_original_frame",
     "std_to_preprocessed_frame",
     "table_from_arrays",

@@ -35,10 +35,20 @@ there ``P`` is the smaller of the above and the bivariate normal probability
 ``Phi2(z_j, z_k; rho)`` (Mendell-Elston approximation), for pixels within
 ``BAND_Z`` sigma of the edge (farther, the extended edge lines say nothing).
 
-It is evaluated only in a band of ``BAND_Z = 5`` sigma (plus one pixel) around
-each segment; elsewhere the pixel is 0 or 1 from the shifted mean polygon (the
-same inside test the closed form uses for its sign), which is within 1e-6 of
-evaluating the closed form on the whole grid (``band=False``, the reference).
+It is evaluated only in a band around each segment, ``z_tol`` sigma (plus one
+pixel) wide with ``z_tol`` from the accuracy ``tol`` (:func:`band_z`:
+``BAND_Z = 5`` at the default ``tol=1e-6``; the half of a segment next to a
+sharp convex vertex keeps ``BAND_Z``, the reach of the corner model); elsewhere the pixel is
+0 or 1 from the shifted mean polygon (the same inside test the closed form uses
+for its sign), which is within ``tol`` of evaluating the closed form on the
+whole grid (``band=False``, the reference).
+
+Two implementations draw the band: a compiled kernel
+(:mod:`chexmask_u_tools.kernels.soft`, ``method="kernel"``), which visits
+each row's band pixels once, and numpy (``method="numpy"``, the reference the
+tests and benchmarks compare against); ``method="auto"`` (the default) takes
+the faster, :func:`soft_method`.  Both find the nearest segment and the
+margin with the same float32 operations, so they agree within 2e-7.
 With all stds zero the result is exactly the hard mask.  Against the Monte Carlo reference on real contours with node
 stds of 2-8 px, the mean absolute difference over the boundary band is about
 0.01 and its 99th percentile about 0.05; below about 1 px of std the pixel
@@ -47,6 +57,7 @@ grid dominates and the closed form is only approximate (zero is exact).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -54,16 +65,29 @@ import shapely
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.masks.raster import as_points, check_size, fill_runs, rasterize, require_on_grid, scale_points
+from chexmask_u_tools.masks.raster import (
+    MAX_COORDINATE,
+    as_points,
+    check_size,
+    fill_runs,
+    rasterize,
+    require_on_grid,
+    scale_points,
+)
 
 __all__ = [
     "BAND_Z",
+    "DEFAULT_TOL",
+    "SOFT_DTYPES",
     "band_mask",
+    "band_z",
+    "kernel_tables",
     "pixel_weight_map",
     "sample_masks",
     "sample_probability",
     "soft_mask",
     "soft_mask_organs",
+    "soft_method",
     "uncertainty_band",
 ]
 
@@ -78,6 +102,17 @@ probability is within ``Phi(-5) = 2.9e-7`` (plus the CDF's 7.5e-8 error) of the
 0 / 1 the fill gives: the band result equals the whole-grid one within 1e-6.
 """
 _BAND_PAD = 0.5 + 0.5  # delta's bound, plus slack for the float32 pixel distances
+
+DEFAULT_TOL = 1e-6
+"""Default ``tol`` of the soft masks: the band of :data:`BAND_Z` sigma, today's accuracy against the whole grid."""
+# Of tol, this much is kept for the arithmetic (the float32 CDF and its
+# kernel twin, ~3e-7 together) and the rest bounds the band's truncation:
+# 1e-6 - Phi(-BAND_Z), so that the default tol gives BAND_Z exactly.
+_ARITHMETIC_SHARE = DEFAULT_TOL - 0.5 * math.erfc(BAND_Z / math.sqrt(2.0))
+
+SOFT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
+"""Output types of the soft masks: float32 (default), float16, or uint8 = ``rint(p * 255)``."""
+SOFT_METHODS = ("auto", "kernel", "numpy")
 _FOURIER_TERMS = 24
 _CORNER_TURN = np.radians(20.0)  # vertices turning more than this get the two-edge model
 
@@ -96,6 +131,8 @@ def as_std(std: object, n: int) -> np.ndarray:
         raise InputError("std contains NaN or infinite values")
     if (arr < 0).any():
         raise InputError("std must be non-negative")
+    if (arr > MAX_COORDINATE).any():
+        raise InputError(f"std has a value beyond {MAX_COORDINATE} pixels")
     return arr
 
 
@@ -117,7 +154,10 @@ def _truncation_moments(x: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, n
     sign = np.where(x < 0, -1.0, 1.0)
     u = np.abs(x)
     exact = sigma == 0
-    k = np.arange(1, _FOURIER_TERMS + 1)
+    # harmonics damped below 1e-18 by the smallest non-zero sigma change nothing: 2 pi^2 k^2 sigma^2 > 41.5
+    smallest = sigma[~exact].min() if not exact.all() else 1.0
+    terms = min(_FOURIER_TERMS, int(np.ceil(np.sqrt(41.5 / (2 * np.pi**2)) / smallest)))
+    k = np.arange(1, terms + 1)
     damp = np.exp(-2 * np.pi**2 * k**2 * sigma[..., None] ** 2)
     phase = 2 * np.pi * k * u[..., None]
     mean = 0.5 - np.sum(damp * np.sin(phase) / (np.pi * k), axis=-1)
@@ -194,8 +234,13 @@ SEARCH_BLOCK = 8  # pixel block edge for the nearest-segment candidate search
 _CHUNK = 1024  # candidate rows per pass: keeps each pass's per-pixel arrays in the CPU cache
 
 
-def nearest_segments(a, v, length2, reach, height: int, width: int):
+def nearest_segments(a, v, length2, reach, height: int, width: int, half_reach=None):
     """Nearest segment of every pixel within reach of the contour.
+
+    ``reach``: (N,) how far from each segment pixels count; ``half_reach``:
+    optionally (N, 2) the reach of each segment's start half (``t < 0.5``)
+    and end half, each at most ``reach`` (the band of a segment is then
+    narrower where the corner model does not apply).
 
     Pixels are grouped in blocks of ``SEARCH_BLOCK`` x ``SEARCH_BLOCK``.  With ``d_j`` the
     distance from a block centre to segment ``j`` and ``h`` the half-diagonal
@@ -257,14 +302,16 @@ def nearest_segments(a, v, length2, reach, height: int, width: int):
     bounds = np.unique(np.r_[0, closing + 1, len(per_block)])
     for b0, b1 in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         rows = slice(int(row_end[b0] - per_block[b0]), int(row_end[b1 - 1]))
-        yield _nearest_in_blocks(a, v, inv_len2, reach, seg[rows], gx[rows], gy[rows], per_block[b0:b1], height, width)
+        yield _nearest_in_blocks(a, v, inv_len2, reach if half_reach is None else half_reach, seg[rows], gx[rows],
+                                 gy[rows], per_block[b0:b1], height, width)
 
 
 def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: int, width: int):
     """Pixel-level step of :func:`nearest_segments` for candidate rows of whole blocks.
 
     ``seg``, ``gx``, ``gy``: (K,) candidate segment and block origin;
-    ``per_block``: candidates per block, in order.
+    ``per_block``: candidates per block, in order; ``reach``: (N,), or (N, 2)
+    per half of each segment.
     """
     f32 = np.float32
     cells = np.arange(SEARCH_BLOCK * SEARCH_BLOCK)
@@ -292,7 +339,8 @@ def _nearest_in_blocks(a, v, inv_len2, reach, seg, gx, gy, per_block, height: in
         more = np.flatnonzero(per_block > layer)
         best[:, more] = np.minimum(best[:, more], d2[:, starts[more] + layer])
     win = d2 == np.repeat(best, per_block, axis=1)
-    win &= d2 <= (reach[seg] ** 2).astype(f32)
+    own_reach = reach[seg] if reach.ndim == 1 else np.where(t < 0.5, reach[seg, 0], reach[seg, 1])
+    win &= d2 <= (own_reach**2).astype(f32)
     # flat order keeps (block pixel, candidate) order: a pixel equidistant from
     # several segments is listed in segment order
     hit = np.flatnonzero(win)
@@ -310,8 +358,10 @@ class ContourModel(NamedTuple):
     direction ``v``, squared length ``length2``, outward unit normal ``seg_n``;
     ``var`` is each node's per-axis variance (released std plus truncation),
     ``convex`` marks the sharp convex vertices (corner model), ``reach`` is how
-    far from a segment pixels are evaluated and ``corner_reach`` how far the
-    corner model applies.  ``line`` holds :func:`_line_constants`.
+    far from a segment pixels are evaluated (``half_reach``: (N, 2), for the
+    pixels nearer its start and its end; ``reach`` is the larger) and
+    ``corner_reach`` how far the corner model applies.  ``line`` holds
+    :func:`_line_constants`.
     """
 
     a: np.ndarray
@@ -324,20 +374,22 @@ class ContourModel(NamedTuple):
     reach: np.ndarray
     corner_reach: np.ndarray
     line: tuple
+    half_reach: np.ndarray
 
 
 def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None) -> ContourModel:
     """The closed form's constants for float64 (N, 2) ``points`` and per-axis (N, 2) ``std``.
 
-    ``z_cut``: evaluate pixels up to ``max(z_cut, BAND_Z) * sigma_max +
-    _BAND_PAD`` from their nearest segment (see :data:`BAND_Z`; the corner
-    model reaches ``BAND_Z`` sigma, so no band may be narrower); ``None``:
-    every pixel of the grid.  Shared by the numpy and torch soft masks.
+    ``z_cut``: evaluate pixels up to ``z_cut * sigma_max + _BAND_PAD`` from
+    their nearest segment (see :data:`BAND_Z`), and up to ``max(z_cut, BAND_Z)
+    * sigma_max + _BAND_PAD`` on the half of a segment next to a sharp convex
+    vertex (the corner model reaches ``BAND_Z`` sigma, and only there);
+    ``None``: every pixel of the grid.  Shared by the numpy, kernel and torch
+    soft masks.
     """
-    mean_x, var_x = _truncation_moments(points[:, 0], std[:, 0])
-    mean_y, var_y = _truncation_moments(points[:, 1], std[:, 1])
-    poly = points + np.stack([mean_x, mean_y], axis=1)
-    var = std**2 + np.stack([var_x, var_y], axis=1)  # (N, 2) per-axis variance
+    shift, trunc_var = _truncation_moments(points, std)  # per axis, elementwise
+    poly = points + shift
+    var = std**2 + trunc_var  # (N, 2) per-axis variance
     n = len(poly)
     nxt = np.roll(np.arange(n), -1)
     a, b = poly, poly[nxt]
@@ -348,12 +400,6 @@ def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, 
     # from the vertex says nothing about the pixel: it applies only within
     # BAND_Z sigma of the nearest segment (strictly inside the band's reach).
     corner_reach = BAND_Z * sigma_max + 0.5
-    if z_cut is None:
-        # farther than any pixel can be from any segment: the whole grid
-        span = np.maximum(np.abs(poly).max(axis=0), [width, height])
-        reach = np.full(n, 2.0 * float(np.hypot(*span)) + 1.0)
-    else:
-        reach = max(z_cut, BAND_Z) * sigma_max + _BAND_PAD
     # Outward normal: away from the contour on the outside, toward it inside;
     # on the contour itself, the segment's outward normal.
     area2 = np.sum(poly[:, 0] * poly[nxt, 1] - poly[nxt, 0] * poly[:, 1])
@@ -367,24 +413,32 @@ def contour_model(points: np.ndarray, std: np.ndarray, height: int, width: int, 
     # perturbed vertex is often reflex and the nearest edge alone is better.
     unit_v = v / np.maximum(np.sqrt(length2), 1e-12)[:, None]
     convex = np.einsum("ij,ij->i", np.roll(seg_n, 1, axis=0), unit_v) < -np.sin(_CORNER_TURN)
+    if z_cut is None:
+        # farther than any pixel can be from any segment: the whole grid
+        span = np.maximum(np.abs(poly).max(axis=0), [width, height])
+        half_reach = np.full((n, 2), 2.0 * float(np.hypot(*span)) + 1.0)
+    else:
+        # the corner model applies on the half of a segment next to a sharp convex vertex
+        wide = np.stack([convex, convex[nxt]], axis=1)
+        half_reach = np.where(wide, max(z_cut, BAND_Z), z_cut) * sigma_max[:, None] + _BAND_PAD
+    reach = half_reach.max(axis=1)
     line = _line_constants(a, v, seg_n, var, nxt)
-    return ContourModel(a, v, length2, seg_n, var, convex, nxt, reach, corner_reach, line)
+    return ContourModel(a, v, length2, seg_n, var, convex, nxt, reach, corner_reach, line, half_reach)
 
 
-def _closed_form(points: np.ndarray, std: np.ndarray, height: int, width: int, z_cut: float | None):
-    """Band pixels and their standardized margins.
+def _closed_form(model: ContourModel, height: int, width: int):
+    """Band pixels and their standardized margins (numpy).
 
-    ``z_cut`` as in :func:`contour_model`.  Returns ``(inside, passes)``: the
-    bool (H, W) far-field inside mask and an iterator over groups of band
-    pixels, each ``(flat, z, corner, both)``: flat pixel ids (int64; a pixel
-    equidistant from several segments repeats within its group, the last one
-    counts), float32 ``z`` of the nearest edge, and for the pixels
+    ``model``: :func:`contour_model` (its reach sets the band).  Returns
+    ``(inside, passes)``: the bool (H, W) far-field inside mask and an iterator
+    over groups of band pixels, each ``(flat, z, corner, both)``: flat pixel ids
+    (int64; a pixel equidistant from several segments repeats within its group,
+    the last one counts), float32 ``z`` of the nearest edge, and for the pixels
     ``flat[corner]`` near a sharp convex vertex the float64 two-edge
     probability ``both``; ``P = min(Phi(z), both)`` there.
     """
-    model = contour_model(points, std, height, width, z_cut)
     inside = inside_centres(model.a, height, width)
-    nearest = nearest_segments(model.a, model.v, model.length2, model.reach, height, width)
+    nearest = nearest_segments(model.a, model.v, model.length2, model.reach, height, width, model.half_reach)
     return inside, _band_passes(nearest, inside, model)
 
 
@@ -435,10 +489,12 @@ def _band_passes(nearest, inside, model: ContourModel):
         margin = np.copysign(dist, np.where(ins, f32(1), f32(-1)), out=dist)
         margin += delta
         certain = sigma2 <= 0
+        # certain pixels: inside when the margin is >= 0 (decided before the division overwrites it)
+        certain_z = np.where(margin[certain] >= 0, np.inf, -np.inf) if certain.any() else None
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.divide(margin, np.sqrt(sigma2, out=ny2), out=margin)
-        if certain.any():
-            z[certain] = np.where(margin[certain] >= 0, np.inf, -np.inf)
+        if certain_z is not None:
+            z[certain] = certain_z
 
         nearer_start = t < 0.5
         corner = np.where(nearer_start, convex[seg], convex[after])
@@ -567,7 +623,179 @@ def points_in_frame(points, std, height: int, width: int, from_size) -> tuple[np
     if from_size is not None:
         pts = scale_points(pts, from_size, (height, width))
         sd = sd * scale_points(np.ones((1, 2)), from_size, (height, width))
+        if not (sd <= MAX_COORDINATE).all():
+            raise InputError(f"std is beyond {MAX_COORDINATE} pixels once scaled from from_size={tuple(from_size)}")
     return pts, sd
+
+
+def band_z(tol: float) -> float:
+    """Half-width of the soft-mask band, in standard deviations, for accuracy ``tol``.
+
+    Pixels farther than ``band_z(tol)`` sigma (plus a pixel) from their nearest
+    segment are filled from the inside test; what that neglects is at most
+    ``Phi(-band_z(tol))``, which leaves ``1e-6 - Phi(-BAND_Z)`` (7.1e-7) of
+    ``tol`` to the float32 arithmetic, so the result stays within ``tol`` of the
+    whole-grid evaluation.  ``tol`` is in ``[1e-6, 0.5)``; the default 1e-6
+    gives :data:`BAND_Z`.  The half of a segment next to a sharp convex
+    vertex keeps at least ``BAND_Z`` (:func:`contour_model`).
+
+    Examples
+    --------
+    >>> band_z(1e-6), round(band_z(1e-3), 3), round(band_z(1e-2), 3)
+    (5.0, 3.09, 2.326)
+    """
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        raise InputError(f"tol must be a number, got {tol!r}") from None
+    if not DEFAULT_TOL <= value < 0.5:
+        raise InputError(
+            f"tol must lie in [{DEFAULT_TOL:g}, 0.5), got {tol!r} (1e-6 is the float32 closed form's accuracy; "
+            "band=False evaluates every pixel)"
+        )
+    if value == DEFAULT_TOL:
+        return BAND_Z
+    return float(-norm_ppf_clip(np.array(value - _ARITHMETIC_SHARE)))
+
+
+def soft_method(height: int, width: int, band: bool = True) -> str:
+    """The implementation ``method="auto"`` uses for a soft mask of this size: ``"kernel"`` or ``"numpy"``.
+
+    The compiled band kernel, except for ``band=False`` (the whole-grid
+    evaluation exists in numpy only: it is the reference) and where numba's
+    JIT is disabled (``NUMBA_DISABLE_JIT=1``: the kernel would run as plain
+    Python).  ``scripts/bench_soft.py`` prints both at every size; the kernel
+    was faster at every size measured (16 to 2048 px).
+
+    Examples
+    --------
+    >>> soft_method(512, 512), soft_method(512, 512, band=False)
+    ('kernel', 'numpy')
+    """
+    check_size(height, width)
+    if not band:
+        return "numpy"
+    import numba  # the soft masks' first use loads it (import chexmask_u_tools does not)
+
+    return "numpy" if numba.config.DISABLE_JIT else "kernel"
+
+
+def _soft_options(tol, dtype, method: str, band: bool, height: int, width: int) -> tuple[float | None, np.dtype, str]:
+    """Validated ``(z_cut, dtype, method)`` of a soft-mask call (``z_cut`` None: whole grid)."""
+    try:
+        out_dtype = np.dtype(dtype)
+    except TypeError:
+        out_dtype = None
+    if out_dtype not in SOFT_DTYPES:
+        raise InputError(f"dtype must be one of float32, float16, uint8 (probability x 255), got {dtype!r}")
+    if method not in SOFT_METHODS:
+        raise InputError(f"method must be one of {SOFT_METHODS}, got {method!r}")
+    z_cut = band_z(tol)
+    if not band:
+        if method == "kernel":
+            raise InputError("band=False evaluates the whole grid with numpy (the reference): pass method='auto' or 'numpy'")
+        return None, out_dtype, "numpy"
+    return z_cut, out_dtype, soft_method(height, width) if method == "auto" else method
+
+
+def _framed_sets(points, std, height: int, width: int, from_size, nodes: int | None, name: str):
+    """``(single, [(points, std), ...])``: validated, framed contours of one set (N, 2) or a batch (B, N, 2)."""
+    pts = as_points(points, name)
+    if pts.ndim not in (2, 3) or (nodes is not None and pts.shape[-2] != nodes):
+        want = f"({nodes}, 2) or (B, {nodes}, 2)" if nodes else "(N, 2) or (B, N, 2)"
+        raise InputError(f"{name} must have shape {want}, got {pts.shape}")
+    if pts.ndim == 2:
+        return True, [points_in_frame(pts, std, height, width, from_size)]
+    try:
+        sd = np.asarray(std, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("std must be numeric") from None
+    if sd.ndim not in (2, 3) or len(sd) != len(pts):
+        raise InputError(f"std must have shape (B, N) or (B, N, 2) for {name} of shape {pts.shape}, got {sd.shape}")
+    return False, [points_in_frame(p, s, height, width, from_size) for p, s in zip(pts, sd)]
+
+
+def _weights(p: np.ndarray, floor: float, power: float) -> np.ndarray:
+    """``floor + (1 - floor) |2 p - 1| ** power`` of float32 ``p``, float32 (the formula of :func:`pixel_weight_map`)."""
+    return (floor + (1.0 - floor) * np.abs(2.0 * p - 1.0) ** power).astype(np.float32)
+
+
+def _to_dtype(p: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 probabilities in an output type of :data:`SOFT_DTYPES` (uint8: ``rint(p * 255)``)."""
+    if dtype == np.uint8:
+        return np.rint(p * np.float32(255.0)).astype(np.uint8)
+    return p.astype(dtype, copy=False)
+
+
+def kernel_tables(model: ContourModel, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 and float32 per-segment tables of :func:`chexmask_u_tools.kernels.soft.soft_band`, from numpy.
+
+    The reference of the kernel's own ``contour_tables`` (which the soft masks
+    use: it builds them in a few microseconds); the rows are named in
+    :mod:`chexmask_u_tools.kernels.soft`.
+    """
+    from chexmask_u_tools.kernels import soft as kernels
+
+    n = len(model.a)
+    cols, shared = model.line
+    reach = np.minimum(model.reach, 2.0**22)  # beyond any grid: keeps reach^2 finite in float32
+    seg = np.empty((kernels.SEG_ROWS, n))
+    seg[kernels.AX], seg[kernels.AY] = model.a[:, 0], model.a[:, 1]
+    seg[kernels.NX], seg[kernels.NY] = model.seg_n[:, 0], model.seg_n[:, 1]
+    seg[kernels.REACH] = reach
+    seg[kernels.LVX], seg[kernels.LVY], seg[kernels.LEN2] = cols[2], cols[3], cols[4]
+    seg[kernels.HALF], seg[kernels.VSTART], seg[kernels.VEND] = cols[7], cols[8], cols[9]
+    seg[kernels.SHARED] = shared
+    # float32 distances of pixels up to 2**16 + 2**20 px from a vertex: 1e-6 relative covers their rounding
+    slack = 0.5 + 1e-6 * max(float(np.abs(model.a).max()), height, width)
+    kernels.visit_radii(model.a, model.nxt, reach, slack, seg[kernels.VISIT])
+    seg32 = np.empty((kernels.SEG32_ROWS, n), dtype=np.float32)
+    seg32[kernels.VX32], seg32[kernels.VY32] = model.v[:, 0], model.v[:, 1]
+    seg32[kernels.INV32] = 1.0 / np.where(model.length2 > 0, model.length2, 1.0)
+    half_reach = np.minimum(model.half_reach, 2.0**22)
+    seg32[kernels.REACH2], seg32[kernels.REACH2_END] = half_reach[:, 0] ** 2, half_reach[:, 1] ** 2
+    seg32[kernels.VARX], seg32[kernels.VARY] = model.var[:, 0], model.var[:, 1]
+    seg32[kernels.CREACH] = model.corner_reach
+    return seg, seg32
+
+
+def _draw_kernel(out: np.ndarray, points: np.ndarray, std: np.ndarray, z_cut: float, mode: str,
+                 param0: float = 0.0, param1: float = 0.0) -> None:
+    """Draw the band of validated ``points`` / (N, 2) ``std`` into the C-contiguous (H, W) ``out`` with the
+    compiled kernels (``mode``: a ``kernels.soft`` output mode name)."""
+    from chexmask_u_tools.kernels import soft as kernels  # numba loads at the first soft mask, not at import
+
+    height, width = out.shape
+    n = len(points)
+    a = np.empty((n, 2))
+    convex = np.empty(n, dtype=bool)
+    nxt = np.empty(n, dtype=np.int64)
+    seg = np.empty((kernels.SEG_ROWS, n))
+    seg32 = np.empty((kernels.SEG32_ROWS, n), dtype=np.float32)
+    kernels.contour_tables(points, std, float(z_cut), height, width, a, convex, nxt, seg, seg32)
+    kernels.soft_band(out.view(np.uint8), getattr(kernels, mode), float(param0), float(param1), a, nxt, convex,
+                      seg, seg32)
+
+
+_KERNEL_MODE = {np.dtype(np.float32): "PROB32", np.dtype(np.float16): "PROB16", np.dtype(np.uint8): "PROB8"}
+
+
+def _draw_soft(out: np.ndarray, points: np.ndarray, std: np.ndarray, z_cut: float | None, method: str) -> None:
+    """Draw :func:`soft_mask` of validated ``points`` / (N, 2) ``std`` into ``out``, a zeroed (H, W) view."""
+    height, width = out.shape
+    if not std.any():
+        out[rasterize(points, height, width)] = 255 if out.dtype == np.uint8 else 1
+        return
+    if method == "kernel":
+        _draw_kernel(out, points, std, z_cut, _KERNEL_MODE[out.dtype])
+        return
+    inside, passes = _closed_form(contour_model(points, std, height, width, z_cut), height, width)
+    p = inside.astype(np.float32)
+    for flat, z, corner, both in passes:
+        band = norm_cdf(z, np.float32)
+        band[corner] = np.minimum(band[corner], both)
+        p.reshape(-1)[flat] = band
+    out[...] = _to_dtype(p, out.dtype)
 
 
 def soft_mask(
@@ -578,35 +806,50 @@ def soft_mask(
     *,
     from_size: tuple[int, int] | None = None,
     band: bool = True,
+    tol: float = DEFAULT_TOL,
+    dtype=np.float32,
+    method: str = "auto",
 ) -> np.ndarray:
     """Probability that each pixel is in the organ's released-style mask.
 
     Parameters
     ----------
     points:
-        (N, 2) mean contour (landmarks of one organ), pixels, x = column, y = row.
+        (N, 2) mean contour (landmarks of one organ), pixels, x = column, y = row;
+        or (B, N, 2) for B contours.
     std:
-        (N, 2) per-axis std or (N,) per-node sigma, pixels, same frame.
+        (N, 2) per-axis std or (N,) per-node sigma, pixels, same frame ((B, N, 2)
+        or (B, N) for B contours).
     height, width:
         Mask size.
     from_size:
         If given, ``(H0, W0)`` of the frame ``points`` and ``std`` are in; both
         are scaled to ``(height, width)`` first (std per axis, like its coordinate).
     band:
-        True (default): evaluate the closed form only within :data:`BAND_Z`
-        standard deviations of the contour and fill the rest from the inside
-        test; False: evaluate it on every pixel (the reference; same result
-        within 1e-6, slower).
+        True (default): evaluate the closed form only within a band around the
+        contour (:func:`band_z`) and fill the rest from the inside test; False:
+        evaluate it on every pixel (the numpy reference; ``tol`` does not apply).
+    tol:
+        Accuracy against the whole-grid evaluation, in ``[1e-6, 0.5)``: sets the
+        band's width (default 1e-6, a band of 5 sigma; 1e-3 makes it about a
+        third narrower and the mask faster, for training).
+    dtype:
+        Output type: ``float32`` (default), ``float16``, or ``uint8`` holding
+        ``rint(p * 255)`` (a quarter of float32's bytes, for training inputs).
+    method:
+        ``"auto"`` (default: :func:`soft_method`), ``"kernel"`` (compiled band
+        kernel) or ``"numpy"`` (the reference implementation); they agree within 2e-7.
 
     Returns
     -------
-    float32 (H, W) in [0, 1]; exactly the hard mask when every std is zero.
-    See the module docstring for the closed form.
+    (H, W) of ``dtype`` ((B, H, W) for B contours), probability in [0, 1];
+    exactly the hard mask (x 255 for uint8) when every std is zero.  See the
+    module docstring for the closed form.
 
     Raises
     ------
     InputError
-        Bad shapes, NaN/inf, negative std, bad size.
+        Bad shapes, NaN/inf, negative or huge std, bad size, ``tol``, ``dtype`` or ``method``.
 
     Examples
     --------
@@ -617,26 +860,19 @@ def soft_mask(
     ((20, 20), dtype('float32'), 0.0, True, True)
     >>> bool((soft_mask(square, np.zeros(4), 20, 20) == rasterize(square, 20, 20)).all())
     True
+    >>> bool(np.abs(soft_mask(square, np.full(4, 1.0), 20, 20, method="numpy") - p).max() < 1e-6)
+    True
+    >>> q = soft_mask(square, np.full(4, 1.0), 20, 20, tol=1e-3, dtype=np.uint8)
+    >>> q.dtype, int(q[10, 10]), bool(np.abs(q / 255.0 - p).max() <= 1e-3 + 0.5 / 255)
+    (dtype('uint8'), 255, True)
     """
     height, width = check_size(height, width)
-    pts, sd = points_in_frame(points, std, height, width, from_size)
-    out = np.empty((height, width), dtype=np.float32)
-    _soft_into(out, pts, sd, band)
-    return out
-
-
-def _soft_into(out: np.ndarray, points: np.ndarray, std: np.ndarray, band: bool = True) -> None:
-    """Write :func:`soft_mask` of validated float64 ``points`` / (N, 2) ``std`` into float32 (H, W) ``out``."""
-    height, width = out.shape
-    if not std.any():
-        out[...] = rasterize(points, height, width)
-        return
-    inside, passes = _closed_form(points, std, height, width, BAND_Z if band else None)
-    out[...] = inside
-    for flat, z, corner, both in passes:
-        p = norm_cdf(z, np.float32)
-        p[corner] = np.minimum(p[corner], both)
-        out.reshape(-1)[flat] = p
+    z_cut, out_dtype, use = _soft_options(tol, dtype, method, band, height, width)
+    single, contours = _framed_sets(points, std, height, width, from_size, None, "points")
+    out = np.zeros((len(contours), height, width), dtype=out_dtype)
+    for k, (pts, sd) in enumerate(contours):
+        _draw_soft(out[k], pts, sd, z_cut, use)
+    return out[0] if single else out
 
 
 def soft_mask_organs(
@@ -648,13 +884,17 @@ def soft_mask_organs(
     from_size: tuple[int, int] | None = None,
     band: bool = True,
     allow_empty: bool = False,
+    tol: float = DEFAULT_TOL,
+    dtype=np.float32,
+    method: str = "auto",
 ) -> np.ndarray:
-    """float32 (3, H, W) soft masks of the three organs (right lung, left lung, heart).
+    """Soft masks of the three organs (right lung, left lung, heart): (3, H, W), or (B, 3, H, W) for a batch.
 
-    ``landmarks`` (120, 2); ``std`` (120, 2) or (120,).  ``from_size`` and
-    ``band`` as in :func:`soft_mask`.  Raises :class:`InputError` when no
-    landmark falls on the grid (landmarks of another frame: pass ``from_size=``),
-    unless ``allow_empty=True``.
+    ``landmarks`` (120, 2) or (B, 120, 2); ``std`` (120, 2) / (120,) or
+    (B, 120, 2) / (B, 120).  ``from_size``, ``band``, ``tol``, ``dtype`` and
+    ``method`` as in :func:`soft_mask`.  Raises :class:`InputError` when no
+    landmark of a set falls on the grid (landmarks of another frame: pass
+    ``from_size=``), unless ``allow_empty=True``.
 
     Examples
     --------
@@ -664,19 +904,20 @@ def soft_mask_organs(
     >>> p = soft_mask_organs(lm, sd, 64, 64, from_size=(1024, 1024))
     >>> p.shape, p.dtype, float(p.min()) >= 0.0, float(p.max()) <= 1.0
     ((3, 64, 64), dtype('float32'), True, True)
+    >>> soft_mask_organs(np.stack([lm, lm]), np.stack([sd, sd]), 64, 64, from_size=(1024, 1024), dtype="uint8").shape
+    (2, 3, 64, 64)
     """
-    lm = as_points(landmarks, "landmarks")
-    if lm.shape != (N_NODES, 2):
-        raise InputError(f"landmarks must have shape (120, 2), got {lm.shape}")
-    sd = as_std(std, N_NODES)
     height, width = check_size(height, width)
-    lm, sd = points_in_frame(lm, sd, height, width, from_size)
+    z_cut, out_dtype, use = _soft_options(tol, dtype, method, band, height, width)
+    single, sets = _framed_sets(landmarks, std, height, width, from_size, N_NODES, "landmarks")
+    lm = np.stack([pts for pts, _ in sets])
     if not allow_empty:
-        require_on_grid(lm, height, width)
-    out = np.empty((len(ORGANS), height, width), dtype=np.float32)
-    for k, organ in enumerate(ORGANS):
-        _soft_into(out[k], lm[ORGAN_SLICES[organ]], sd[ORGAN_SLICES[organ]], band)
-    return out
+        require_on_grid(lm[0] if single else lm, height, width)
+    out = np.zeros((len(sets), len(ORGANS), height, width), dtype=out_dtype)
+    for b, (pts, sd) in enumerate(sets):
+        for k, organ in enumerate(ORGANS):
+            _draw_soft(out[b, k], pts[ORGAN_SLICES[organ]], sd[ORGAN_SLICES[organ]], z_cut, use)
+    return out[0] if single else out
 
 
 def _perturbed_contours(points, std, height, width, n, seed) -> tuple[int, int, np.ndarray]:
@@ -798,6 +1039,7 @@ def band_mask(
     *,
     from_size: tuple[int, int] | None = None,
     band: bool = True,
+    method: str = "auto",
 ) -> np.ndarray:
     """Bool (H, W): pixels whose mask membership is uncertain at ``k`` sigma.
 
@@ -806,8 +1048,9 @@ def band_mask(
     shifted by the released-mask convention, passes within ``k`` standard
     deviations of the pixel centre.  Empty when every std is zero.
     ``from_size`` as in :func:`soft_mask`; ``band=False`` measures every pixel
-    of the grid (the reference) instead of those within ``max(k, BAND_Z)``
-    sigma plus a pixel of the contour (same result).
+    of the grid (the numpy reference) instead of those within ``k`` sigma plus a
+    pixel of the contour (``BAND_Z`` near sharp convex vertices; same result);
+    ``method`` as in :func:`soft_mask`.
 
     Examples
     --------
@@ -821,14 +1064,20 @@ def band_mask(
     pts, sd = points_in_frame(points, std, height, width, from_size)
     if not np.isfinite(k) or k < 0:
         raise InputError(f"k must be a non-negative number, got {k!r}")
+    _, _, use = _soft_options(DEFAULT_TOL, np.float32, method, band, height, width)
     out = np.zeros((height, width), dtype=bool)
-    if sd.any():
-        # beyond k sigma (plus delta) of its nearest segment no edge gives |z| < k, and
-        # the corner model, which can lower z, reaches BAND_Z sigma: the band covers both
-        for flat, z, corner, both in _closed_form(pts, sd, height, width, float(k) if band else None)[1]:
-            z = z.astype(np.float64)
-            z[corner] = np.minimum(z[corner], norm_ppf_clip(both))
-            out.reshape(-1)[flat[np.abs(z) < k]] = True
+    if not sd.any():
+        return out
+    # beyond k sigma (plus delta) of its nearest segment no edge gives |z| < k, and
+    # the corner model, which can lower z, reaches BAND_Z sigma: the band covers both
+    if use == "kernel":
+        _draw_kernel(out, pts, sd, float(k), "BAND", float(k))
+        return out
+    for flat, z, corner, both in _closed_form(contour_model(pts, sd, height, width, float(k) if band else None),
+                                              height, width)[1]:
+        z = z.astype(np.float64)
+        z[corner] = np.minimum(z[corner], norm_ppf_clip(both))
+        out.reshape(-1)[flat] = np.abs(z) < k  # a pixel equidistant from segments: the last one counts, as in soft_mask
     return out
 
 
@@ -842,14 +1091,17 @@ def pixel_weight_map(
     power: float = 1.0,
     from_size: tuple[int, int] | None = None,
     band: bool = True,
+    tol: float = DEFAULT_TOL,
+    method: str = "auto",
 ) -> np.ndarray:
     """Per-pixel loss weights that down-weight pixels of uncertain membership.
 
     ``w = floor + (1 - floor) * |2 p - 1| ** power`` with ``p`` the
     :func:`soft_mask` probability: 1 where the mask is certain (p = 0 or 1),
     ``floor`` on the mean contour (p = 0.5).  float32 (H, W).  With ``power``
-    < 1 the weight recovers faster away from the contour.  ``from_size`` and
-    ``band`` as in :func:`soft_mask`.
+    < 1 the weight recovers faster away from the contour.  ``from_size``,
+    ``band``, ``tol`` and ``method`` as in :func:`soft_mask` (the kernel writes
+    the weights of the band pixels directly).
 
     Examples
     --------
@@ -863,5 +1115,14 @@ def pixel_weight_map(
         raise InputError(f"floor must be in [0, 1], got {floor!r}")
     if not np.isfinite(power) or power <= 0:
         raise InputError(f"power must be positive, got {power!r}")
-    p = soft_mask(points, std, height, width, from_size=from_size, band=band)
-    return (floor + (1.0 - floor) * np.abs(2.0 * p - 1.0) ** power).astype(np.float32)
+    height, width = check_size(height, width)
+    z_cut, _, use = _soft_options(tol, np.float32, method, band, height, width)
+    if use == "numpy":
+        return _weights(soft_mask(points, std, height, width, from_size=from_size, band=band, tol=tol, method="numpy"),
+                        floor, power)
+    pts, sd = points_in_frame(points, std, height, width, from_size)
+    certain = _weights(np.zeros(1, dtype=np.float32), floor, power)[0]  # p = 0 and p = 1 weigh the same
+    out = np.full((height, width), certain, dtype=np.float32)
+    if sd.any():
+        _draw_kernel(out, pts, sd, z_cut, "WEIGHT", floor, power)
+    return out
