@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import FileReadError, InputError, IntegrityWarning, RecordError, SchemaError
-from chexmask_u_tools.io.hf import hf_features
 from chexmask_u_tools.io.hub_folder import FOLDER_RECORD, read_folder_record
 
 FIX = "save_hub_folder(table, folder, overwrite=True)"

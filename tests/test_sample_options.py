@@ -22,7 +22,7 @@ from chexmask_u_tools.images.preprocess import (
 from chexmask_u_tools.testing.images import write_demo_images
 from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset
 from chexmask_u_tools.train.options import SampleOptions
-from chexmask_u_tools.train.sample import RowBlock, SampleBuilder
+from chexmask_u_tools.train.sample import SampleBuilder
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,7 @@ def test_sample_steps_compose_to_build(table, roots):
     options = SampleOptions(size=48, masks="both")
     dataset = CheXmaskUDataset(table, roots, options=options)
     builder: SampleBuilder = dataset.builder
-    block = RowBlock(dataset.table, np.ones(dataset.table.height), np.arange(dataset.table.height), options)
-    record = block.record(3)
+    record = dataset.rows.record(3, 3, options.label_policy)
     decoded, path = builder.read_image(record)
     assert decoded is not None and path is not None
     geometry = builder.geometry(record, decoded, path)

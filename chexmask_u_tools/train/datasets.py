@@ -130,35 +130,65 @@ landmarks and std together.  A horizontal flip mirrors the anatomy (the heart
 ends up on the image's left), so no flipped image is a realistic chest X-ray;
 :class:`RandomAffine` documents how it labels the lungs after a flip.
 
-Sharding (iterable dataset)
----------------------------
-Rows are cut into blocks of ``block_rows`` consecutive rows of the source table;
-block ``b`` goes to shard ``b mod (world_size * num_workers)``, shard index
+Inputs and the row store
+------------------------
+``table`` is an eager or lazy polars table (``read_table``, ``scan_table``,
+``load_sample``), a pandas DataFrame, a Hugging Face ``datasets.Dataset``
+(``to_hf_dataset``, ``load_dataset``, ``load_from_disk``), or a path: a cache
+folder (``build_cache`` / ``chexmask-u cache``) or anything
+:func:`~chexmask_u_tools.hub.inputs.open_table` opens.  Whatever it is, it
+becomes one mapped row store (:mod:`chexmask_u_tools.train.rowstore`) when the
+dataset is built: two passes over the input (the rules and sample weights over
+the small columns, then the kept rows' landmarks, std, ids and the asked-for
+fields and labels, streamed in batches), after which every sample reads the
+mapped columns.  Nothing of the table stays in the heap, and DataLoader
+workers (fork, spawn or forkserver) map the same pages: a pickled dataset holds
+the store's path, not its rows.  Give a cache as its folder
+(``CheXmaskUDataset("path/to/cache", ...)``) and the store is kept beside it
+(``<cache>/rowstore/``, or ``store_dir=``) and reused by later datasets with
+the same rules and columns: the first build at the release's size reads the
+cache once, later ones open the store in milliseconds.  A cache rebuilt or
+changed under a store is refused (:class:`~chexmask_u_tools.errors.FileReadError`)
+in every process that maps it.  Any other input gets a temporary store,
+removed with its dataset.
+
+Streaming, sharding and resume (iterable dataset)
+-------------------------------------------------
+One epoch visits every kept row once, in a global order that depends only on
+``(seed, epoch)``: without ``shuffle`` the rows in order; with ``shuffle`` the
+blocks of ``block_rows`` consecutive rows in a permuted order, and the rows of
+each window of ``shuffle_buffer`` rows (whole blocks) permuted again (a
+shuffle buffer, computed, not filled).  Position ``i`` of that order goes to
+consumer ``i mod C``, where ``C = world_size * num_workers`` and consumer
 ``rank * num_workers + worker_id`` (``torch.distributed`` rank and world size
-when initialised, or the ``rank``/``world_size`` arguments).  Every row is in
-exactly one block, so across all ranks and workers each row is yielded once per
-epoch.  An eager ``DataFrame`` is turned into arrays once, in the constructing
-process.  A ``LazyFrame`` is read block by block inside each worker (rules
-applied per block, so a scan reads only its shard's slices); polars cannot run
-in a forked child, so such a dataset needs
-``DataLoader(..., multiprocessing_context="spawn")`` (or ``"forkserver"``) and
-raises a clear error in forked workers.  Spawned workers receive the scan
-pickled; polars pickles the Python functions in a scan (``scan_table`` of a
-CSV checks its rows with one) with ``cloudpickle``, a core dependency.  The
-map-style dataset collects its table when built and runs no polars in
-workers, so any start method works.  Ranks may get slightly different numbers
-of rows: under ``DistributedDataParallel`` bound the steps per epoch (or use the map-style
-dataset with ``DistributedSampler``).  ``shuffle=True`` permutes the block
-order (same permutation on every rank, seeded by ``seed`` and
-:meth:`~CheXmaskUIterableDataset.set_epoch`) and the rows inside each block.
+when initialised, or the ``rank`` / ``world_size`` arguments).  So every row is
+yielded exactly once per epoch across all ranks and workers, the consumers'
+shares differ by at most one row, and the global order does not depend on
+how many consumers there are (elastic).  Consumers do not read disjoint
+blocks: the store is mapped, so reading a row is a pointer into shared pages,
+and the round-robin is what keeps the order elastic.
+
+:meth:`~CheXmaskUIterableDataset.state_dict` and
+:meth:`~CheXmaskUIterableDataset.load_state_dict` follow the protocol that
+torchdata's ``StatefulDataLoader`` calls in each worker: a state records the
+epoch, the rows consumed before this pass, and how far this consumer got.
+Loaded into the same consumer (same ``C``), the dataset yields exactly the rest
+of its share, in order.  To resume on another number of ranks or workers,
+merge the states of every consumer first
+(:meth:`~CheXmaskUIterableDataset.merge_states`, which also finds them inside
+``StatefulDataLoader`` state dicts): the merged state marks every row
+consumed, and any topology continues with exactly the remaining rows, in the
+global order.  The map-style dataset resumes through its sampler: see
+``docs/guide/training.md``.
 """
 
 from __future__ import annotations
 
-import math
+import base64
 import os
+import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +204,22 @@ from chexmask_u_tools.images.resolver import (
     as_resolver,
     check_images,
 )
-from chexmask_u_tools.select.rules import apply_rules
+from chexmask_u_tools.select.rules import apply_rules, mask_valid_columns
 from chexmask_u_tools.select.weights import SampleWeighting
 from chexmask_u_tools.train.options import SampleOptions
+from chexmask_u_tools.train.rowstore import (
+    BATCH_ROWS,
+    RowStore,
+    StoreSpec,
+    build_store,
+    open_or_build_store,
+    origin_of_cache,
+    remove_outdated_stores,
+    store_key,
+    temporary_store_dir,
+)
 from chexmask_u_tools.train.sample import (
     CROP_SOURCES,
-    RowBlock,
     SampleBuilder,
     check_sample_columns,
     label_values,
@@ -194,13 +234,47 @@ __all__ = [
 ]
 
 Images = ImageResolver | Mapping | str | Path | Callable | None
+Table = pl.DataFrame | pl.LazyFrame | Any
+
+STATE_FORMAT = "chexmask-u-stream-state"
+"""Marks the iterable dataset's state dicts (so :meth:`CheXmaskUIterableDataset.merge_states` finds them anywhere)."""
+
+DEFAULT_SHUFFLE_BUFFER = 8192
+"""Rows per shuffle window of the iterable dataset (rounded up to whole blocks)."""
 
 
-def _prepare_table(table: pl.DataFrame | pl.LazyFrame, options: SampleOptions) -> pl.LazyFrame:
-    if not isinstance(table, (pl.DataFrame, pl.LazyFrame)):
-        raise InputError(f"table must be a polars DataFrame or LazyFrame, got {type(table).__name__}")
-    check_sample_columns(table.collect_schema().names(), options)
-    return table.lazy()
+def _is_cache(path: Path) -> bool:
+    from chexmask_u_tools.hub.manifest import MANIFEST
+
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def _input_table(table: Table) -> tuple[pl.LazyFrame, Path | None]:
+    """The input as a lazy canonical table, and the cache folder it is when it is one."""
+    if isinstance(table, (pl.DataFrame, pl.LazyFrame)):
+        return table.lazy(), None
+    if isinstance(table, (str, os.PathLike)):
+        path = Path(table)
+        if _is_cache(path):
+            from chexmask_u_tools.hub.cache import open_cache
+
+            return open_cache(path), path
+        from chexmask_u_tools.hub.inputs import open_table
+
+        return open_table(table), None
+    module = type(table).__module__.split(".")[0]
+    if module == "datasets":
+        from chexmask_u_tools.io.hf import from_hf_dataset
+
+        return from_hf_dataset(table).lazy(), None
+    if module == "pandas":
+        from chexmask_u_tools.schema import as_polars
+
+        return as_polars(table, argument="table").lazy(), None
+    raise InputError(
+        "table must be a polars DataFrame or LazyFrame, a pandas DataFrame, a datasets.Dataset, "
+        f"or the path of a cache or table file, got {type(table).__name__}"
+    )
 
 
 def _weight_expr(weighting: SampleWeighting | None) -> pl.Expr:
@@ -237,18 +311,19 @@ def _without_std(names: list[str]) -> pl.Expr:
     return present.alias("__without_std")
 
 
-def _check_soft_masks(kept: pl.DataFrame, options: SampleOptions) -> None:
+def _check_soft_masks(kept: pl.DataFrame, indexed: pl.LazyFrame, options: SampleOptions) -> None:
     """Refuse soft masks for rows without std unless ``soft_missing="hard"`` accepts hard 0/1 masks for them."""
     if options.masks not in ("soft", "both") or options.soft_missing == "hard":
         return
     without = kept.filter(pl.col("__without_std"))
     if without.height:
-        first = without.row(0, named=True)
-        example = f"{first['source']} {first['image_id']!r}" if "image_id" in first else f"{first['source']} row {first['__row']}"
+        first = int(without["__row"][0])
+        source, image_id = indexed.filter(pl.col("__row") == first).select("source", "image_id").collect().row(0)
         raise InputError(
-            f"masks={options.masks!r} needs landmarks_std, but {without.height} of {kept.height} rows have none (e.g. {example}), "
-            "so their soft masks would silently be hard 0/1 masks; pass soft_missing='hard' to accept that, "
-            "use masks='hard', or filter those rows out first (pl.col('landmarks_std').is_not_null())"
+            f"masks={options.masks!r} needs landmarks_std, but {without.height} of {kept.height} rows have none "
+            f"(e.g. {source} {image_id!r}), so their soft masks would silently be hard 0/1 masks; pass "
+            "soft_missing='hard' to accept that, use masks='hard', or filter those rows out first "
+            "(pl.col('landmarks_std').is_not_null())"
         )
 
 
@@ -258,6 +333,83 @@ def _missing_note(report: ImageCheck) -> str:
         f"{report.missing} of {report.total} rows have no image on disk ({per_source}); fix the image roots, "
         "or pass missing='skip' (drop those rows) or missing='masks_only' (keep their masks)"
     )
+
+
+def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir: str | os.PathLike | None = None) -> RowStore:
+    """The mapped row store of a dataset's input under its options (module docstring: Inputs and the row store).
+
+    ``owner`` is the dataset: a temporary store is removed when it is
+    garbage collected.  ``store_dir`` replaces ``<cache>/rowstore`` for a
+    cache's store; for other inputs it is refused (their store is temporary).
+    """
+    lazy, cache = _input_table(table)
+    names = lazy.collect_schema().names()
+    check_sample_columns(names, options)
+    indexed = lazy.with_row_index("__row")
+    # Pass 1, small columns: which rows the rules keep, their weights (global, so that
+    # rank / normalised weightings see the whole table), organ validity, labels.
+    kept_lazy = apply_rules(indexed, options.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names))
+    valid = [name for name in mask_valid_columns().values() if name in kept_lazy.collect_schema().names()]
+    label_columns = ["source", "image_id", *options.labels] if options.labels else []
+    kept = kept_lazy.select("__row", "sample_weight", "__without_std", *valid, *label_columns).collect()
+    _check_weights(kept, options.sample_weighting)
+    _check_soft_masks(kept, indexed, options)
+    labels = label_values(kept, options.labels, kept["__row"].to_numpy()) if options.labels else None
+    spec = StoreSpec(fields=tuple(options.fields), labels=tuple(options.labels), std="landmarks_std" in names)
+    rules = [str(rule) for rule in options.rules]
+    weighting = repr(options.sample_weighting)
+    if cache is not None:
+        origin = origin_of_cache(cache)
+        root = Path(store_dir) if store_dir is not None else cache / "rowstore"
+    else:
+        if store_dir is not None:
+            raise InputError(
+                "store_dir= only places the row store of a cache (give the cache's folder as the table); "
+                "other inputs get a temporary store"
+            )
+        origin = {"kind": "table", "id": uuid.uuid4().hex}
+        root = temporary_store_dir(owner)
+    key = store_key(origin, rules, weighting, spec)
+    columns = ["__row", "source", "image_id", "frame", "height", "width", "landmarks"]
+    columns += ["landmarks_std"] if spec.std else []
+    columns += [name for name in spec.fields if name not in columns]
+    meta = {"format": "chexmask-u-rowstore", "version": 1, "key": key, "origin": origin, "rules": rules,
+            "weighting": weighting, "input_rows": None}
+
+    def build(target: Path) -> None:
+        if cache is not None:
+            remove_outdated_stores(target.parent, origin)
+        # Pass 2, the kept rows' stored columns, streamed in batches (bounded memory).
+        wanted = indexed.filter(pl.col("__row").is_in(kept["__row"].implode())).select(columns)
+        meta["input_rows"] = int(lazy.select(pl.len()).collect().item())
+        build_store(kept, wanted.collect_batches(chunk_size=BATCH_ROWS), target, spec=spec,
+                    has_std_column=spec.std, labels=labels, meta=meta)
+
+    try:
+        return open_or_build_store(root / key, key, build)
+    except PermissionError as error:
+        raise InputError(
+            f"cannot write the dataset's row store under {str(root)!r} ({error.strerror}); pass store_dir= a writable folder"
+        ) from None
+
+
+class PathTable(Sequence):
+    """The located image paths of a dataset's rows, packed as UTF-8 bytes and offsets (small to pickle, no objects)."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        encoded = [os.fsencode(path) for path in paths]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        self.offsets[1:] = np.cumsum([len(item) for item in encoded])
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> Path:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return Path(os.fsdecode(self.data[self.offsets[index] : self.offsets[index + 1]].tobytes()))
 
 
 class CheXmaskUDataset(torch.utils.data.Dataset):
@@ -332,56 +484,71 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        table: pl.DataFrame | pl.LazyFrame,
+        table: Table,
         images: Images = None,
         *,
         options: SampleOptions | None = None,
+        store_dir: str | os.PathLike | None = None,
         **keywords: Any,
     ) -> None:
         self.options = options = SampleOptions.merge(options, keywords)
-        lazy = _prepare_table(table, options)
         self.resolver = as_resolver(images)
         self.builder = SampleBuilder(self.resolver, options)
-        names = lazy.collect_schema().names()
-        kept = apply_rules(lazy, options.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names)).collect()
-        _check_weights(kept, options.sample_weighting)
-        _check_soft_masks(kept, options)
-        kept = kept.drop("__without_std")
+        self.rows = row_store(table, options, owner=self, store_dir=store_dir)
         self.skipped = 0
-        self.paths: list[Path | None] | None = None
-        _check_roots(self.resolver, kept["source"].unique().to_list(), options)
-        if options.missing in ("raise", "skip"):
+        self.paths: PathTable | None = None
+        self.index: np.ndarray | None = None
+        _check_roots(self.resolver, sorted({self.rows.sources[code] for code in np.unique(self.rows.source_codes)}), options)
+        if options.missing in ("raise", "skip") and self.resolver is not None:
             # Every row is located now (the look-ups an epoch would make, once),
             # so that a missing image fails here and not hours into training;
-            # the paths are kept, so epochs do not look them up again.
-            report = check_images(kept, self.resolver)
+            # the paths are kept (packed), so epochs do not look them up again.
+            report = check_images(self.rows.ids_frame(), self.resolver)
             if report.missing and options.missing == "raise":
                 source, image_id, tried = report.examples[0]
                 raise MissingImageError(source, image_id, tried, note=_missing_note(report))
             keep = np.array([p is not None for p in report.paths], dtype=bool)
             self.skipped = int((~keep).sum())
-            self.paths = [p for p in report.paths if p is not None]
+            self.paths = PathTable(p for p in report.paths if p is not None)
             if self.skipped:
-                kept = kept.filter(pl.Series(keep))
+                self.index = np.flatnonzero(keep)
                 warnings.warn(f"CheXmaskUDataset: skipped {self.skipped} of {len(keep)} rows without an image on disk", stacklevel=2)
-        self.table = kept
-        self._rows = RowBlock(kept, kept["sample_weight"].to_numpy(), np.arange(kept.height), options)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows) if self.index is None else len(self.index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         index = int(index) % len(self)
+        stored = index if self.index is None else int(self.index[index])
         path = None if self.paths is None else self.paths[index]
-        return self.builder.build(self._rows.record(index), path)
+        return self.builder.build(self.rows.record(stored, index, self.options.label_policy), path)
+
+    @property
+    def table(self) -> pl.DataFrame:
+        """The dataset's rows as a polars table (a copy of the mapped columns: for inspection, not for large data)."""
+        rows = self.rows
+        keep = np.arange(len(rows)) if self.index is None else self.index
+        ids = rows.ids_frame()[keep]
+        frame = ids.with_columns(
+            pl.Series("frame", [rows.frames[c] for c in np.asarray(rows.frame_codes)[keep]], dtype=pl.String),
+            pl.Series("height", np.asarray(rows.heights)[keep]).replace(-1, None),
+            pl.Series("width", np.asarray(rows.widths)[keep]).replace(-1, None),
+            pl.Series("landmarks", np.asarray(rows.landmarks)[keep]),
+            pl.Series("sample_weight", np.asarray(rows.weights)[keep]),
+        )
+        if rows.std is not None:
+            std = pl.Series("landmarks_std", np.asarray(rows.std)[keep])
+            frame = frame.with_columns(pl.when(pl.Series(np.asarray(rows.has_std)[keep])).then(std).otherwise(None).alias("landmarks_std"))
+        return frame
 
     def check_images(self, max_examples: int = 5) -> ImageCheck:
         """How many rows have their image on disk (``str()`` of the result is a report)."""
         if self.resolver is None:
             raise InputError("this dataset has no image roots to check")
-        return check_images(self.table, self.resolver, max_examples=max_examples)
+        ids = self.rows.ids_frame()
+        return check_images(ids if self.index is None else ids[self.index], self.resolver, max_examples=max_examples)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -396,6 +563,26 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise InputError(f"rank must lie in [0, world_size), got rank={rank}, world_size={world_size}")
     return int(rank), int(world_size)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _pack(consumed: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(consumed).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, n: int) -> np.ndarray:
+    try:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8))
+    except (ValueError, TypeError) as error:
+        raise InputError(f"the state's consumed rows are unreadable ({error})") from None
+    if len(bits) < n:
+        raise InputError(f"the state's consumed rows cover {len(bits)} rows, the dataset has {n}")
+    return bits[:n].astype(bool)
 
 
 class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
@@ -435,126 +622,207 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
 
     def __init__(
         self,
-        table: pl.DataFrame | pl.LazyFrame,
+        table: Table,
         images: Images = None,
         *,
         options: SampleOptions | None = None,
         block_rows: int = 256,
         shuffle: bool = False,
         seed: int = 0,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
         rank: int | None = None,
         world_size: int | None = None,
+        store_dir: str | os.PathLike | None = None,
         **keywords: Any,
     ) -> None:
         super().__init__()
         self.options = options = SampleOptions.merge(options, keywords)
-        lazy = _prepare_table(table, options)
-        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-            raise InputError(f"block_rows must be a positive integer, got {block_rows!r}")
+        self.block_rows = _positive_int("block_rows", block_rows)
+        self.shuffle_buffer = _positive_int("shuffle_buffer", shuffle_buffer)
         self.resolver = as_resolver(images)
         self.builder = SampleBuilder(self.resolver, options)
-        self.table = lazy
-        self.rules = list(options.rules)
-        self.block_rows = int(block_rows)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = 0
         self.rank, self.world_size = rank, world_size
         _rank_world(rank, world_size)
-        # One pass over the small columns: the source row count, the kept rows'
-        # sample weights (global, so rank/normalised weights are consistent),
-        # the null-data checks of the rules and the sources to index.
-        indexed = lazy.with_row_index("__row")
-        names = lazy.collect_schema().names()
-        kept = apply_rules(indexed, self.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names))
-        # An eager table is turned into arrays here, so that workers never run
-        # polars (its thread pools do not survive a fork); a lazy scan is read
-        # block by block in the workers (see __iter__).
-        self._eager = isinstance(table, pl.DataFrame)
-        if self._eager:
-            kept = kept.collect()
-        else:
-            # The label columns are small: read them now, so that a bad value fails here, not mid-epoch.
-            label_columns = ["image_id", *options.labels] if options.labels else []
-            kept = kept.select("__row", "source", "sample_weight", "__without_std", *label_columns).collect()
-            label_values(kept, options.labels, kept["__row"].to_numpy())
-        _check_weights(kept, options.sample_weighting)
-        _check_soft_masks(kept, options)
-        self.n_source_rows = int(lazy.select(pl.len()).collect().item())
-        self.n_rows = kept.height
-        self._weights = np.full(self.n_source_rows, np.nan)
-        self._weights[kept["__row"].to_numpy()] = kept["sample_weight"].to_numpy()
-        self._materialized = (
-            RowBlock(kept, kept["sample_weight"].to_numpy(), kept["__row"].to_numpy(), options) if self._eager else None
-        )
-        _check_roots(self.resolver, kept["source"].unique().to_list(), options)
-        self._owner_pid = os.getpid()
-        self._unpickled = False
-
-    def __setstate__(self, state: dict) -> None:
-        # Reached only when the dataset was pickled (spawn / forkserver workers).
-        self.__dict__.update(state)
-        self._unpickled = True
+        self.rows = row_store(table, options, owner=self, store_dir=store_dir)
+        self.n_rows = len(self.rows)
+        self.n_source_rows = int(self.rows.meta["input_rows"])
+        self._loaded: dict[str, Any] | None = None
+        self._position: tuple[int, int, np.ndarray, int] | None = None
+        _check_roots(self.resolver, sorted({self.rows.sources[code] for code in np.unique(self.rows.source_codes)}), options)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle order (call at the start of each epoch, on every rank)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        """Rows passing the rules, summed over all shards (what one epoch yields in total)."""
+        """Rows passing the rules, summed over all consumers (what one epoch yields in total)."""
         return self.n_rows
 
-    def shard_blocks(self, shard: int, n_shards: int) -> np.ndarray:
-        """Indices of the source-table blocks read by one shard, in reading order."""
-        n_blocks = math.ceil(self.n_source_rows / self.block_rows)
-        order = np.arange(n_blocks)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n_blocks)
-        return order[shard::n_shards]
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """The global order of one epoch: stored row positions, (N,) int64 (module docstring)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        n, size = self.n_rows, self.block_rows
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        n_blocks = -(-n // size)
+        blocks = np.random.default_rng([self.seed, epoch]).permutation(n_blocks)
+        starts = blocks * size
+        lengths = np.minimum(size, n - starts)
+        rows = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(n)
+        window_blocks = max(1, -(-self.shuffle_buffer // size))
+        for w, first in enumerate(range(0, n_blocks, window_blocks)):
+            lo = int(np.sum(lengths[:first]))
+            hi = lo + int(np.sum(lengths[first : first + window_blocks]))
+            rows[lo:hi] = np.random.default_rng([self.seed, epoch, w]).permutation(rows[lo:hi])
+        return rows
 
-    def read_block(self, block: int) -> tuple[RowBlock, np.ndarray]:
-        """The rows of one source-table block that pass the rules, and their positions in the returned block."""
-        start = int(block) * self.block_rows
-        if self._materialized is not None:
-            chunk = self._materialized
-            lo, hi = np.searchsorted(chunk.rows, [start, start + self.block_rows])
-            return chunk, np.arange(lo, hi)
-        part = apply_rules(self.table.with_row_index("__row").slice(start, self.block_rows), self.rules, check_missing=False).collect()
-        rows = part["__row"].to_numpy()
-        chunk = RowBlock(part, self._weights[rows], rows, self.options)
-        return chunk, np.arange(len(chunk))
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _consumer(self) -> tuple[int, int]:
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rank, world = _rank_world(self.rank, self.world_size)
-        shard, n_shards = rank * n_workers + worker, world * n_workers
+        return rank * n_workers + worker, world * n_workers
+
+    def _plan(self) -> tuple[int, int, np.ndarray, np.ndarray, int]:
+        """(consumer, consumers, rows consumed before this pass, this consumer's share, rows of it already done)."""
+        consumer, consumers = self._consumer()
+        consumed = np.zeros(self.n_rows, dtype=bool)
+        done = 0
+        state, self._loaded = self._loaded, None
+        if state is not None and state["epoch"] == self.epoch:
+            consumed = _unpack(state["consumed"], self.n_rows)
+            own = state.get("consumer")
+            if own is not None:
+                if (own["index"], own["of"]) != (consumer, consumers):
+                    raise InputError(
+                        f"this state is consumer {own['index']} of {own['of']}'s, but it is loaded into consumer "
+                        f"{consumer} of {consumers} (rank * num_workers + worker); to resume on another number of "
+                        "ranks or workers, merge the states of all consumers with merge_states() first"
+                    )
+                done = int(own["done"])
+        order = self.order()
+        share = order[~consumed[order]][consumer::consumers]
+        return consumer, consumers, consumed, share, done
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        consumer, consumers, consumed, share, done = self._plan()
+        self._position = (consumer, consumers, consumed, done)
         skipped = 0
-        if not self._eager and os.getpid() != self._owner_pid and not self._unpickled:
-            raise InputError(
-                "a lazily scanned table cannot be read in forked DataLoader workers (polars is not fork-safe); "
-                "pass multiprocessing_context='spawn' (or 'forkserver') to the DataLoader, or give a collected DataFrame"
-            )
-        for block in self.shard_blocks(shard, n_shards):
-            chunk, order = self.read_block(int(block))
-            if self.shuffle:
-                order = np.random.default_rng([self.seed, self.epoch, int(block)]).permutation(order)
-            for i in order:
-                record = chunk.record(int(i))
-                if self.options.missing == "skip":
-                    path, _ = self.resolver.locate(record.source, record.image_id)
-                    if path is None:
-                        skipped += 1
-                        continue
-                    yield self.builder.build(record, path)
-                else:
-                    yield self.builder.build(record)
+        for k in range(done, len(share)):
+            stored = int(share[k])
+            self._position = (consumer, consumers, consumed, k + 1)
+            record = self.rows.record(stored, int(self.rows.rows[stored]), self.options.label_policy)
+            if self.options.missing == "skip":
+                path, _ = self.resolver.locate(record.source, record.image_id)
+                if path is None:
+                    skipped += 1
+                    continue
+                yield self.builder.build(record, path)
+            else:
+                yield self.builder.build(record)
         if skipped:
-            warnings.warn(f"CheXmaskUIterableDataset shard {shard}/{n_shards}: skipped {skipped} rows without an image on disk")
+            warnings.warn(f"CheXmaskUIterableDataset consumer {consumer}/{consumers}: skipped {skipped} rows without an image on disk")
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Where this consumer stands in the epoch (torchdata ``Stateful`` protocol; module docstring).
+
+        Called in the process iterating the dataset (each DataLoader worker
+        under ``StatefulDataLoader``): the epoch, the rows consumed before this
+        pass, and this consumer's index, count and progress.  Before any
+        iteration it describes the start of the epoch.
+        """
+        base = {"format": STATE_FORMAT, "version": 1, "store": self.rows.meta["key"], "rows": self.n_rows,
+                "seed": self.seed, "epoch": self.epoch, "shuffle": self.shuffle, "block_rows": self.block_rows,
+                "shuffle_buffer": self.shuffle_buffer}
+        if self._position is None:
+            pending = self._loaded
+            if pending is not None:
+                return dict(pending)
+            return {**base, "consumed": _pack(np.zeros(self.n_rows, dtype=bool)), "consumer": None}
+        consumer, consumers, consumed, done = self._position
+        return {**base, "consumed": _pack(consumed), "consumer": {"index": consumer, "of": consumers, "done": done}}
+
+    def _check_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise InputError("not a CheXmaskUIterableDataset state (from state_dict() or merge_states())")
+        if state.get("version") != 1:
+            raise InputError(f"state version {state.get('version')!r}; this chexmask-u-tools reads version 1")
+        mine = {"store": self.rows.meta["key"], "rows": self.n_rows, "seed": self.seed, "shuffle": self.shuffle,
+                "block_rows": self.block_rows, "shuffle_buffer": self.shuffle_buffer}
+        differ = {name: (state.get(name), value) for name, value in mine.items() if state.get(name) != value}
+        if differ:
+            detail = ", ".join(f"{name}: state {a!r}, dataset {b!r}" for name, (a, b) in differ.items())
+            raise InputError(
+                f"the state belongs to another dataset or order ({detail}); build the dataset with the same table, "
+                "rules, seed, shuffle, block_rows and shuffle_buffer to resume"
+            )
+        return dict(state)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next pass yields exactly what remains of the state's epoch (sets the epoch)."""
+        state = self._check_state(state)
+        self.epoch = int(state["epoch"])
+        self._loaded = state
+        self._position = None
+
+    def merge_states(self, states: Iterable[Any]) -> dict[str, Any]:
+        """One state covering every consumer: what any number of ranks and workers resumes from.
+
+        ``states`` are this dataset's states (from every rank and worker of
+        one run), or anything holding them, e.g. the ``state_dict()`` of each
+        rank's ``StatefulDataLoader``; they are found by their format.
+
+        Raises
+        ------
+        InputError
+            States of different epochs or datasets, or a consumer missing
+            (its rows would be yielded twice).
+        """
+        found: list[dict[str, Any]] = []
+
+        def collect(item: Any) -> None:
+            if isinstance(item, Mapping):
+                if item.get("format") == STATE_FORMAT:
+                    found.append(self._check_state(item))
+                    return
+                for value in item.values():
+                    collect(value)
+            elif isinstance(item, (list, tuple)):
+                for value in item:
+                    collect(value)
+
+        collect(list(states))
+        if not found:
+            raise InputError("no CheXmaskUIterableDataset state among the given objects")
+        epochs = {state["epoch"] for state in found}
+        if len(epochs) != 1:
+            raise InputError(f"the states are of different epochs {sorted(epochs)}; merge the states of one moment")
+        epoch = epochs.pop()
+        order = self.order(epoch)
+        merged = np.zeros(self.n_rows, dtype=bool)
+        consumers: dict[int, set[int]] = {}
+        for state in found:
+            base = _unpack(state["consumed"], self.n_rows)
+            merged |= base
+            own = state.get("consumer")
+            if own is not None:
+                consumers.setdefault(int(own["of"]), set()).add(int(own["index"]))
+                share = order[~base[order]][int(own["index"]) :: int(own["of"])]
+                merged[share[: int(own["done"])]] = True
+        for count, seen in consumers.items():
+            if seen != set(range(count)):
+                missing = sorted(set(range(count)) - seen)
+                raise InputError(
+                    f"the states cover consumers {sorted(seen)} of {count}; consumers {missing} are missing, so the "
+                    "rows they had yielded would be yielded again: pass the states of every rank and worker"
+                )
+        return {**found[0], "epoch": epoch, "consumed": _pack(merged), "consumer": None}
 
     def check_images(self, max_examples: int = 5) -> ImageCheck:
         """How many kept rows have their image on disk (``str()`` of the result is a report)."""
         if self.resolver is None:
             raise InputError("this dataset has no image roots to check")
-        kept = apply_rules(self.table, self.rules, check_missing=False)
-        return check_images(kept, self.resolver, max_examples=max_examples)
+        return check_images(self.rows.ids_frame(), self.resolver, max_examples=max_examples)

@@ -1,8 +1,8 @@
 """Building one training sample from one table row, in small steps shared by both datasets.
 
-:class:`RowBlock` turns a collected chunk of the table into per-row
-:class:`RowRecord` objects; :class:`SampleBuilder` turns a record into the
-sample dict (keys: :mod:`chexmask_u_tools.train.datasets`):
+:meth:`chexmask_u_tools.train.rowstore.RowStore.record` reads one row of the
+mapped row store as a :class:`RowRecord`; :class:`SampleBuilder` turns a record
+into the sample dict (keys: :mod:`chexmask_u_tools.train.datasets`):
 
 1. :meth:`~SampleBuilder.read_image`: find and decode the image (or none, under ``missing``);
 2. :meth:`~SampleBuilder.geometry`: the original size, landmarks and std in the output frame, node weights;
@@ -32,11 +32,10 @@ from chexmask_u_tools.images.preprocess import (
 )
 from chexmask_u_tools.images.read import read_image, read_image_reduced
 from chexmask_u_tools.images.resolver import ImageResolver, MissingImageError
-from chexmask_u_tools.layout import N_NODES, ORGANS
+from chexmask_u_tools.layout import N_NODES
 from chexmask_u_tools.masks.frames import landmarks_on_image, std_to_preprocessed_frame
 from chexmask_u_tools.masks.raster import rasterize_organs
 from chexmask_u_tools.schema import PREPROCESSED_SIZE
-from chexmask_u_tools.select.rules import mask_valid_columns
 from chexmask_u_tools.select.weights import node_weights, soft_pixel_weights
 from chexmask_u_tools.sources import REGISTRY
 from chexmask_u_tools.train.decode_cache import DecodeCache, Decoded
@@ -46,7 +45,6 @@ __all__ = [
     "CROP_SOURCES",
     "ROW_COLUMNS",
     "Geometry",
-    "RowBlock",
     "RowRecord",
     "SampleBuilder",
     "check_sample_columns",
@@ -91,71 +89,6 @@ class Geometry:
     out_size: tuple[int, int]
     original_size: tuple[int, int] | None
     node_weight: np.ndarray
-
-
-class RowBlock:
-    """A collected chunk of the table as numpy arrays and lists, ready for :class:`SampleBuilder`.
-
-    Parameters
-    ----------
-    frame:
-        The collected rows (canonical columns, optional ``landmarks_std``,
-        ``mask_valid_*``, and the ``fields`` / ``labels`` columns of ``options``).
-    weights, rows:
-        Per row: the sample weight and the row index reported as ``row``.
-    options:
-        The dataset's options (which fields and labels to carry).
-    """
-
-    def __init__(self, frame: pl.DataFrame, weights: np.ndarray, rows: np.ndarray, options: SampleOptions) -> None:
-        self.sources = frame["source"].to_list()
-        self.ids = frame["image_id"].to_list()
-        self.frames = frame["frame"].to_list()
-        self.heights = frame["height"].to_list()
-        self.widths = frame["width"].to_list()
-        self.landmarks = frame["landmarks"].to_numpy()
-        if "landmarks_std" in frame.columns:
-            self.has_std = frame["landmarks_std"].is_not_null().to_numpy()
-            self.std = frame["landmarks_std"].to_numpy()
-        else:
-            self.has_std = np.zeros(frame.height, dtype=bool)
-            self.std = np.zeros((frame.height, N_NODES, 2), dtype=np.float32)
-        names = mask_valid_columns()
-        self.mask_valid = np.stack(
-            [
-                frame[names[o]].fill_null(True).to_numpy() if names[o] in frame.columns else np.ones(frame.height, dtype=bool)
-                for o in ORGANS
-            ],
-            axis=1,
-        ) if frame.height else np.ones((0, 3), dtype=bool)
-        self.weights = weights
-        self.rows = rows
-        self.fields = {name: frame[name].to_list() for name in options.fields}
-        self.labels = self.label_mask = None
-        if options.labels:
-            values = label_values(frame, options.labels, rows)
-            self.labels, self.label_mask = options.label_policy.apply(values)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def record(self, i: int) -> RowRecord:
-        """Row ``i`` of the block."""
-        return RowRecord(
-            source=self.sources[i],
-            image_id=self.ids[i],
-            frame=self.frames[i],
-            height=self.heights[i],
-            width=self.widths[i],
-            landmarks=self.landmarks[i],
-            std=self.std[i] if self.has_std[i] else None,
-            sample_weight=float(self.weights[i]),
-            mask_valid=self.mask_valid[i],
-            row=int(self.rows[i]),
-            fields={name: values[i] for name, values in self.fields.items()},
-            labels=None if self.labels is None else self.labels[i],
-            label_mask=None if self.label_mask is None else self.label_mask[i],
-        )
 
 
 def label_values(frame: pl.DataFrame, labels: tuple[str, ...], rows: np.ndarray) -> np.ndarray:

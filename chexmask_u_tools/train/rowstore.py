@@ -1,0 +1,480 @@
+"""Columnar rows mapped from disk: what the torch datasets need of each kept row, built once.
+
+A dataset's input (an eager or lazy table, a cache, a Hugging Face dataset)
+becomes one :class:`RowStore`: a folder of uncompressed ``.npy`` arrays (and an
+Arrow IPC file for ``fields``) holding only the columns a sample needs, for the
+rows that pass the rules, in the input's order:
+
+=================  ======================  ==========================================
+file               dtype, shape            content
+=================  ======================  ==========================================
+``row``            int64 (N,)              the row's index in the input table
+``weight``         float64 (N,)            the sample weight (weighting x rules)
+``mask_valid``     bool (N, 3)             False where a ``drop_organ`` rule failed
+``landmarks``      float32 (N, 120, 2)     in the row's own frame and pixels
+``std``            float32 (N, 120, 2)     per-node std (only when the input has std)
+``has_std``        bool (N,)
+``height``,        int32 (N,)              the row's stated size (-1: none)
+``width``
+``source``,        uint8 (N,)              codes into ``meta.json``'s ``sources`` /
+``frame``                                  ``frames``
+``id_offsets``,    int64 (N + 1,), bytes   image ids as Arrow lays out strings:
+``ids.bin``                                offsets into UTF-8 bytes
+``labels``         float32 (N, L)          the ``labels=`` columns (NaN: null)
+``fields.arrow``   Arrow IPC file          the ``fields=`` columns
+=================  ======================  ==========================================
+
+Every process maps the same pages (``np.load(mmap_mode="r")``), so DataLoader
+workers started with fork, spawn or forkserver share them instead of holding a
+copy: a pickled store is its folder path and key, mapped again in the worker.
+
+Where stores live.  A store of a cache (the dataset given the cache's folder)
+is kept under ``<cache>/rowstore/<key>/`` (or ``store_dir=``) and reused by
+later datasets; the key is a sha256 over the cache's revision and shard
+checksums, the rules, the weighting and the columns stored.  A store of any
+other input is built in a temporary folder that its dataset removes when it
+is garbage collected or the process ends.
+
+Integrity.  ``meta.json`` records the format, the key, the input's identity
+and every file's size; opening a store checks them, so a truncated or foreign
+store is a :class:`~chexmask_u_tools.errors.FileReadError` (the damaged folder
+is removed: constructing the dataset again rebuilds it), and a store whose
+cache changed since (rebuilt or edited) is refused in every process that maps
+it.  A store is written under a temporary name and renamed when complete; a
+build that fails (a full disk) leaves nothing that is later trusted, and the
+next build removes what a killed one left.  One build per key at a time (a
+file lock), so DDP ranks constructing the same dataset build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from chexmask_u_tools._atomic import fsync_directory, process_alive
+from chexmask_u_tools.errors import FileReadError, InputError
+from chexmask_u_tools.layout import N_NODES, ORGANS
+from chexmask_u_tools.select.rules import mask_valid_columns
+from chexmask_u_tools.train.sample import RowRecord
+
+__all__ = [
+    "STORE_FORMAT",
+    "STORE_VERSION",
+    "RowStore",
+    "StoreSpec",
+    "build_store",
+    "open_or_build_store",
+    "origin_of_cache",
+    "remove_outdated_stores",
+    "remove_stale_builds",
+    "store_key",
+    "temporary_store_dir",
+]
+
+STORE_FORMAT = "chexmask-u-rowstore"
+STORE_VERSION = 1
+BATCH_ROWS = 16_384
+"""Rows per batch while a store is written (bounds the build's memory)."""
+
+_TEMPORARY_MARK = ".building-"
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store holds besides the fixed columns: the ``fields`` and ``labels`` columns, and whether std is kept."""
+
+    fields: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    std: bool = True
+
+
+def origin_of_cache(directory: Path) -> dict[str, Any]:
+    """The identity of a cache's content: its revision, selection and shard checksums (from its manifest)."""
+    from chexmask_u_tools.hub.manifest import read_manifest
+
+    manifest = read_manifest(directory)
+    return {
+        "kind": "cache",
+        "path": str(directory.resolve()),
+        "revision": manifest.revision,
+        "shards": sorted(record.sha256 for record in manifest.shards.values()),
+    }
+
+
+def store_key(origin: dict[str, Any], rules: list[str], weighting: str, spec: StoreSpec) -> str:
+    """sha256 (hex, 32 characters) naming the store of ``origin`` under these rules, weighting and columns."""
+    text = json.dumps(
+        {"version": STORE_VERSION, "origin": origin, "rules": rules, "weighting": weighting,
+         "fields": list(spec.fields), "labels": list(spec.labels), "std": spec.std},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _codes(values: pl.Series, names: list[str]) -> np.ndarray:
+    """uint8 codes of a string column into ``names`` (extended with new values in order of appearance)."""
+    for value in values.unique(maintain_order=True).to_list():
+        if value not in names:
+            names.append(value)
+    if len(names) > 255:
+        raise InputError(f"a row store holds at most 255 distinct values of a code column, got {len(names)}")
+    lookup = {name: code for code, name in enumerate(names)}
+    return values.replace_strict(lookup, return_dtype=pl.UInt8).to_numpy()
+
+
+class _Writer:
+    """Fills a store folder batch by batch (the arrays are pre-sized: the row count is known from the first pass)."""
+
+    def __init__(self, folder: Path, n: int, spec: StoreSpec, has_std_column: bool) -> None:
+        self.folder, self.n, self.spec = folder, n, spec
+        open_array = np.lib.format.open_memmap
+        self.arrays: dict[str, np.ndarray] = {
+            "landmarks": open_array(folder / "landmarks.npy", mode="w+", dtype=np.float32, shape=(n, N_NODES, 2)),
+            "height": open_array(folder / "height.npy", mode="w+", dtype=np.int32, shape=(n,)),
+            "width": open_array(folder / "width.npy", mode="w+", dtype=np.int32, shape=(n,)),
+            "source": open_array(folder / "source.npy", mode="w+", dtype=np.uint8, shape=(n,)),
+            "frame": open_array(folder / "frame.npy", mode="w+", dtype=np.uint8, shape=(n,)),
+        }
+        if spec.std and has_std_column:
+            self.arrays["std"] = open_array(folder / "std.npy", mode="w+", dtype=np.float32, shape=(n, N_NODES, 2))
+        self.sources: list[str] = []
+        self.frames: list[str] = []
+        self.offsets = np.zeros(n + 1, dtype=np.int64)
+        self.ids = open(folder / "ids.bin", "wb")
+        self.fields_writer = None
+        self.done = 0
+
+    def add(self, batch: pl.DataFrame) -> None:
+        lo, hi = self.done, self.done + batch.height
+        if hi > self.n:
+            raise FileReadError(f"the input gave more rows than its first pass counted ({hi} > {self.n}); it changed while read")
+        arrays = self.arrays
+        arrays["landmarks"][lo:hi] = batch["landmarks"].to_numpy()
+        if "std" in arrays:
+            std = batch["landmarks_std"]
+            if std.null_count():  # rows without std hold zeros (has_std says which)
+                present = std.is_not_null().to_numpy()
+                arrays["std"][lo:hi][~present] = 0.0
+                if present.any():
+                    arrays["std"][lo:hi][present] = std.filter(std.is_not_null()).to_numpy()
+            else:
+                arrays["std"][lo:hi] = std.to_numpy()
+        arrays["height"][lo:hi] = batch["height"].fill_null(-1).to_numpy()
+        arrays["width"][lo:hi] = batch["width"].fill_null(-1).to_numpy()
+        arrays["source"][lo:hi] = _codes(batch["source"], self.sources)
+        arrays["frame"][lo:hi] = _codes(batch["frame"], self.frames)
+        ids = batch["image_id"]
+        self.offsets[lo + 1 : hi + 1] = self.offsets[lo] + np.cumsum(ids.str.len_bytes().to_numpy(), dtype=np.int64)
+        self.ids.write("".join(ids.to_list()).encode("utf-8"))
+        if self.spec.fields:
+            self._add_fields(batch.select(self.spec.fields))
+        self.done = hi
+
+    def _add_fields(self, fields: pl.DataFrame) -> None:
+        import pyarrow as pa
+
+        table = fields.to_arrow()
+        if self.fields_writer is None:
+            self.fields_writer = pa.ipc.new_file(str(self.folder / "fields.arrow"), table.schema)
+        self.fields_writer.write_table(table)
+
+    def finish(self, small: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        if self.done != self.n:
+            raise FileReadError(f"the input gave {self.done} rows, its first pass counted {self.n}; it changed while read")
+        self.ids.close()
+        if self.spec.fields and self.fields_writer is None:  # no rows: an empty file with the columns' schema
+            self._add_fields(pl.DataFrame(schema={name: pl.String for name in self.spec.fields}))
+        if self.fields_writer is not None:
+            self.fields_writer.close()
+        for array in self.arrays.values():
+            array.flush()
+        np.save(self.folder / "id_offsets.npy", self.offsets)
+        for name, values in small.items():
+            np.save(self.folder / f"{name}.npy", values)
+        meta = dict(meta, sources=self.sources, frames=self.frames, rows=self.n)
+        meta["files"] = {path.name: path.stat().st_size for path in sorted(self.folder.iterdir())}
+        (self.folder / "meta.json").write_text(json.dumps(meta, indent=1))
+        for path in self.folder.iterdir():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+
+    def abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ids.close()
+        with contextlib.suppress(Exception):
+            if self.fields_writer is not None:
+                self.fields_writer.close()
+
+
+def build_store(
+    kept: pl.DataFrame,
+    batches: Iterator[pl.DataFrame],
+    target: Path,
+    *,
+    spec: StoreSpec,
+    has_std_column: bool,
+    labels: np.ndarray | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a store to ``target`` from the first pass's small columns and the second pass's batches.
+
+    ``kept`` holds, per kept row in order, ``__row``, ``sample_weight``,
+    ``__without_std`` and the ``mask_valid_*`` columns; ``batches`` yield the
+    same rows (in order, with ``__row``) and the stored columns.  The folder
+    appears complete or not at all.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(target.parent)
+    folder = target.parent / f"{_TEMPORARY_MARK}{target.name}-{os.getpid()}-{os.urandom(4).hex()}"
+    folder.mkdir()
+    writer = None
+    try:
+        writer = _Writer(folder, kept.height, spec, has_std_column)
+        expected = kept["__row"].to_numpy()
+        for batch in batches:
+            rows = batch["__row"].to_numpy()
+            if not np.array_equal(rows, expected[writer.done : writer.done + len(rows)]):
+                raise FileReadError("the input's rows changed between the two passes that build the dataset's row store")
+            writer.add(batch)
+        names = mask_valid_columns()
+        small = {
+            "row": expected.astype(np.int64),
+            "weight": kept["sample_weight"].to_numpy().astype(np.float64),
+            "has_std": ~kept["__without_std"].to_numpy().astype(bool),
+            "mask_valid": np.stack(
+                [kept[names[o]].fill_null(True).to_numpy() if names[o] in kept.columns else np.ones(kept.height, bool) for o in ORGANS],
+                axis=1,
+            ).astype(bool).reshape(kept.height, len(ORGANS)),
+        }
+        if labels is not None:
+            small["labels"] = labels.astype(np.float32).reshape(kept.height, len(spec.labels))
+        writer.finish(small, meta)
+        try:
+            os.replace(folder, target)
+        except OSError:
+            # Another process finished the same store first: keep theirs.
+            if not (target / "meta.json").is_file():
+                raise
+            shutil.rmtree(folder, ignore_errors=True)
+        fsync_directory(target.parent)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return target
+
+
+def remove_stale_builds(directory: Path) -> None:
+    """Remove the temporary folders of store builds whose process is gone (a killed or failed run)."""
+    for leftover in directory.glob(f"{_TEMPORARY_MARK}*"):
+        try:
+            pid = int(leftover.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid != os.getpid() and not process_alive(pid):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+class RowStore:
+    """A mapped row store (module docstring): arrays over the kept rows, shared by every process that opens it.
+
+    Parameters
+    ----------
+    directory:
+        The store's folder.
+    key:
+        The key it must carry (None: any).
+
+    Raises
+    ------
+    FileReadError
+        Not a store, another format version or key, a file missing or of
+        another size (truncated), or its cache changed since it was built.
+    """
+
+    def __init__(self, directory: str | os.PathLike, key: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.key = key
+        self._open()
+
+    def _fail(self, problem: str) -> FileReadError:
+        return FileReadError(f"the dataset's row store {str(self.directory)!r} {problem}")
+
+    def _open(self) -> None:
+        meta_path = self.directory / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise self._fail("has no meta.json (not a row store, or an incomplete one)") from None
+        except (OSError, ValueError) as error:
+            raise self._fail(f"has an unreadable meta.json ({error})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+            raise self._fail("is not a chexmask-u-tools row store")
+        if meta.get("version") != STORE_VERSION:
+            raise self._fail(f"has format version {meta.get('version')!r}; this chexmask-u-tools reads version {STORE_VERSION}")
+        if self.key is not None and meta.get("key") != self.key:
+            raise self._fail(f"holds key {meta.get('key')!r}, not {self.key!r}")
+        for name, size in meta["files"].items():
+            path = self.directory / name
+            actual = path.stat().st_size if path.is_file() else None
+            if actual != size:
+                raise self._fail(f"has {name} of {actual} bytes where {size} were written (truncated or changed)")
+        origin = meta.get("origin") or {}
+        if origin.get("kind") == "cache":
+            try:
+                now = origin_of_cache(Path(origin["path"]))
+            except Exception as error:  # the cache is gone or unreadable: the store no longer describes it
+                raise self._fail(f"was built from the cache at {origin['path']!r}, which cannot be read now ({error})") from None
+            if now != origin:
+                raise self._fail(
+                    f"was built from the cache at {origin['path']!r} at revision {origin['revision']!r}, which has "
+                    f"changed since (now revision {now['revision']!r} with other shards); build the dataset again"
+                )
+        self.meta = meta
+        self.n = int(meta["rows"])
+        load = self._load
+        self.rows, self.weights, self.has_std, self.mask_valid = load("row"), load("weight"), load("has_std"), load("mask_valid")
+        self.landmarks = load("landmarks")
+        self.std = load("std") if "std.npy" in meta["files"] else None
+        self.heights, self.widths = load("height"), load("width")
+        self.source_codes, self.frame_codes = load("source"), load("frame")
+        self.sources, self.frames = list(meta["sources"]), list(meta["frames"])
+        self.id_offsets = load("id_offsets")
+        size = meta["files"]["ids.bin"]
+        self.id_bytes = np.memmap(self.directory / "ids.bin", dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        self.labels = load("labels") if "labels.npy" in meta["files"] else None
+        self.fields = None
+        if "fields.arrow" in meta["files"]:
+            import pyarrow as pa
+
+            self.fields = pa.ipc.open_file(pa.memory_map(str(self.directory / "fields.arrow"))).read_all()
+
+    def _load(self, name: str) -> np.ndarray:
+        try:
+            array = np.load(self.directory / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise self._fail(f"has an unreadable {name}.npy ({error})") from None
+        if len(array) != self.n + (name == "id_offsets"):
+            raise self._fail(f"has {len(array)} rows in {name}.npy, meta.json says {self.n}")
+        return array
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers map the folder again: the pickle holds its path and key, not its arrays.
+        return {"directory": str(self.directory), "key": self.meta["key"]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.directory = Path(state["directory"])
+        self.key = state["key"]
+        self._open()
+
+    def image_id(self, i: int) -> str:
+        """The image id of stored row ``i``."""
+        return bytes(self.id_bytes[self.id_offsets[i] : self.id_offsets[i + 1]]).decode("utf-8")
+
+    def source(self, i: int) -> str:
+        return self.sources[self.source_codes[i]]
+
+    def field_values(self, i: int) -> dict[str, Any]:
+        """The ``fields`` columns of stored row ``i`` as Python values."""
+        if self.fields is None:
+            return {}
+        return {name: self.fields.column(name)[i].as_py() for name in self.fields.column_names}
+
+    def record(self, i: int, row: int, label_policy: Any = None) -> RowRecord:
+        """Stored row ``i`` as the sample builder reads it (arrays are read-only views of the mapped files).
+
+        ``row`` is what the sample reports as ``row``; ``label_policy`` (a
+        :class:`~chexmask_u_tools.train.options.LabelPolicy`) turns the stored
+        label values into ``labels`` and ``label_mask``.
+        """
+        height, width = int(self.heights[i]), int(self.widths[i])
+        labels = label_mask = None
+        if self.labels is not None:
+            labels, label_mask = label_policy.apply(self.labels[i])
+        return RowRecord(
+            source=self.source(i),
+            image_id=self.image_id(i),
+            frame=self.frames[self.frame_codes[i]],
+            height=height if height >= 0 else None,
+            width=width if width >= 0 else None,
+            landmarks=self.landmarks[i],
+            std=self.std[i] if self.std is not None and self.has_std[i] else None,
+            sample_weight=float(self.weights[i]),
+            mask_valid=self.mask_valid[i],
+            row=int(row),
+            fields=self.field_values(i),
+            labels=labels,
+            label_mask=label_mask,
+        )
+
+    def ids_frame(self) -> pl.DataFrame:
+        """``source`` and ``image_id`` of every stored row (Python-side strings: for checks, not per sample)."""
+        offsets = np.asarray(self.id_offsets)
+        import pyarrow as pa
+
+        ids = pa.LargeStringArray.from_buffers(self.n, pa.py_buffer(np.ascontiguousarray(offsets)), pa.py_buffer(np.asarray(self.id_bytes)))
+        return pl.DataFrame(
+            {
+                "source": pl.Series(self.sources, dtype=pl.String)[pl.Series(np.asarray(self.source_codes))],
+                "image_id": pl.from_arrow(ids).cast(pl.String),
+            }
+        ) if self.n else pl.DataFrame(schema={"source": pl.String, "image_id": pl.String})
+
+
+def _remove_folder(path: str, owner: int) -> None:
+    # Only the process that built a temporary store removes it (forked workers inherit this finalizer).
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def temporary_store_dir(owner: object) -> Path:
+    """A fresh temporary folder for a store, removed when ``owner`` is garbage collected or the process ends."""
+    path = Path(tempfile.mkdtemp(prefix="chexmask-u-rows-"))
+    weakref.finalize(owner, _remove_folder, str(path), os.getpid())
+    return path
+
+
+def open_or_build_store(target: Path, key: str, build) -> RowStore:
+    """The store at ``target`` (key ``key``), built by ``build(target)`` under a lock when absent.
+
+    A store that exists but fails its checks is removed and reported
+    (:class:`~chexmask_u_tools.errors.FileReadError`): the next call rebuilds it.
+    """
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f"{target.name}.lock")):
+        if target.exists():
+            try:
+                return RowStore(target, key)
+            except FileReadError as error:
+                shutil.rmtree(target, ignore_errors=True)
+                raise FileReadError(f"{error}; the damaged store was removed: construct the dataset again to rebuild it") from None
+        build(target)
+    return RowStore(target, key)
+
+
+def remove_outdated_stores(directory: Path, origin: dict[str, Any]) -> None:
+    """Remove the stores under ``directory`` built from an earlier state of the same cache (another revision or shards)."""
+    for meta_path in directory.glob("*/meta.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            built_from = json.loads(meta_path.read_text()).get("origin") or {}
+            if built_from.get("path") == origin.get("path") and built_from != origin:
+                shutil.rmtree(meta_path.parent, ignore_errors=True)
