@@ -734,7 +734,7 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
         pass, and this consumer's index, count and progress.  Before any
         iteration it describes the start of the epoch.
         """
-        base = {"format": STATE_FORMAT, "version": 1, "store": self.rows.meta["key"], "rows": self.n_rows,
+        base = {"format": STATE_FORMAT, "version": 1, "content": self.rows.meta["content"], "rows": self.n_rows,
                 "seed": self.seed, "epoch": self.epoch, "shuffle": self.shuffle, "block_rows": self.block_rows,
                 "shuffle_buffer": self.shuffle_buffer}
         if self._position is None:
@@ -750,7 +750,7 @@ class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
             raise InputError("not a CheXmaskUIterableDataset state (from state_dict() or merge_states())")
         if state.get("version") != 1:
             raise InputError(f"state version {state.get('version')!r}; this chexmask-u-tools reads version 1")
-        mine = {"store": self.rows.meta["key"], "rows": self.n_rows, "seed": self.seed, "shuffle": self.shuffle,
+        mine = {"content": self.rows.meta["content"], "rows": self.n_rows, "seed": self.seed, "shuffle": self.shuffle,
                 "block_rows": self.block_rows, "shuffle_buffer": self.shuffle_buffer}
         differ = {name: (state.get(name), value) for name, value in mine.items() if state.get(name) != value}
         if differ:

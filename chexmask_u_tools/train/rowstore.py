@@ -155,9 +155,11 @@ class _Writer:
         self.ids = open(folder / "ids.bin", "wb")
         self.fields_writer = None
         self.done = 0
+        self.content = hashlib.sha256()
 
     def add(self, batch: pl.DataFrame) -> None:
         lo, hi = self.done, self.done + batch.height
+        self.content.update(batch.hash_rows(seed=0).to_numpy().tobytes())
         if hi > self.n:
             raise FileReadError(f"the input gave more rows than its first pass counted ({hi} > {self.n}); it changed while read")
         arrays = self.arrays
@@ -203,7 +205,9 @@ class _Writer:
         np.save(self.folder / "id_offsets.npy", self.offsets)
         for name, values in small.items():
             np.save(self.folder / f"{name}.npy", values)
-        meta = dict(meta, sources=self.sources, frames=self.frames, rows=self.n)
+        for name in sorted(small):
+            self.content.update(np.ascontiguousarray(small[name]).tobytes())
+        meta = dict(meta, sources=self.sources, frames=self.frames, rows=self.n, content=self.content.hexdigest()[:32])
         meta["files"] = {path.name: path.stat().st_size for path in sorted(self.folder.iterdir())}
         (self.folder / "meta.json").write_text(json.dumps(meta, indent=1))
         for path in self.folder.iterdir():
@@ -309,6 +313,7 @@ class RowStore:
     def __init__(self, directory: str | os.PathLike, key: str | None = None) -> None:
         self.directory = Path(directory)
         self.key = key
+        self.built_from: dict[str, Any] | None = None
         self._open()
 
     def _fail(self, problem: str) -> FileReadError:
@@ -319,6 +324,11 @@ class RowStore:
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
+            if self.built_from is not None and self.built_from.get("kind") == "cache":
+                raise self._fail(
+                    f"is gone: the cache at {self.built_from['path']!r} it was built from has changed since "
+                    "(rebuilt or removed); build the dataset again"
+                ) from None
             raise self._fail("has no meta.json (not a row store, or an incomplete one)") from None
         except (OSError, ValueError) as error:
             raise self._fail(f"has an unreadable meta.json ({error})") from None
@@ -345,6 +355,7 @@ class RowStore:
                     f"changed since (now revision {now['revision']!r} with other shards); build the dataset again"
                 )
         self.meta = meta
+        self.built_from = origin
         self.n = int(meta["rows"])
         load = self._load
         self.rows, self.weights, self.has_std, self.mask_valid = load("row"), load("weight"), load("has_std"), load("mask_valid")
@@ -377,11 +388,12 @@ class RowStore:
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers map the folder again: the pickle holds its path and key, not its arrays.
-        return {"directory": str(self.directory), "key": self.meta["key"]}
+        return {"directory": str(self.directory), "key": self.meta["key"], "built_from": self.built_from}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.directory = Path(state["directory"])
         self.key = state["key"]
+        self.built_from = state["built_from"]
         self._open()
 
     def image_id(self, i: int) -> str:

@@ -1,0 +1,175 @@
+"""The datasets' mapped row store: rows equal the table's, workers share it, a changed or damaged store is refused."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import chexmask_u_tools as cxu  # noqa: E402
+from chexmask_u_tools.errors import FileReadError, InputError  # noqa: E402
+from chexmask_u_tools.testing.mirror import build_mirror  # noqa: E402
+from chexmask_u_tools.train import rowstore  # noqa: E402
+from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableDataset  # noqa: E402
+
+MASKS_ONLY = {"missing": "masks_only", "size": 32}
+
+
+@pytest.fixture(scope="module")
+def table() -> pl.DataFrame:
+    sample = cxu.load_sample()
+    # An id with spaces and non-ASCII text, a row without std and one without a stated size.
+    return cxu.add_summaries(sample.with_columns(
+        image_id=pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(" ünïcode id.png ")).otherwise("image_id"),
+        landmarks_std=pl.when(pl.int_range(pl.len()) == 11).then(None).otherwise("landmarks_std"),
+        height=pl.when(pl.int_range(pl.len()) == 13).then(None).otherwise("height"),
+    ))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("cache")
+    return cxu.build_cache(build_mirror(work / "mirror"), work / "cache", n_shards=3, progress=False)
+
+
+def test_mapped_rows_equal_the_tables_rows(table):
+    rules = ["image.mean<=9;missing=keep"]
+    dataset = CheXmaskUDataset(table, None, rules=rules, soft_missing="hard", fields=("dice_rca_mean",), **MASKS_ONLY)
+    kept = cxu.apply_rules(table, rules)
+    assert len(dataset) == kept.height
+    store = dataset.rows
+    assert isinstance(store.landmarks, np.memmap) and store.landmarks.dtype == np.float32
+    np.testing.assert_array_equal(store.landmarks, kept["landmarks"].to_numpy())
+    for i, row in enumerate(kept.iter_rows(named=True)):
+        record = store.record(i, i)
+        assert (record.source, record.image_id, record.frame) == (row["source"], row["image_id"], row["frame"])
+        assert (record.height, record.width) == (row["height"], row["width"])
+        if row["landmarks_std"] is None:
+            assert record.std is None
+        else:
+            np.testing.assert_array_equal(record.std, np.asarray(row["landmarks_std"], dtype=np.float32))
+        assert record.fields == {"dice_rca_mean": row["dice_rca_mean"]}
+    assert dataset.table.select("source", "image_id").equals(kept.select("source", "image_id"))
+
+
+def test_a_pickled_dataset_is_its_stores_path_not_its_rows(table):
+    dataset = CheXmaskUDataset(table, None, **MASKS_ONLY)
+    store_bytes = sum(path.stat().st_size for path in dataset.rows.directory.iterdir())
+    pickled = pickle.dumps(dataset)
+    assert len(pickled) < store_bytes / 10
+    copy = pickle.loads(pickled)
+    torch.testing.assert_close(copy[5]["landmarks"], dataset[5]["landmarks"])
+    directory = dataset.rows.directory
+    del dataset, copy
+    import gc
+
+    gc.collect()
+    assert not directory.exists()  # a temporary store goes with its dataset
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_see_the_samples_of_the_main_process(table, context):
+    dataset = CheXmaskUDataset(table.head(24), None, **MASKS_ONLY)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=6, num_workers=2, multiprocessing_context=context)
+    batches = list(loader)
+    rows = torch.cat([batch["row"] for batch in batches]).tolist()
+    assert rows == list(range(24))
+    landmarks = torch.cat([batch["landmarks"] for batch in batches])
+    masks = torch.cat([batch["masks"] for batch in batches])
+    torch.testing.assert_close(landmarks, torch.stack([dataset[i]["landmarks"] for i in range(24)]))
+    assert torch.equal(masks, torch.stack([dataset[i]["masks"] for i in range(24)]))
+
+
+def test_a_cache_folder_keeps_its_store_beside_it_and_reuses_it(cache):
+    first = CheXmaskUDataset(cache, None, rules=["image.mean<=9;missing=drop"], **MASKS_ONLY)
+    assert first.rows.directory.parent == cache / "rowstore"
+    assert len(first) == cxu.apply_rules(cxu.open_cache(cache), ["image.mean<=9;missing=drop"]).collect().height
+    again = CheXmaskUDataset(cache, None, rules=["image.mean<=9;missing=drop"], **MASKS_ONLY)
+    assert again.rows.directory == first.rows.directory
+    other = CheXmaskUDataset(cache, None, rules=["image.mean<=8;missing=drop"], **MASKS_ONLY)
+    assert other.rows.directory != first.rows.directory
+
+
+def test_a_changed_cache_is_refused_where_the_store_is_mapped(tmp_path):
+    work = tmp_path
+    mirror = build_mirror(work / "mirror", rows_per_source=10)
+    cache = cxu.build_cache(mirror, work / "cache", n_shards=2, progress=False)
+    dataset = CheXmaskUDataset(cache, None, **MASKS_ONLY)
+    pickled = pickle.dumps(dataset)
+    rebuilt = cxu.build_cache(mirror, work / "cache", n_shards=3, progress=False, force=True)  # rebuilt in place
+    assert rebuilt == cache
+    with pytest.raises(FileReadError, match="has changed since") as caught:
+        pickle.loads(pickled)  # what a spawned worker does
+    assert str(cache) in str(caught.value) and "build the dataset again" in str(caught.value)
+    assert len(CheXmaskUDataset(cache, None, **MASKS_ONLY)) == len(dataset)  # a new dataset gets a new store
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_a_damaged_store_is_named_removed_and_rebuilt_on_the_next_run(cache, damage):
+    dataset = CheXmaskUDataset(cache, None, rules=["image.mean<=12;missing=drop"], **MASKS_ONLY)
+    directory = dataset.rows.directory
+    if damage == "truncate":
+        with open(directory / "landmarks.npy", "r+b") as handle:
+            handle.truncate(1000)
+    else:
+        (directory / "meta.json").write_text('{"something": "else"}')
+    del dataset
+    with pytest.raises(FileReadError, match="row store") as caught:
+        CheXmaskUDataset(cache, None, rules=["image.mean<=12;missing=drop"], **MASKS_ONLY)
+    assert str(directory) in str(caught.value) and "construct the dataset again" in str(caught.value)
+    rebuilt = CheXmaskUDataset(cache, None, rules=["image.mean<=12;missing=drop"], **MASKS_ONLY)
+    assert rebuilt.rows.directory == directory and len(rebuilt) > 0
+
+
+def test_a_full_disk_leaves_no_store_that_is_later_trusted(cache, monkeypatch):
+    real_add = rowstore._Writer.add
+    calls = []
+
+    def add_then_fill_the_disk(self, batch):
+        calls.append(1)
+        real_add(self, batch.head(batch.height // 2))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rowstore._Writer, "add", add_then_fill_the_disk)
+    folders = (cache / "rowstore").iterdir if (cache / "rowstore").is_dir() else list
+    before = {path.name for path in folders() if path.is_dir()}
+    with pytest.raises(OSError, match="No space"):
+        CheXmaskUDataset(cache, None, rules=["image.mean<=11;missing=drop"], **MASKS_ONLY)
+    assert calls and {path.name for path in (cache / "rowstore").iterdir() if path.is_dir()} == before
+    monkeypatch.undo()
+    dataset = CheXmaskUDataset(cache, None, rules=["image.mean<=11;missing=drop"], **MASKS_ONLY)
+    assert len(dataset) == cxu.apply_rules(cxu.open_cache(cache), ["image.mean<=11;missing=drop"]).collect().height
+
+
+def test_leftovers_of_a_killed_build_are_removed(cache):
+    leftover = cache / "rowstore" / ".building-abc-999999999-0000"
+    leftover.mkdir(parents=True)
+    (leftover / "landmarks.npy").write_bytes(b"half")
+    CheXmaskUDataset(cache, None, rules=["image.mean<=7;missing=drop"], **MASKS_ONLY)
+    assert not leftover.exists()
+
+
+def test_hf_datasets_and_pandas_inputs_give_the_same_rows(table):
+    reference = CheXmaskUDataset(table, None, **MASKS_ONLY)
+    for given in (cxu.to_hf_dataset(table), cxu.to_pandas(table)):
+        other = CheXmaskUDataset(given, None, **MASKS_ONLY)
+        np.testing.assert_array_equal(other.rows.landmarks, reference.rows.landmarks)
+        assert other.rows.ids_frame().equals(reference.rows.ids_frame())
+
+
+def test_store_dir_is_for_caches_and_is_named(table, cache, tmp_path):
+    with pytest.raises(InputError, match="store_dir"):
+        CheXmaskUDataset(table, None, store_dir=tmp_path, **MASKS_ONLY)
+    dataset = CheXmaskUDataset(cache, None, store_dir=tmp_path / "stores", **MASKS_ONLY)
+    assert dataset.rows.directory.parent == tmp_path / "stores"
+    with pytest.raises(InputError, match="table must be"):
+        CheXmaskUIterableDataset(42, None, **MASKS_ONLY)
+    assert os.path.isdir(dataset.rows.directory)
