@@ -173,3 +173,20 @@ def test_store_dir_is_for_caches_and_is_named(table, cache, tmp_path):
     with pytest.raises(InputError, match="table must be"):
         CheXmaskUIterableDataset(42, None, **MASKS_ONLY)
     assert os.path.isdir(dataset.rows.directory)
+
+
+@pytest.mark.parametrize("kind", ["hard", "soft"])
+def test_device_masks_draw_what_the_dataset_would_have(table, kind):
+    options = {"missing": "masks_only", "size": 64, "soft_missing": "hard"}
+    on_device = CheXmaskUDataset(table.head(12), None, masks="device", **options)
+    reference = CheXmaskUDataset(table.head(12), None, masks=kind, **options)
+    batch = next(iter(torch.utils.data.DataLoader(on_device, batch_size=12)))
+    expected = next(iter(torch.utils.data.DataLoader(reference, batch_size=12)))
+    assert "masks" not in batch
+    drawn = cxu.DeviceMasks(64, kind=kind)(batch)
+    if kind == "hard":
+        assert torch.equal(drawn, expected["masks"])
+    else:
+        torch.testing.assert_close(drawn, expected["masks"], atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="DeviceMasks"):
+        CheXmaskUDataset(table.head(2), None, masks="device", pixel_weights=True, **options)

@@ -12,7 +12,9 @@ key                shape / dtype        content
                                         levels 0..255 with ``image_dtype="uint8"``
 ``has_image``      () bool              False only under ``missing="masks_only"``
 ``masks``          (3, S, S)            hard masks (bool) for ``masks="hard"``/``"both"``,
-                                        soft masks (float32) for ``masks="soft"``
+                                        soft masks (float32) for ``masks="soft"``; absent
+                                        for ``masks="device"`` (drawn in the training step
+                                        by :class:`~chexmask_u_tools.masks.device.DeviceMasks`)
 ``soft_masks``     (3, S, S) float32    only for ``masks="both"``
 ``landmarks``      (120, 2) float32     x, y in pixels of the output image
 ``std``            (120, 2) float32     per-node std in the same pixels (NaN: no std)

@@ -55,7 +55,7 @@ from chexmask_u_tools.select.weights import (
 __all__ = ["SAMPLE_KEYS", "LabelPolicy", "SampleOptions"]
 
 MissingPolicy = Literal["raise", "skip", "masks_only"]
-MaskKind = Literal["hard", "soft", "both"]
+MaskKind = Literal["hard", "soft", "both", "device"]
 LabelValue = float | Literal["ignore", "keep"]
 
 _FILL_VALUES = (0.0, 1.0)
@@ -167,7 +167,9 @@ class SampleOptions:
         Output frame (``"preprocessed"``/``"original"``) and side ``S``
         (None: 1024 in the preprocessed frame, the native size in the original one).
     masks:
-        ``"hard"``, ``"soft"`` or ``"both"``.
+        ``"hard"``, ``"soft"``, ``"both"``, or ``"device"``: no masks in the
+        sample, for :class:`~chexmask_u_tools.masks.device.DeviceMasks` to draw
+        them from the batch's landmarks and std on the training device.
     soft_missing:
         Soft masks for a row without std: ``"raise"`` (default) refuses the
         table when building the dataset, naming the row count; ``"hard"`` gives
@@ -196,7 +198,7 @@ class SampleOptions:
     >>> SampleOptions(masks="fuzzy")
     Traceback (most recent call last):
     ...
-    chexmask_u_tools.errors.InputError: masks must be one of ('hard', 'soft', 'both'), got 'fuzzy'
+    chexmask_u_tools.errors.InputError: masks must be one of ('hard', 'soft', 'both', 'device'), got 'fuzzy'
     """
 
     frame: Literal["preprocessed", "original"] = "preprocessed"
@@ -228,7 +230,7 @@ class SampleOptions:
             put("size", PREPROCESSED_SIZE if self.frame == "preprocessed" else None)
         else:
             put("size", _positive_int("size", self.size, 8, 8192))
-        _one_of("masks", self.masks, ("hard", "soft", "both"))
+        _one_of("masks", self.masks, ("hard", "soft", "both", "device"))
         _one_of("soft_missing", self.soft_missing, ("raise", "hard"))
         _one_of("missing", self.missing, ("raise", "skip", "masks_only"))
         _one_of("size_mismatch", self.size_mismatch, ("raise", "rescale"))
@@ -252,6 +254,11 @@ class SampleOptions:
         _trial("node_weighting", node_weights, np.ones((N_NODES, 2)), self.node_weighting)
         if not isinstance(self.pixel_weights, (bool, Mapping)):
             raise InputError(f"pixel_weights must be True, False or keyword arguments of soft_pixel_weights, got {self.pixel_weights!r}")
+        if self.masks == "device" and self.pixel_weights is not False:
+            raise InputError(
+                "pixel_weights come from the soft masks, which masks='device' leaves to the training step: "
+                "pass pixel_weights= to DeviceMasks instead"
+            )
         if isinstance(self.pixel_weights, Mapping):
             put("pixel_weights", dict(self.pixel_weights))
             _trial("pixel_weights", soft_pixel_weights, np.zeros((3, 2, 2), dtype=np.float32), self.pixel_weights)

@@ -268,7 +268,12 @@ class SampleBuilder:
 
     # ------------------------------------------------------------ 4. targets
     def targets(self, geometry: Geometry) -> dict[str, np.ndarray]:
-        """``hard`` (3, H, W) bool masks, and ``soft`` float32 masks and ``pixel_weight`` when the options ask."""
+        """``hard`` (3, H, W) bool masks, and ``soft`` float32 masks and ``pixel_weight`` when the options ask.
+
+        Nothing under ``masks="device"``: the training step draws them.
+        """
+        if self.options.masks == "device":
+            return {}
         out_h, out_w = geometry.out_size
         hard = rasterize_organs(geometry.landmarks, out_h, out_w)
         found: dict[str, np.ndarray] = {"hard": hard}
@@ -302,7 +307,6 @@ class SampleBuilder:
         sample: dict[str, Any] = {
             "image": self.image_tensor(pixels),
             "has_image": torch.tensor(has_image),
-            "masks": torch.from_numpy(targets["soft"] if options.masks == "soft" else targets["hard"]),
             "landmarks": torch.from_numpy(geometry.landmarks.astype(np.float32)),
             "std": torch.from_numpy(std.astype(np.float32)),
             "has_std": torch.tensor(has_std),
@@ -314,6 +318,8 @@ class SampleBuilder:
             "image_id": record.image_id,
             "row": torch.tensor(record.row, dtype=torch.int64),
         }
+        if options.masks != "device":
+            sample["masks"] = torch.from_numpy(targets["soft"] if options.masks == "soft" else targets["hard"])
         if options.masks == "both":
             sample["soft_masks"] = torch.from_numpy(targets["soft"])
         if "pixel_weight" in targets:
