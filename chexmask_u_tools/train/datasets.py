@@ -313,18 +313,17 @@ def _without_std(names: list[str]) -> pl.Expr:
     return present.alias("__without_std")
 
 
-def _check_soft_masks(kept: pl.DataFrame, indexed: pl.LazyFrame, options: SampleOptions) -> None:
+def _check_soft_masks(store: RowStore, options: SampleOptions) -> None:
     """Refuse soft masks for rows without std unless ``soft_missing="hard"`` accepts hard 0/1 masks for them."""
     if options.masks not in ("soft", "both") or options.soft_missing == "hard":
         return
-    without = kept.filter(pl.col("__without_std"))
-    if without.height:
-        first = int(without["__row"][0])
-        source, image_id = indexed.filter(pl.col("__row") == first).select("source", "image_id").collect().row(0)
+    without = np.flatnonzero(~np.asarray(store.has_std))
+    if len(without):
+        first = int(without[0])
         raise InputError(
-            f"masks={options.masks!r} needs landmarks_std, but {without.height} of {kept.height} rows have none "
-            f"(e.g. {source} {image_id!r}), so their soft masks would silently be hard 0/1 masks; pass "
-            "soft_missing='hard' to accept that, use masks='hard', or filter those rows out first "
+            f"masks={options.masks!r} needs landmarks_std, but {len(without)} of {len(store)} rows have none "
+            f"(e.g. {store.source(first)} {store.image_id(first)!r}), so their soft masks would silently be hard 0/1 "
+            "masks; pass soft_missing='hard' to accept that, use masks='hard', or filter those rows out first "
             "(pl.col('landmarks_std').is_not_null())"
         )
 
@@ -347,16 +346,6 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
     lazy, cache = _input_table(table)
     names = lazy.collect_schema().names()
     check_sample_columns(names, options)
-    indexed = lazy.with_row_index("__row")
-    # Pass 1, small columns: which rows the rules keep, their weights (global, so that
-    # rank / normalised weightings see the whole table), organ validity, labels.
-    kept_lazy = apply_rules(indexed, options.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names))
-    valid = [name for name in mask_valid_columns().values() if name in kept_lazy.collect_schema().names()]
-    label_columns = ["source", "image_id", *options.labels] if options.labels else []
-    kept = kept_lazy.select("__row", "sample_weight", "__without_std", *valid, *label_columns).collect()
-    _check_weights(kept, options.sample_weighting)
-    _check_soft_masks(kept, indexed, options)
-    labels = label_values(kept, options.labels, kept["__row"].to_numpy()) if options.labels else None
     spec = StoreSpec(fields=tuple(options.fields), labels=tuple(options.labels), std="landmarks_std" in names)
     rules = [str(rule) for rule in options.rules]
     weighting = repr(options.sample_weighting)
@@ -372,27 +361,37 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
         origin = {"kind": "table", "id": uuid.uuid4().hex}
         root = temporary_store_dir(owner)
     key = store_key(origin, rules, weighting, spec)
-    columns = ["__row", "source", "image_id", "frame", "height", "width", "landmarks"]
-    columns += ["landmarks_std"] if spec.std else []
-    columns += [name for name in spec.fields if name not in columns]
-    meta = {"format": "chexmask-u-rowstore", "version": 1, "key": key, "origin": origin, "rules": rules,
-            "weighting": weighting, "input_rows": None}
 
     def build(target: Path) -> None:
         if cache is not None:
             remove_outdated_stores(target.parent, origin)
+        indexed = lazy.with_row_index("__row")
+        # Pass 1, small columns: which rows the rules keep, their weights (global, so that
+        # rank / normalised weightings see the whole table), organ validity, labels.
+        kept_lazy = apply_rules(indexed, options.rules).with_columns(_weight_expr(options.sample_weighting), _without_std(names))
+        valid = [name for name in mask_valid_columns().values() if name in kept_lazy.collect_schema().names()]
+        label_columns = ["source", "image_id", *options.labels] if options.labels else []
+        kept = kept_lazy.select("__row", "sample_weight", "__without_std", *valid, *label_columns).collect()
+        _check_weights(kept, options.sample_weighting)
+        labels = label_values(kept, options.labels, kept["__row"].to_numpy()) if options.labels else None
         # Pass 2, the kept rows' stored columns, streamed in batches (bounded memory).
+        columns = ["__row", "source", "image_id", "frame", "height", "width", "landmarks"]
+        columns += ["landmarks_std"] if spec.std else []
+        columns += [name for name in spec.fields if name not in columns]
         wanted = indexed.filter(pl.col("__row").is_in(kept["__row"].implode())).select(columns)
-        meta["input_rows"] = int(lazy.select(pl.len()).collect().item())
+        meta = {"format": "chexmask-u-rowstore", "version": 1, "key": key, "origin": origin, "rules": rules,
+                "weighting": weighting, "input_rows": int(lazy.select(pl.len()).collect().item())}
         build_store(kept, wanted.collect_batches(chunk_size=BATCH_ROWS), target, spec=spec,
                     has_std_column=spec.std, labels=labels, meta=meta)
 
     try:
-        return open_or_build_store(root / key, key, build)
+        store = open_or_build_store(root / key, key, build)
     except PermissionError as error:
         raise InputError(
             f"cannot write the dataset's row store under {str(root)!r} ({error.strerror}); pass store_dir= a writable folder"
         ) from None
+    _check_soft_masks(store, options)
+    return store
 
 
 class PathTable(Sequence):

@@ -1,0 +1,255 @@
+"""The torch datasets at the release's size: build, memory, workers, streaming, against the previous approach.
+
+Usage::
+
+    python scripts/bench_scale.py --fractions 0.02,0.1,1.0 --work /data/bench_scale
+    python scripts/bench_scale.py --fractions 0.1 --reference-src OLD_CHECKOUT   # + the previous datasets
+
+For each fraction of the release's row counts (CheXpert 187,825; ChestX-ray8 112,120;
+MIMIC-CXR-JPG 243,334; Padchest 96,184; VinDr-CXR 18,000: 657,463 rows at 1.0), it builds
+a synthetic Hub-shaped mirror (``chexmask_u_tools.testing.mirror.build_scaled_mirror``: the
+packaged sample rows translated by distinct whole-pixel shifts with their masks, ids unique,
+std varied per row and node; one released-layout parquet file per source, reused when
+present) and its cache, then measures, each in a fresh child process:
+
+* cache build (``build_cache``) and a filtered query over the cache;
+* the map-style dataset over the cache (``CheXmaskUDataset(cache, None, missing="masks_only",
+  size=512)``): first build of its row store, reopening it, anonymous memory of the process
+  after the build and 300 random samples, samples/s;
+* a DataLoader with 2 fork and 2 spawn workers: first batch, samples/s, each worker's
+  anonymous memory over a worker of a tiny dataset (the 200 sample rows);
+* the iterable dataset (shuffled): first sample, samples/s.
+
+Anonymous memory is the ``Anonymous:`` line of ``/proc/<pid>/smaps_rollup`` (pages that
+belong to the process alone, not the mapped files it shares).  ``--reference-src`` points at
+a checkout of the previous chexmask-u-tools (e.g. ``git worktree add OLD c231f60``) whose
+datasets collected the table into the heap; its rows are measured the same way at the
+fractions given (avoid 1.0: it needs about 14 GB).  Timing is never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+SIZE = 512
+BATCH = 32
+
+
+def anonymous_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _child(kind: str, cache: str, extra: dict) -> dict:
+    """Run one measurement in a fresh interpreter (clean memory accounting)."""
+    env = dict(os.environ)
+    source = extra.get("src", str(HERE))
+    env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, __file__, "--child", kind, "--cache", cache, "--extra", json.dumps(extra)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=source)
+    if done.returncode:
+        raise SystemExit(f"child {kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- children
+def child_query(cache: str, extra: dict) -> dict:
+    import polars as pl
+
+    import chexmask_u_tools as cxu
+
+    start = time.perf_counter()
+    kept = (
+        cxu.open_cache(cache)
+        .filter((pl.col("node_sigma_mean") < 6.0) & (pl.col("dice_rca_mean") >= 0.7) & (pl.col("source") == "CheXpert"))
+        .select("source", "image_id", "node_sigma_mean", "dice_rca_mean")
+        .collect()
+    )
+    return {"query_s": time.perf_counter() - start, "rows": kept.height}
+
+
+def _dataset(cache: str, extra: dict):
+    import chexmask_u_tools as cxu
+
+    if extra.get("reference"):
+        return cxu.CheXmaskUDataset(cxu.open_cache(cache), None, missing="masks_only", size=SIZE)
+    return cxu.CheXmaskUDataset(cache, None, missing="masks_only", size=SIZE)
+
+
+def child_map(cache: str, extra: dict) -> dict:
+    import numpy as np
+
+    import chexmask_u_tools  # noqa: F401  (the import is not part of the build)
+
+    before = anonymous_mib()
+    start = time.perf_counter()
+    dataset = _dataset(cache, extra)
+    build = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(dataset), 300)
+    start = time.perf_counter()
+    for i in picks:
+        dataset[int(i)]
+    rate = len(picks) / (time.perf_counter() - start)
+    return {"build_s": build, "rows": len(dataset), "anon_before_mib": before, "anon_mib": anonymous_mib(), "samples_s": rate}
+
+
+def child_loader(cache: str, extra: dict) -> dict:
+    import torch
+
+    import chexmask_u_tools as cxu
+
+    if extra.get("tiny"):
+        dataset = cxu.CheXmaskUDataset(cxu.load_sample(), None, missing="masks_only", size=SIZE)
+    else:
+        dataset = _dataset(cache, extra)
+    batches = extra.get("batches", 30)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=(batches + 1) * BATCH, generator=torch.Generator().manual_seed(0)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=BATCH, num_workers=2, sampler=sampler, multiprocessing_context=extra["context"], persistent_workers=False
+    )
+    start = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    rate = batches * BATCH / (time.perf_counter() - start)
+    workers = [anonymous_mib(worker.pid) for worker in iterator._workers]
+    del iterator
+    return {"first_batch_s": first, "samples_s": rate, "worker_anon_mib": workers}
+
+
+def child_stream(cache: str, extra: dict) -> dict:
+    import chexmask_u_tools as cxu
+
+    cxu.CheXmaskUIterableDataset  # noqa: B018  (resolves the lazy torch import before timing)
+
+    if extra.get("reference"):
+        dataset = cxu.CheXmaskUIterableDataset(cxu.open_cache(cache), None, missing="masks_only", size=SIZE, shuffle=True)
+    else:
+        dataset = cxu.CheXmaskUIterableDataset(cache, None, missing="masks_only", size=SIZE, shuffle=True)
+    start = time.perf_counter()
+    iterator = iter(dataset)
+    next(iterator)
+    first = time.perf_counter() - start
+    count = extra.get("samples", 1500)
+    start = time.perf_counter()
+    for _ in range(count):
+        next(iterator)
+    return {"first_sample_s": first, "samples_s": count / (time.perf_counter() - start)}
+
+
+CHILDREN = {"query": child_query, "map": child_map, "loader": child_loader, "stream": child_stream}
+
+
+# ---------------------------------------------------------------------------- parent
+def prepare(work: Path, fraction: float) -> tuple[str, float | None]:
+    import chexmask_u_tools as cxu
+    from chexmask_u_tools.hub.cache import find_cache
+    from chexmask_u_tools.testing.mirror import build_scaled_mirror
+
+    mirror = build_scaled_mirror(work / f"mirror-{fraction:g}", fraction)
+    found = find_cache(mirror, work / f"cache-{fraction:g}")
+    if found is not None:
+        return str(found), None
+    start = time.perf_counter()
+    cache = cxu.build_cache(mirror, work / f"cache-{fraction:g}", progress=False)
+    return str(cache), time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fractions", default="0.02,0.1,1.0")
+    parser.add_argument("--work", type=Path, default=Path("bench_out") / "scale")
+    parser.add_argument("--reference-src", type=Path, help="checkout of the previous chexmask-u-tools, measured at the same fractions")
+    parser.add_argument("--reference-fractions", default="0.02,0.1", help="fractions at which the reference runs")
+    parser.add_argument("--child")
+    parser.add_argument("--cache")
+    parser.add_argument("--extra", default="{}")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args.cache, json.loads(args.extra))))
+        return 0
+
+    fractions = [float(f) for f in args.fractions.split(",")]
+    reference_fractions = {float(f) for f in args.reference_fractions.split(",")} if args.reference_src else set()
+    print(f"## bench_scale: {os.cpu_count()} CPU cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+          f"masks_only, size {SIZE}, hard masks, batch {BATCH}\n")
+    tiny = {context: _child("loader", "", {"tiny": True, "context": context}) for context in ("fork", "spawn")}
+    results = {}
+    for fraction in fractions:
+        cache, cache_s = prepare(args.work, fraction)
+        shutil.rmtree(Path(cache) / "rowstore", ignore_errors=True)
+        row = {"cache_s": cache_s, "query": _child("query", cache, {})}
+        row["map_first"] = _child("map", cache, {})
+        row["map_again"] = _child("map", cache, {})
+        for context in ("fork", "spawn"):
+            row[context] = _child("loader", cache, {"context": context})
+        row["stream"] = _child("stream", cache, {})
+        if fraction in reference_fractions:
+            old = {"src": str(args.reference_src.resolve()), "reference": True}
+            row["ref_map"] = _child("map", cache, old)
+            for context in ("fork", "spawn"):
+                row[f"ref_{context}"] = _child("loader", cache, {**old, "context": context})
+            row["ref_stream"] = _child("stream", cache, old)
+        results[fraction] = row
+        print(f"fraction {fraction:g}: {row['map_first']['rows']:,} rows measured", flush=True)
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    print("\n| fraction | rows | cache build | filtered query | map: first build | map: reopen | map: anon after build + 300 samples | map samples/s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for fraction, row in results.items():
+        first, again = row["map_first"], row["map_again"]
+        print(f"| {fraction:g} | {first['rows']:,} | {cell(row['cache_s'], '.0f') + ' s' if row['cache_s'] else 'reused'} | "
+              f"{row['query']['query_s']:.3f} s | {first['build_s']:.1f} s | {again['build_s']:.2f} s | "
+              f"{again['anon_mib'] / 1024:.2f} GiB | {again['samples_s']:,.0f} |")
+    print("\n| fraction | workers | first batch | samples/s | worker anon (MiB) | over a tiny dataset's worker |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for fraction, row in results.items():
+        for context in ("fork", "spawn"):
+            got = row[context]
+            base = max(tiny[context]["worker_anon_mib"])
+            print(f"| {fraction:g} | 2 {context} | {got['first_batch_s']:.2f} s | {got['samples_s']:,.0f} | "
+                  f"{', '.join(f'{m:.0f}' for m in got['worker_anon_mib'])} | {max(got['worker_anon_mib']) - base:+.0f} MiB |")
+    print(f"(a tiny dataset's workers: fork {', '.join(f'{m:.0f}' for m in tiny['fork']['worker_anon_mib'])} MiB, "
+          f"spawn {', '.join(f'{m:.0f}' for m in tiny['spawn']['worker_anon_mib'])} MiB)")
+    smallest = results[min(results)]["stream"]["samples_s"]
+    print("\n| fraction | iterable: first sample | samples/s | vs the smallest fraction | vs map-style, same data |")
+    print("|---:|---:|---:|---:|---:|")
+    for fraction, row in results.items():
+        got = row["stream"]
+        print(f"| {fraction:g} | {got['first_sample_s']:.3f} s | {got['samples_s']:,.0f} | {got['samples_s'] / smallest:.2f}x | "
+              f"{got['samples_s'] / row['map_again']['samples_s']:.2f}x |")
+    if reference_fractions:
+        print("\nthe previous datasets (--reference-src), same caches, same children:")
+        print("| fraction | map build | map anon after build + 300 samples | map samples/s | fork worker anon | spawn worker anon | spawn first batch | iterable first sample | iterable samples/s |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for fraction, row in results.items():
+            if "ref_map" not in row:
+                continue
+            ref = row["ref_map"]
+            print(f"| {fraction:g} | {ref['build_s']:.1f} s | {ref['anon_mib'] / 1024:.2f} GiB | {ref['samples_s']:,.0f} | "
+                  f"{max(row['ref_fork']['worker_anon_mib']):.0f} MiB | {max(row['ref_spawn']['worker_anon_mib']):.0f} MiB | "
+                  f"{row['ref_spawn']['first_batch_s']:.1f} s | {row['ref_stream']['first_sample_s']:.2f} s | "
+                  f"{row['ref_stream']['samples_s']:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
