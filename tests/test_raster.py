@@ -12,6 +12,7 @@ import hashlib
 import numpy as np
 import pytest
 
+import chexmask_u_tools as cxu
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
 from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
@@ -363,10 +364,12 @@ def test_landmarks_of_another_frame_raise_instead_of_empty_masks():
         with pytest.raises(InputError, match="from_size"):
             call()
         assert not call(allow_empty=True).any()  # explicitly asked for: empty
-    # one vertex on the grid is enough (an organ partly in view is legitimate)
+    # an organ partly in view is legitimate when asked for (allow_partial); by default it is refused
     partly = lm.copy()
     partly[0] = (10.0, 10.0)
-    assert rasterize_organs(partly, 256, 256).shape == (3, 256, 256)
+    assert rasterize_organs(partly, 256, 256, allow_partial=True).shape == (3, 256, 256)
+    with pytest.raises(InputError, match="allow_partial=True"):
+        rasterize_organs(partly, 256, 256)
     assert rasterize_organs(lm, 256, 256, from_size=(1024, 1024)).any()
 
 
@@ -402,3 +405,39 @@ def test_out_buffers_equal_fresh_results(dtype):
 def test_bad_out_buffer_raises(out):
     with pytest.raises(InputError):
         rasterize_organs(_three_rings(0.1), 100, 90, out=out)
+
+
+@pytest.mark.parametrize("draw", ["rasterize_organs", "label_map", "soft_mask_organs"])
+def test_landmarks_of_another_frame_are_refused_not_cut(draw):
+    row = cxu.load_sample().row(0, named=True)
+    landmarks, std = np.asarray(row["landmarks"]), np.asarray(row["landmarks_std"])
+
+    def call(**keywords):
+        if draw == "soft_mask_organs":
+            return cxu.soft_mask_organs(landmarks, std, 512, 512, **keywords)
+        return getattr(cxu, draw)(landmarks, 512, 512, **keywords)
+
+    with pytest.raises(cxu.InputError, match=r"of 120 nodes .* beyond the 512x512 grid .* from_size=") as caught:
+        call()  # 1024-frame landmarks at 512 without from_size: the left lung and half the heart would be cut
+    assert "allow_partial=True" in str(caught.value)
+    partial = call(allow_partial=True)
+    assert partial.shape[-2:] == (512, 512)
+    scaled = call(from_size=(1024, 1024))
+    assert scaled.shape[-2:] == (512, 512)
+
+
+def test_real_contours_that_cross_the_border_still_draw(real_tables):
+    """Every real row in its own frame passes the check (some contours cross the border)."""
+    for _, real in real_tables:
+        for row in real.iter_rows(named=True):
+            height, width = cxu.mask_shape(row["frame"], row["height"], row["width"])
+            cxu.rasterize_organs(np.asarray(row["landmarks"]), height, width)
+
+
+def test_sample_rows_that_cross_the_border_still_draw():
+    sample = cxu.load_sample()
+    for row in sample.iter_rows(named=True):
+        height, width = cxu.mask_shape(row["frame"], row["height"], row["width"])
+        masks = cxu.rasterize_organs(np.asarray(row["landmarks"]), height, width)
+        for k, column in enumerate(("rle_right_lung", "rle_left_lung", "rle_heart")):
+            assert (cxu.rle_decode(row[column], height, width) == masks[k]).all()

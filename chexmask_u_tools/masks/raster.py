@@ -571,45 +571,76 @@ def rasterize(
     return mask if out is None else out
 
 
-def require_on_grid(landmarks: np.ndarray, height: int, width: int) -> None:
-    """Raise :class:`InputError` when no vertex of a (N, 2) / (B, N, 2) landmark set falls on the grid.
+OFF_GRID_MARGIN = 0.125
+"""How far (a fraction of the grid's longer side) a node may lie beyond the grid before it is refused.
 
-    A vertex is on the grid when its truncated coordinates (as the rasterizer
-    draws them) are a pixel of the ``(height, width)`` mask.  Landmarks that all
-    miss it almost always belong to another frame (1024 landmarks drawn at 256
-    without ``from_size``), which would give silently empty masks.
+Real contours in their own frame cross the border a little (the 1024 frame is
+not clipped: up to about 4 % of the side in the data at hand); landmarks of
+another frame overshoot by far more (1024-frame landmarks on a 512 grid: up
+to 90 %)."""
+
+
+def require_on_grid(landmarks: np.ndarray, height: int, width: int, *, allow_partial: bool = False) -> None:
+    """Raise :class:`InputError` when landmarks (N, 2) / (B, N, 2) do not belong to a ``height x width`` grid.
+
+    Two checks, both in the rasterizer's coordinates (truncated vertices):
+    a node may lie beyond the grid by at most :data:`OFF_GRID_MARGIN` of its
+    longer side (real contours cross the border a little, landmarks of another
+    frame by far more: 1024-frame landmarks drawn at 512 without ``from_size``
+    would lose the left lung and half the heart), and at least one vertex of
+    each landmark set must fall on the grid.  ``allow_partial=True`` keeps
+    only the second check.
 
     Examples
     --------
-    >>> require_on_grid(np.array([[10.0, 20.0], [2000.0, 10.0]]), 256, 256)  # one vertex on the grid is enough
-    >>> require_on_grid(np.array([[600.0, 700.0], [900.0, 300.0]]), 256, 256)  # doctest: +ELLIPSIS
+    >>> require_on_grid(np.array([[10.0, 20.0], [270.0, 10.0]]), 256, 256)  # 14 px beyond: a border contour
+    >>> require_on_grid(np.array([[10.0, 20.0], [600.0, 10.0]]), 256, 256)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: 1 of 2 nodes of the landmarks lie beyond the 256x256 grid by more than 32 px ...
+    >>> require_on_grid(np.array([[10.0, 20.0], [600.0, 10.0]]), 256, 256, allow_partial=True)
+    >>> require_on_grid(np.array([[600.0, 700.0], [900.0, 300.0]]), 256, 256, allow_partial=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
     """
     verts = truncate_points(landmarks)
-    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
-    on = on.reshape(-1, verts.shape[-2]).any(axis=1)
+    sets = verts.reshape(-1, verts.shape[-2], 2)
+    which = (lambda i: f"landmark set {i}") if verts.ndim == 3 else (lambda i: "the landmarks")
+    if not allow_partial:
+        margin = OFF_GRID_MARGIN * max(height, width)
+        beyond = np.maximum(np.maximum(-sets[..., 0], sets[..., 0] - (width - 1)), np.maximum(-sets[..., 1], sets[..., 1] - (height - 1)))
+        off = (beyond > margin).sum(axis=1)
+        if off.any():
+            bad = int(np.flatnonzero(off)[0])
+            pts = sets[bad]
+            raise InputError(
+                f"{int(off[bad])} of {sets.shape[1]} nodes of {which(bad)} lie beyond the {height}x{width} grid by "
+                f"more than {margin:g} px (x spans {pts[:, 0].min()}..{pts[:, 0].max()}, y spans "
+                f"{pts[:, 1].min()}..{pts[:, 1].max()}): their masks would be cut; if the landmarks are in another "
+                "frame pass from_size=(H0, W0) to scale them, or allow_partial=True to draw what falls on the grid"
+            )
+    on = (sets[..., 0] >= 0) & (sets[..., 0] < width) & (sets[..., 1] >= 0) & (sets[..., 1] < height)
+    on = on.any(axis=1)
     if on.all():
         return
     bad = int(np.flatnonzero(~on)[0])
-    pts = verts.reshape(-1, verts.shape[-2], 2)[bad]
-    which = f"landmark set {bad}" if verts.ndim == 3 else "the landmarks"
+    pts = sets[bad]
     raise InputError(
-        f"no vertex of {which} falls on the {height}x{width} grid (x spans {pts[:, 0].min()}..{pts[:, 0].max()}, "
+        f"no vertex of {which(bad)} falls on the {height}x{width} grid (x spans {pts[:, 0].min()}..{pts[:, 0].max()}, "
         f"y spans {pts[:, 1].min()}..{pts[:, 1].max()}); if they are in another frame pass from_size=(H0, W0) "
         "to scale them, or allow_empty=True to accept empty masks"
     )
 
 
-def _as_landmarks(landmarks: object, from_size, height: int, width: int, allow_empty: bool) -> np.ndarray:
+def _as_landmarks(landmarks: object, from_size, height: int, width: int, allow_empty: bool, allow_partial: bool) -> np.ndarray:
     arr = as_points(landmarks, "landmarks")
     if arr.ndim not in (2, 3) or arr.shape[-2] != N_NODES:
         raise InputError(f"landmarks must have shape (120, 2) or (B, 120, 2), got {arr.shape}")
     if from_size is not None:
         arr = scale_points(arr, from_size, (height, width))
     if not allow_empty:
-        require_on_grid(arr, height, width)
+        require_on_grid(arr, height, width, allow_partial=allow_partial)
     return arr
 
 
@@ -620,6 +651,7 @@ def rasterize_organs(
     *,
     from_size: tuple[int, int] | None = None,
     allow_empty: bool = False,
+    allow_partial: bool = False,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The three organ masks of landmarks, in :data:`~chexmask_u_tools.layout.ORGANS` order.
@@ -633,10 +665,14 @@ def rasterize_organs(
     from_size:
         If given, ``(H0, W0)`` of the frame the landmarks are in; they are first
         scaled to ``(height, width)`` with :func:`scale_points` (e.g. 1024 -> 256).
-    allow_empty:
-        By default a landmark set with no vertex on the grid raises
-        :class:`InputError` (it is almost always in another frame: pass
-        ``from_size``); True returns its empty masks.
+    allow_empty, allow_partial:
+        By default landmarks that do not belong to the grid raise
+        :class:`InputError` (:func:`require_on_grid`: a node beyond it by more
+        than :data:`OFF_GRID_MARGIN` of its side, or no vertex on it; almost
+        always landmarks of another frame: pass ``from_size``).
+        ``allow_partial=True`` draws what falls on the grid (still refusing
+        landmarks with no vertex on it); ``allow_empty=True`` checks nothing
+        and returns empty masks for landmarks off the grid.
     out:
         Optional caller buffer, (3, H, W) or (B, 3, H, W), bool or uint8,
         C-contiguous; overwritten entirely and returned.
@@ -653,13 +689,13 @@ def rasterize_organs(
     >>> masks = rasterize_organs(landmarks, 256, 256, from_size=(1024, 1024))
     >>> masks.shape, masks.dtype, bool(masks[0].any() and masks[2].any())
     ((3, 256, 256), dtype('bool'), True)
-    >>> rasterize_organs(landmarks + 2000, 256, 256)
+    >>> rasterize_organs(landmarks, 256, 256)  # 1024-frame landmarks without from_size
     Traceback (most recent call last):
     ...
-    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
+    chexmask_u_tools.errors.InputError: 117 of 120 nodes of the landmarks lie beyond the 256x256 grid by more than 32 px ...
     """
     height, width = check_size(height, width)
-    arr = _as_landmarks(landmarks, from_size, height, width, allow_empty)
+    arr = _as_landmarks(landmarks, from_size, height, width, allow_empty, allow_partial)
     verts = truncate_points(arr).reshape(-1, 2)
     nimg = len(verts) // N_NODES
     starts = np.array([ORGAN_SLICES[o].start for o in ORGANS])
@@ -677,13 +713,14 @@ def label_map(
     *,
     from_size: tuple[int, int] | None = None,
     allow_empty: bool = False,
+    allow_partial: bool = False,
 ) -> np.ndarray:
     """uint8 label image: 0 background, 1 right lung, 2 left lung, 3 heart.
 
     Organs are painted in that order, so where masks overlap the later one
     wins: the heart is drawn over both lungs (as in the released figures), and
     the left lung over the right lung.  Shapes: (120, 2) -> (H, W); (B, 120, 2)
-    -> (B, H, W).  ``from_size`` and ``allow_empty`` as in :func:`rasterize_organs`.
+    -> (B, H, W).  ``from_size``, ``allow_empty`` and ``allow_partial`` as in :func:`rasterize_organs`.
 
     Examples
     --------
@@ -693,7 +730,7 @@ def label_map(
     >>> labels.shape, labels.dtype, sorted(np.unique(labels).tolist())
     ((128, 128), dtype('uint8'), [0, 1, 2, 3])
     """
-    masks = rasterize_organs(landmarks, height, width, from_size=from_size, allow_empty=allow_empty)
+    masks = rasterize_organs(landmarks, height, width, from_size=from_size, allow_empty=allow_empty, allow_partial=allow_partial)
     organ_axis = masks.ndim - 3
     labels = np.zeros(masks.shape[:organ_axis] + masks.shape[organ_axis + 1 :], dtype=np.uint8)
     for k in range(len(ORGANS)):

@@ -884,6 +884,7 @@ def soft_mask_organs(
     from_size: tuple[int, int] | None = None,
     band: bool = True,
     allow_empty: bool = False,
+    allow_partial: bool = False,
     tol: float = DEFAULT_TOL,
     dtype=np.float32,
     method: str = "auto",
@@ -892,9 +893,11 @@ def soft_mask_organs(
 
     ``landmarks`` (120, 2) or (B, 120, 2); ``std`` (120, 2) / (120,) or
     (B, 120, 2) / (B, 120).  ``from_size``, ``band``, ``tol``, ``dtype`` and
-    ``method`` as in :func:`soft_mask`.  Raises :class:`InputError` when no
-    landmark of a set falls on the grid (landmarks of another frame: pass
-    ``from_size=``), unless ``allow_empty=True``.
+    ``method`` as in :func:`soft_mask`.  Raises :class:`InputError` for
+    landmarks that do not belong to the grid (a node beyond it by more than
+    :data:`~chexmask_u_tools.masks.raster.OFF_GRID_MARGIN` of its side, or none
+    on it: landmarks of another frame, pass ``from_size=``); ``allow_partial``
+    and ``allow_empty`` as in :func:`~chexmask_u_tools.masks.raster.rasterize_organs`.
 
     Examples
     --------
@@ -912,7 +915,7 @@ def soft_mask_organs(
     single, sets = _framed_sets(landmarks, std, height, width, from_size, N_NODES, "landmarks")
     lm = np.stack([pts for pts, _ in sets])
     if not allow_empty:
-        require_on_grid(lm[0] if single else lm, height, width)
+        require_on_grid(lm[0] if single else lm, height, width, allow_partial=allow_partial)
     out = np.zeros((len(sets), len(ORGANS), height, width), dtype=out_dtype)
     for b, (pts, sd) in enumerate(sets):
         for k, organ in enumerate(ORGANS):
