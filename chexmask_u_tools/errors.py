@@ -27,7 +27,13 @@ class RecordError(CheXmaskUError, ValueError):
     ----------
     file, row, image_id, column:
         Where the bad value is; any of them may be ``None`` when unknown.
-        ``row`` is the 0-based data row (header excluded).
+        ``row`` is the 0-based data row (header excluded), the row's index
+        in the table a reader returns (pandas' ``iloc``, polars' ``row``);
+        the message says so.
+    fix:
+        What the caller can pass to get past it (e.g. ``on_error="skip"``
+        where the reader has that option), appended to the message; the
+        command line rewrites it into its own flags.
     """
 
     def __init__(
@@ -38,12 +44,14 @@ class RecordError(CheXmaskUError, ValueError):
         row: int | None = None,
         image_id: str | None = None,
         column: str | None = None,
+        fix: str | None = None,
     ) -> None:
         self.reason = message
         self.file = None if file is None else str(file)
         self.row = row
         self.image_id = image_id
         self.column = column
+        self.fix = fix
         super().__init__(self._compose())
 
     def _compose(self) -> str:
@@ -51,12 +59,13 @@ class RecordError(CheXmaskUError, ValueError):
         if self.file is not None:
             where.append(f"file {self.file!r}")
         if self.row is not None:
-            where.append(f"row {self.row}")
+            where.append(f"row {self.row}, counted from 0 after the header")
         if self.image_id is not None:
             where.append(f"image id {self.image_id!r}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
-        return f"{self.reason} ({', '.join(where)})" if where else self.reason
+        text = f"{self.reason} ({', '.join(where)})" if where else self.reason
+        return f"{text}; {self.fix}" if self.fix else text
 
     def located(
         self,
@@ -73,7 +82,12 @@ class RecordError(CheXmaskUError, ValueError):
             row=self.row if self.row is not None else row,
             image_id=self.image_id if self.image_id is not None else image_id,
             column=self.column if self.column is not None else column,
+            fix=self.fix,
         )
+
+
+SKIP_FIX = 'pass on_error="skip" to drop such rows'
+"""The fix a reader with ``on_error=`` names for a row it could skip."""
 
 
 class PointsParseError(RecordError):

@@ -3,7 +3,12 @@
 Each sub-command lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
 taking the parsed ``argparse.Namespace`` and returning an exit code.  Modules
-are discovered, so adding a command is adding a file.  Command modules import
+are discovered, so adding a command is adding a file.  A module may also
+define ``INTERRUPTED``, the one line that says what Ctrl-C leaves behind (what
+was kept, and that a rerun resumes); the command then exits with 130 and no
+traceback.  Errors of the package are printed in the command's own words:
+:mod:`chexmask_u_tools.cli._messages` rewrites the Python fixes they name
+(``on_error="skip"``, ``source=``...) into the command's flags.  Command modules import
 heavy dependencies (torch, matplotlib) inside their handlers so that
 ``chexmask-u --help`` stays fast and works without the optional extras.
 """
@@ -44,6 +49,20 @@ def _version() -> str:
     return __version__
 
 
+def _command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """The option strings of the sub-command that ran (and of its own sub-command, as ``experiment ood``)."""
+    flags: set[str] = set()
+    while True:
+        chosen = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # argparse exposes sub-parsers only so
+                chosen = action.choices.get(getattr(args, action.dest, None))
+        if chosen is None:
+            return flags
+        flags |= set(chosen._option_string_actions)
+        parser = chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,8 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        kept = getattr(sys.modules.get(args.func.__module__), "INTERRUPTED", "nothing was written")
+        print(f"chexmask-u {args.command}: interrupted; {kept}", file=sys.stderr)
+        return 130
     except CheXmaskUError as error:
-        print(f"chexmask-u {args.command}: error: {error}", file=sys.stderr)
+        from chexmask_u_tools.cli._messages import for_command_line
+
+        print(f"chexmask-u {args.command}: error: {for_command_line(error, _command_flags(parser, args))}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as error:
         if error.name not in OPTIONAL_EXTRAS:

@@ -11,6 +11,7 @@ __all__ = [
     "COLUMN_HELP",
     "add_cohort_arguments",
     "add_column_argument",
+    "add_on_error_argument",
     "apply_cohort_arguments",
     "column_mapping",
     "parse_column_pairs",
@@ -28,6 +29,14 @@ COLUMN_HELP = (
 def add_column_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--column THEIRS=KNOWN`` (repeatable) to a command's parser; read it with :func:`column_mapping`."""
     parser.add_argument("--column", action="append", default=[], metavar="THEIRS=KNOWN", help=COLUMN_HELP)
+
+
+def add_on_error_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--on-error raise|skip`` (the readers' ``on_error=``) to a command that reads data rows."""
+    parser.add_argument(
+        "--on-error", choices=["raise", "skip"], default="raise",
+        help="a malformed row: stop and name it (raise, the default), or drop it and count it (skip)",
+    )
 
 
 def parse_column_pairs(values: list[str] | None) -> dict[str, str]:

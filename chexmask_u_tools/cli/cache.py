@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+from chexmask_u_tools.cli._args import add_column_argument, add_on_error_argument, column_mapping
 
+
+INTERRUPTED = "the files converted so far are kept in the cache folder; run the same command again to resume"
+"""What Ctrl-C leaves (printed by the command line)."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -27,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sources", nargs="+", default=None, help="cache only these sources")
     parser.add_argument("--frames", nargs="+", default=None, choices=["preprocessed", "original"])
     parser.add_argument("--shards", type=int, default=None, help="number of shards (default: a multiple of 24)")
-    parser.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad rows: stop, or skip and count")
+    add_on_error_argument(parser)
     parser.add_argument("--masks", choices=["released", "mean"], default="released")
     parser.add_argument("--workers", type=int, default=None, help="files converted in parallel (default min(2, cpus))")
     parser.add_argument(

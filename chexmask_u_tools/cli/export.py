@@ -27,11 +27,20 @@ import shutil
 import time
 from pathlib import Path
 
-from chexmask_u_tools.cli._args import add_cohort_arguments, add_column_argument, apply_cohort_arguments, column_mapping
+from chexmask_u_tools.cli._args import (
+    add_cohort_arguments,
+    add_column_argument,
+    add_on_error_argument,
+    apply_cohort_arguments,
+    column_mapping,
+)
 
 MANIFEST = "manifest.json"
 SUBSET = "subset.parquet"
 
+
+INTERRUPTED = "nothing was written (--out appears only when complete; an earlier output is left as it was); run the command again"
+"""What Ctrl-C leaves (printed by the command line)."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -48,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SOURCE")
     add_column_argument(parser)
+    add_on_error_argument(parser)
     parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     parser.add_argument("--rule", action="append", default=[], metavar="RULE", help="a rule (repeatable)")
     parser.add_argument(
@@ -112,6 +122,7 @@ def _open_input(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         columns=column_mapping(args),
+        on_error=args.on_error,
     )
 
 

@@ -23,13 +23,16 @@ import argparse
 import os
 import sys
 
-from chexmask_u_tools.cli._args import add_column_argument, column_mapping
+from chexmask_u_tools.cli._args import add_column_argument, add_on_error_argument, column_mapping
 
 _CLI_FIX = (
     "pass --missing drop to remove those rows or --missing keep to keep them "
     "(for a --rule, add ';missing=drop' or ';missing=keep'), or narrow the input with --sources"
 )
 
+
+INTERRUPTED = "nothing was written (--out appears only when complete; an earlier file is left as it was); run the command again"
+"""What Ctrl-C leaves (printed by the command line)."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from chexmask_u_tools.hub.inputs import INPUT_SPEC_HELP
@@ -50,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source_path", metavar="INPUT", help=INPUT_SPEC_HELP)
     add_column_argument(parser)
+    add_on_error_argument(parser)
     parser.add_argument("--out", required=True, help="output .parquet file (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument(
@@ -201,10 +205,11 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
             columns=columns,
+            on_error=args.on_error,
         )
     else:  # the sample, one file or a cache folder: every input spec of open_table
         # --sources/--frames act as criteria below, so the report starts from every row of the input.
-        lf = open_table(args.source_path, columns=columns or None)
+        lf = open_table(args.source_path, columns=columns or None, on_error=args.on_error)
         parts = [(args.source_path, lf)]
     whole = pl.concat([lf for _, lf in parts], how="vertical")
     check_rules(whole, named, fix=_CLI_FIX)

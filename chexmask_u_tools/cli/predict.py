@@ -28,6 +28,9 @@ Multi-node runs need --out on a file system every node can see.
 """
 
 
+INTERRUPTED = "the predictions written so far (whole part files) are kept in --out; run the same command again to resume"
+"""What Ctrl-C leaves (printed by the command line)."""
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",

@@ -294,8 +294,37 @@ def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_typ
         null_values=[""],
     )
     for piece in _record_blocks(stream, block_size, file, rows):
-        table = pacsv.read_csv(pa.py_buffer(piece), read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+        try:
+            table = pacsv.read_csv(pa.py_buffer(piece), read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+        except pa.ArrowInvalid as error:
+            if "CSV parse error" in str(error):
+                located = _bad_record_in(piece, len(columns), rows(), file)
+                if located is not None:
+                    raise located from None
+            raise
         yield from table.to_batches()
+
+
+def _bad_record_in(piece: bytes, n_columns: int, first_row: int, file: str) -> CheXmaskUError | None:
+    """The error for the first record of an in-memory piece of whole records with the wrong field count.
+
+    ``first_row`` is the data row the piece starts at, so the row named is the
+    file's.  A short last record of a piece that does not end with a line
+    break (the end of a file cut mid-record) is a truncated file.
+    """
+    # Blank lines are no records (pyarrow skips them too), so they do not count as rows.
+    records = [record for record in csv.reader(io.StringIO(piece.decode("utf-8", errors="replace"), newline="")) if record]
+    for index, record in enumerate(records):
+        if len(record) != n_columns:
+            if index == len(records) - 1 and piece[-1:] not in (b"\n", b"\r"):
+                return FileReadError(f"{file!r} does not end with a line break: the file looks truncated")
+            return RecordError(
+                f"record has {len(record)} fields, expected {n_columns} "
+                "(a record cut short or run together, or an unbalanced quote)",
+                file=file,
+                row=first_row + index,
+            )
+    return None
 
 
 def _locate_bad_utf8(reopen: Callable[[], BinaryIO], columns: list[str], file: str, block_size: int) -> RecordError | None:

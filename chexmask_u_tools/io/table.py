@@ -60,6 +60,7 @@ from chexmask_u_tools.errors import (
     FileReadError,
     InputError,
     RecordError,
+    SKIP_FIX,
     SchemaError,
     SkippedRowsWarning,
 )
@@ -710,6 +711,7 @@ def _raise_first_problem(file: str):
             file=file,
             row=int(batch.struct.field("row")[index]),
             image_id=batch.struct.field("image_id")[index],
+            fix=SKIP_FIX,
         )
 
     return check
@@ -1045,7 +1047,7 @@ def read_table(
         if on_error == "raise":
             index = int(bad.arg_max())
             raise RecordError(
-                problem[index], file=file, row=int(parsed[f"{_TEMP}row"][index]), image_id=parsed["image_id"][index]
+                problem[index], file=file, row=int(parsed[f"{_TEMP}row"][index]), image_id=parsed["image_id"][index], fix=SKIP_FIX
             )
         counts = dict(
             parsed.filter(bad).group_by(f"{_TEMP}problem").len().sort("len", descending=True).iter_rows()
@@ -1142,6 +1144,7 @@ def canonicalize_batch(
                 file=file,
                 row=row_offset + int(parsed[f"{_TEMP}row"][index]),
                 image_id=parsed["image_id"][index],
+                fix=SKIP_FIX,
             )
         counts = dict(parsed.filter(bad).group_by(f"{_TEMP}problem").len().iter_rows())
         parsed = parsed.filter(~bad)

@@ -1,0 +1,107 @@
+"""The command line in its own words: Ctrl-C says what was kept, errors name the command's flags."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+import chexmask_u_tools as cxu
+from chexmask_u_tools.cli import main
+from chexmask_u_tools.hub import DEFAULT_REPO
+from chexmask_u_tools.io.released import write_released
+
+
+def _interrupt_when(process: subprocess.Popen, ready, timeout: float = 60.0) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            out, err = process.communicate()
+            raise AssertionError(f"the command ended before it could be interrupted: {process.returncode}\n{err}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=timeout)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_cache_prints_one_line_and_a_rerun_resumes(hub_dataset, tmp_path):
+    server, _ = hub_dataset
+    server.inject("slow", route="files", after_bytes=8192, seconds=0.25, times=None)
+    command = [sys.executable, "-m", "chexmask_u_tools", "cache", DEFAULT_REPO, "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = _interrupt_when(process, lambda: any("/resolve/" in r.path or "cdn" in r.host for r in server.requests))
+    assert process.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "interrupted" in lines[0] and "kept" in lines[0] and "resume" in lines[0]
+    server.clear_faults()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_filter_writes_nothing(tmp_path):
+    table = cxu.load_sample()
+    big = pl.concat([table] * 25).with_columns(image_id=pl.col("image_id") + pl.int_range(pl.len()).cast(pl.String))
+    source = tmp_path / "Preprocessed" / "CheXpert.csv"
+    source.parent.mkdir()
+    write_released(big.filter(pl.col("source") == "CheXpert").with_columns(frame=pl.lit("preprocessed")), source)
+    out = tmp_path / "kept.parquet"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chexmask_u_tools", "filter", str(source), "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    started = time.monotonic()
+    _, err = _interrupt_when(process, lambda: time.monotonic() - started > 1.5)
+    if process.returncode == 0:
+        pytest.skip("filter finished before the interrupt on this machine")
+    assert process.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted; nothing was written" in lines[0], err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".kept")]
+
+
+def _bad_file(tmp_path, row: int):
+    table = cxu.load_sample().filter(pl.col("source") == "CheXpert").head(30)
+    path = tmp_path / "Preprocessed" / "CheXpert.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_released(table, path)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[row + 1] = re.sub(r'"(\d+),', '"oops,', lines[row + 1], count=1)
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("command", ["filter", "export"])
+def test_a_bad_row_names_the_flag_of_the_command(tmp_path, capsys, command):
+    path = _bad_file(tmp_path, 17)
+    arguments = [command, str(path), "--out", str(tmp_path / ("kept.parquet" if command == "filter" else "out")), "--no-progress"]
+    assert main(arguments) == 1
+    err = capsys.readouterr().err
+    assert "row 17" in err and "CheXpert.csv" in err and "--on-error skip" in err and "on_error=" not in err
+    assert main([*arguments, "--on-error", "skip"]) == 0
+
+
+def test_a_command_without_the_flag_does_not_suggest_it(tmp_path, capsys):
+    path = _bad_file(tmp_path, 17)
+    assert main(["plot-stats", str(path), "--out", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert "row 17" in err and "on-error" not in err and "on_error" not in err
+
+
+def test_python_spellings_become_the_commands_flags():
+    from chexmask_u_tools.cli._messages import for_command_line
+    from chexmask_u_tools.errors import InputError
+
+    error = InputError("weak evidence; pass source='CheXpert' or frame='original', or columns={'a': 'b'}")
+    assert for_command_line(error, {"--source", "--frame", "--column"}) == (
+        "weak evidence; pass --source NAME or --frame NAME, or --column THEIRS=CANONICAL"
+    )
+    assert for_command_line(error, set()) == str(error)
+    joined = InputError("join them first: read_metadata('CheXpert', path) and attach_metadata(table, metadata)")
+    assert "--metadata FILE" in for_command_line(joined, {"--metadata"})
