@@ -134,52 +134,75 @@ def _codes(values: pl.Series, names: list[str]) -> np.ndarray:
     return values.replace_strict(lookup, return_dtype=pl.UInt8).to_numpy()
 
 
+class _ArrayFile:
+    """An ``.npy`` file written front to back: its header (the row count is known from the first pass), then rows."""
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.handle = open(path, "wb")
+        self.dtype, self.row_shape = np.dtype(dtype), shape[1:]
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+
+    def write(self, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if values.shape[1:] != self.row_shape:
+            raise FileReadError(f"a batch of shape {values.shape} does not fit rows of shape {self.row_shape}")
+        self.handle.write(memoryview(values).cast("B"))
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 class _Writer:
-    """Fills a store folder batch by batch (the arrays are pre-sized: the row count is known from the first pass)."""
+    """Writes a store folder batch by batch, each file front to back (sequential writes, no mapped pages)."""
 
     def __init__(self, folder: Path, n: int, spec: StoreSpec, has_std_column: bool) -> None:
         self.folder, self.n, self.spec = folder, n, spec
-        open_array = np.lib.format.open_memmap
-        self.arrays: dict[str, np.ndarray] = {
-            "landmarks": open_array(folder / "landmarks.npy", mode="w+", dtype=np.float32, shape=(n, N_NODES, 2)),
-            "height": open_array(folder / "height.npy", mode="w+", dtype=np.int32, shape=(n,)),
-            "width": open_array(folder / "width.npy", mode="w+", dtype=np.int32, shape=(n,)),
-            "source": open_array(folder / "source.npy", mode="w+", dtype=np.uint8, shape=(n,)),
-            "frame": open_array(folder / "frame.npy", mode="w+", dtype=np.uint8, shape=(n,)),
+        self.arrays: dict[str, _ArrayFile] = {
+            "landmarks": _ArrayFile(folder / "landmarks.npy", np.float32, (n, N_NODES, 2)),
+            "height": _ArrayFile(folder / "height.npy", np.int32, (n,)),
+            "width": _ArrayFile(folder / "width.npy", np.int32, (n,)),
+            "source": _ArrayFile(folder / "source.npy", np.uint8, (n,)),
+            "frame": _ArrayFile(folder / "frame.npy", np.uint8, (n,)),
         }
         if spec.std and has_std_column:
-            self.arrays["std"] = open_array(folder / "std.npy", mode="w+", dtype=np.float32, shape=(n, N_NODES, 2))
+            self.arrays["std"] = _ArrayFile(folder / "std.npy", np.float32, (n, N_NODES, 2))
         self.sources: list[str] = []
         self.frames: list[str] = []
         self.offsets = np.zeros(n + 1, dtype=np.int64)
         self.ids = open(folder / "ids.bin", "wb")
         self.fields_writer = None
         self.done = 0
+        # What identifies the stored rows (resume states must come from the same rows): ids, rows, weights.
         self.content = hashlib.sha256()
 
     def add(self, batch: pl.DataFrame) -> None:
         lo, hi = self.done, self.done + batch.height
-        self.content.update(batch.hash_rows(seed=0).to_numpy().tobytes())
         if hi > self.n:
             raise FileReadError(f"the input gave more rows than its first pass counted ({hi} > {self.n}); it changed while read")
         arrays = self.arrays
-        arrays["landmarks"][lo:hi] = batch["landmarks"].to_numpy()
+        arrays["landmarks"].write(batch["landmarks"].to_numpy())
         if "std" in arrays:
             std = batch["landmarks_std"]
             if std.null_count():  # rows without std hold zeros (has_std says which)
+                values = np.zeros((batch.height, N_NODES, 2), dtype=np.float32)
                 present = std.is_not_null().to_numpy()
-                arrays["std"][lo:hi][~present] = 0.0
                 if present.any():
-                    arrays["std"][lo:hi][present] = std.filter(std.is_not_null()).to_numpy()
+                    values[present] = std.filter(std.is_not_null()).to_numpy()
             else:
-                arrays["std"][lo:hi] = std.to_numpy()
-        arrays["height"][lo:hi] = batch["height"].fill_null(-1).to_numpy()
-        arrays["width"][lo:hi] = batch["width"].fill_null(-1).to_numpy()
-        arrays["source"][lo:hi] = _codes(batch["source"], self.sources)
-        arrays["frame"][lo:hi] = _codes(batch["frame"], self.frames)
+                values = std.to_numpy()
+            arrays["std"].write(values)
+        arrays["height"].write(batch["height"].fill_null(-1).to_numpy())
+        arrays["width"].write(batch["width"].fill_null(-1).to_numpy())
+        arrays["source"].write(_codes(batch["source"], self.sources))
+        arrays["frame"].write(_codes(batch["frame"], self.frames))
         ids = batch["image_id"]
-        self.offsets[lo + 1 : hi + 1] = self.offsets[lo] + np.cumsum(ids.str.len_bytes().to_numpy(), dtype=np.int64)
-        self.ids.write("".join(ids.to_list()).encode("utf-8"))
+        lengths = ids.str.len_bytes().to_numpy().astype(np.int64)
+        self.offsets[lo + 1 : hi + 1] = self.offsets[lo] + np.cumsum(lengths)
+        text = "".join(ids.to_list()).encode("utf-8")
+        self.content.update(lengths.tobytes())
+        self.content.update(text)
+        self.ids.write(text)
         if self.spec.fields:
             self._add_fields(batch.select(self.spec.fields))
         self.done = hi
@@ -196,12 +219,12 @@ class _Writer:
         if self.done != self.n:
             raise FileReadError(f"the input gave {self.done} rows, its first pass counted {self.n}; it changed while read")
         self.ids.close()
+        for array in self.arrays.values():
+            array.close()
         if self.spec.fields and self.fields_writer is None:  # no rows: an empty file with the columns' schema
             self._add_fields(pl.DataFrame(schema={name: pl.String for name in self.spec.fields}))
         if self.fields_writer is not None:
             self.fields_writer.close()
-        for array in self.arrays.values():
-            array.flush()
         np.save(self.folder / "id_offsets.npy", self.offsets)
         for name, values in small.items():
             np.save(self.folder / f"{name}.npy", values)
@@ -215,8 +238,9 @@ class _Writer:
                 os.fsync(handle.fileno())
 
     def abandon(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ids.close()
+        for handle in [self.ids, *(array.handle for array in self.arrays.values())]:
+            with contextlib.suppress(Exception):
+                handle.close()
         with contextlib.suppress(Exception):
             if self.fields_writer is not None:
                 self.fields_writer.close()
