@@ -123,3 +123,18 @@ def test_experiment_ood_on_rows_without_std_says_so(tmp_path, capsys, real_table
     assert main(["experiment", "ood", "sample", "--scores", "node_sigma_mean", "--dice", "dice_rca_mean"]) == 0
     out = capsys.readouterr().out
     assert "node_sigma_mean" in out and "latent_sigma_mean" not in out
+
+
+def test_plot_refuses_an_id_two_rows_share_and_the_flags_choose(tmp_path, capsys):
+
+    table = load_sample().head(3)
+    both = pl.concat([table, table.with_columns(frame=pl.lit("original"), height=pl.lit(2000), width=pl.lit(2000))])
+    path = tmp_path / "both.parquet"
+    both.write_parquet(path)
+    key = table["image_id"][0]
+    assert main(["plot", key, "--table", str(path), "--out", str(tmp_path / "a.png")]) == 1
+    err = capsys.readouterr().err
+    assert "2 rows have image id" in err and "row 0" in err and "row 3" in err
+    assert "--source NAME or --frame NAME" in err and "source=" not in err
+    assert main(["plot", key, "--table", str(path), "--frame", "original", "--out", str(tmp_path / "b.png")]) == 0
+    assert main(["plot", "3", "--table", str(path), "--out", str(tmp_path / "c.png")]) == 0

@@ -95,25 +95,54 @@ def _finish(fig: Any, path: str | os.PathLike | None) -> Any:
 # rows and arrays
 
 
-def find_row(table: pl.DataFrame, key: str | int) -> dict[str, Any]:
+def find_row(table: pl.DataFrame, key: str | int, *, source: str | None = None, frame: str | None = None) -> dict[str, Any]:
     """One row of a canonical table, by image id or by 0-based row number.
 
     ``key`` is first looked up as an ``image_id``; a string of digits that is
-    not an id (or an int) is taken as a row number.
+    not an id (or an int) is taken as a row number.  ``source`` and ``frame``
+    choose among rows sharing the id (the same image in both frames, or an id
+    two sources share).
 
     Raises
     ------
     InputError
-        The table is empty, or no row has that id and it is no valid row number.
+        The table is empty, no row has that id and it is no valid row number,
+        or several rows have it (listed, with the arguments that choose one).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample()
+    >>> find_row(table, 3)["image_id"] == table["image_id"][3]
+    True
+    >>> twice = pl.concat([table.head(1), table.head(1).with_columns(frame=pl.lit("original"))])
+    >>> find_row(twice, twice["image_id"][0])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: 2 rows have image id ... pass source=... or frame=... to choose one, or give its row number
+    >>> find_row(twice, twice["image_id"][0], frame="original")["frame"]
+    'original'
     """
     if "image_id" not in table.columns:
         raise InputError("the table has no image_id column (is it a canonical table?)")
     if table.height == 0:
         raise InputError("the table is empty: no row to plot")
     text = str(key)
-    hits = table.filter(pl.col("image_id") == text)
+    indexed = table.with_row_index("__row")
+    hits = indexed.filter(pl.col("image_id") == text)
+    for name, wanted in (("source", source), ("frame", frame)):
+        if wanted is not None and hits.height and name in hits.columns:
+            hits = hits.filter(pl.col(name) == wanted)
+    if hits.height > 1:
+        listed = "; ".join(
+            f"row {r['__row']}: source {r.get('source')!r}, frame {r.get('frame')!r}" for r in hits.head(5).iter_rows(named=True)
+        )
+        raise InputError(
+            f"{hits.height} rows have image id {text!r} ({listed}); pass source=... or frame=... to choose one, "
+            "or give its row number"
+        )
     if hits.height:
-        return hits.row(0, named=True)
+        return hits.drop("__row").row(0, named=True)
     if isinstance(key, (int, np.integer)) or text.lstrip("-").isdigit():
         index = int(text)
         if -table.height <= index < table.height:

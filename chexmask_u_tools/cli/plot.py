@@ -25,8 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("key", metavar="ID_OR_ROW", help="image id as in the table, or a 0-based row number")
     parser.add_argument("--table", required=True, help=INPUT_SPEC_HELP)
     add_column_argument(parser)
-    parser.add_argument("--source", default=None, help="the parent database, when a single file does not say")
-    parser.add_argument("--frame", choices=["preprocessed", "original"], default=None, help="the frame, when a single file does not say")
+    parser.add_argument(
+        "--source", default=None,
+        help="the parent database, when a single file does not say, or to choose among rows sharing the id",
+    )
+    parser.add_argument(
+        "--frame", choices=["preprocessed", "original"], default=None,
+        help="the frame, when a single file does not say, or to choose among rows sharing the id",
+    )
     parser.add_argument(
         "--image", default=None,
         help="the row's X-ray; a preprocessed-frame row accepts the original image (padded and resized to 1024)",
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from chexmask_u_tools.images.read import read_image
 
     table = load_table(args.table, args.source, args.frame, column_mapping(args))
-    row = find_row(table, args.key)
+    row = find_row(table, args.key, source=args.source, frame=args.frame)
     landmarks, std, size = row_arrays(row)
     image = None if args.image is None else image_in_row_frame(read_image(args.image), row, size)
     title = f"{row['source']}: {row['image_id']}"
