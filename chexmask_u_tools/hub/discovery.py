@@ -28,7 +28,7 @@ from chexmask_u_tools.hub.location import (
     RetryPolicy,
     open_location,
 )
-from chexmask_u_tools.io.table import infer_frame, infer_source
+from chexmask_u_tools.io.table import DATA_FILE_PATTERN, infer_frame, infer_source
 from chexmask_u_tools.select.selection import normalize_frames, normalize_sources
 
 __all__ = [
@@ -40,8 +40,17 @@ __all__ = [
     "discover",
 ]
 
-DATA_FILE = re.compile(r"\.(csv|csv\.gz|csv\.xz|csv\.zst|csv\.zstd|parquet)$", re.IGNORECASE)
-"""The data files of a dataset repo: CSV (plain or compressed) and parquet."""
+DATA_FILE = re.compile(DATA_FILE_PATTERN, re.IGNORECASE)
+"""The data files of a dataset repo: the files every reader takes, CSV (plain or compressed) and parquet.
+
+One pattern for every reader (:data:`~chexmask_u_tools.io.table.DATA_FILE_PATTERN`,
+which ``read_table`` uses for a folder); its group 1 is the file's format
+(``csv``, ``csv.gz``, ``csv.bz2``, ``parquet`` ...)."""
+
+_DATA_SUFFIXES = ", ".join(
+    "." + alternative.replace("\\.", ".") for alternative in re.search(r"\((.*)\)", DATA_FILE_PATTERN).group(1).split("|")
+)
+"""The data files' suffixes as messages list them (``.csv, .csv.gz, ..., .parquet``)."""
 
 CONVERTED_PARQUET = re.compile(r"^(?P<config>[^/]+)/(?:partial-)?(?P<split>[^/]+)/\d{4,5}\.parquet$")
 """A file of the Hub's parquet conversion: ``<config>/<split>/NNNN.parquet``."""
@@ -169,8 +178,8 @@ def discover(
 ) -> Discovery:
     """List a location's files at one revision and classify the data files by source and frame.
 
-    Data files are ``.csv``, ``.csv.gz``, ``.csv.xz``, ``.csv.zst`` and
-    ``.parquet``; everything else (README, .gitattributes) is listed in
+    Data files are ``.csv`` (plain, or ``.gz``, ``.xz``, ``.zst``, ``.bz2``)
+    and ``.parquet`` (:data:`DATA_FILE`); everything else (README, .gitattributes) is listed in
     ``other_files``.  A location at ``revision="refs/convert/parquet"``, or
     whose data files are all ``<config>/<split>/NNNN.parquet``, is read as the
     Hub's parquet conversion (sources and frames from the config names).
@@ -217,7 +226,7 @@ def discover(
 
 def _no_data_message(place: DatasetLocation, sha: str, entries: list) -> str:
     lines = [
-        f"no data file (.csv, .csv.gz, .csv.xz, .csv.zst, .parquet) in {place.name} @ {sha}; "
+        f"no data file ({_DATA_SUFFIXES}) in {place.name} @ {sha}; "
         f"it holds {len(entries)} file(s)" + (":" if entries else ".")
     ]
     for entry in entries[:_LISTED_IN_ERRORS]:

@@ -150,9 +150,12 @@ def iter_file_batches(
 ) -> Iterator[pl.DataFrame]:
     """Canonical batches of one data file, read incrementally (one CSV block / parquet batch at a time).
 
-    ``block_size`` is the CSV text (after decompression) parsed per step; the
+    ``block_size`` is the CSV text (after decompression) read per step; the
     default 2 MiB keeps the process flat at about 250 MiB on 20 kB rows
-    (8 MiB blocks are barely faster and let allocator caches grow).
+    (8 MiB blocks are barely faster and let allocator caches grow).  It bounds
+    memory, not what is accepted: every reader takes the same files
+    (:mod:`~chexmask_u_tools.io.csvstream`'s rules, records up to
+    :data:`~chexmask_u_tools.io.csvstream.MAX_RECORD_BYTES` whatever the block).
 
     ``skipped`` (when given) accumulates {reason: count} of rows dropped under
     ``on_error="skip"``.
@@ -171,7 +174,9 @@ def iter_file_batches(
     HubError
         Repeated network failure while reading (named, with the byte offset).
     RecordError
-        A bad row with ``on_error="raise"``.
+        A bad row with ``on_error="raise"``, or a malformed record, naming the
+        file, the row counted from 0 after the header (as ``read_table``
+        counts it: blank lines are no rows) and the image id.
     """
     import pyarrow as pa
 
@@ -179,15 +184,26 @@ def iter_file_batches(
     raw = RetryingReader(lambda: location.open(item.path), item.path, policy)
     stream = open_decompressed(raw, item.path)
     offset = 0
+
+    def detect(names: list[str]):
+        return detect_layout(names, file_name=item.path, source=item.source, frame=item.frame, masks=masks)
+
     try:
+        layout = None
         if item.format == "parquet":
             batches = _parquet_batches(stream, max(1, block_size // 20_000))
-            header_columns = None
         else:
-            # The CSV rules of every reader (ragged records, cut files, UTF-8, header-only = empty).
+            # The layout comes from the header, before any row: a header without rows is still checked,
+            # and a malformed record is named by the value in its id column.
             header_columns, stream = read_csv_header(stream, item.path)
-            batches = iter_csv_batches(stream, header_columns, file=item.path, block_size=block_size)
-        layout = None
+            kept = [name for name in header_columns if not is_index_column(name)]
+            renamed = map_columns(kept, columns, file=item.path) if columns else kept
+            layout = detect(renamed)
+            id_header = kept[renamed.index(layout.id_column)]
+            # The CSV rules of every reader (ragged records, cut files, UTF-8, header-only = empty).
+            batches = iter_csv_batches(
+                stream, header_columns, file=item.path, block_size=block_size, id_column=id_header
+            )
         # The last batch is held back until the end of the file is seen, so that the rows of a
         # file cut mid-record are never handed out before it is refused (the rule of read_table).
         held = None
@@ -198,9 +214,7 @@ def iter_file_batches(
             if columns:
                 batch.columns = map_columns(batch.columns, columns, file=item.path)
             if layout is None:
-                layout = detect_layout(
-                    batch.columns, file_name=item.path, source=item.source, frame=item.frame, masks=masks
-                )
+                layout = detect(batch.columns)
             canonical, counts = canonicalize_batch(batch, layout, file=item.path, row_offset=offset, on_error=on_error)
             offset += batch.height
             if skipped is not None:
@@ -212,16 +226,6 @@ def iter_file_batches(
         # iter_csv_batches has now seen the end of the file without refusing it.
         if held is not None:
             yield held
-        if layout is None and header_columns is not None:
-            # A header and no rows: still check the variant, then yield nothing.
-            header = [c for c in header_columns if not is_index_column(c)]
-            detect_layout(
-                map_columns(header, columns, file=item.path) if columns else header,
-                file_name=item.path,
-                source=item.source,
-                frame=item.frame,
-                masks=masks,
-            )
     except CheXmaskUError:
         raise
     except (pa.ArrowInvalid, pa.ArrowException, EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError, ValueError) as error:
