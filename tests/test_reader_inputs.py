@@ -139,3 +139,19 @@ def test_every_reader_names_a_bad_row_alike(tmp_path, long_lines, kind, row):
         else:
             # A malformed record is never skipped: the fix is the file, and on_error is not offered.
             assert "on_error" not in message and "fields, expected" in message, name
+
+
+# --------------------------------------------------------------------------- issue 22 item 3: ids as written
+
+
+def test_every_reader_keeps_ids_byte_for_byte(tmp_path, hub_emulator):
+    """File names may hold spaces, at either end too: no reader strips or otherwise changes an id."""
+    ids = [" abc.png ", "two  spaces.png", "\ttab.png", "plain.png"]
+    lines = _released_lines(len(ids))
+    quoted = [lines[0]] + ['"' + image_id + '"' + line[line.index(",") :] for image_id, line in zip(ids, lines[1:])]
+    root = tmp_path / "repo"
+    path = _write_repo(root, "VinDr-CXR.csv", quoted)
+    for name, read in _readers(root, path, tmp_path / "cache").items():
+        assert read()["image_id"].to_list() == ids, name
+    hub_emulator.add_repo("someone/spaced-ids", root)
+    assert pl.concat(load("someone/spaced-ids", use_cache=False))["image_id"].to_list() == ids
