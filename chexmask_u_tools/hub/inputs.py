@@ -8,7 +8,7 @@ spec                read as
 ==================  ===================================================================
 ``"sample"``        the embedded synthetic sample (:func:`~chexmask_u_tools.io.sample.load_sample`),
                     unless a file or folder of that name exists
-a file              :func:`~chexmask_u_tools.io.table.scan_table` (csv, csv.gz, csv.xz, csv.zst, parquet)
+a file              :func:`~chexmask_u_tools.io.table.scan_table` (csv, csv.gz, csv.xz, csv.zst, csv.bz2, parquet)
 a cache folder      a folder holding ``manifest.json`` of :mod:`chexmask_u_tools.hub.cache`
 a Hub-ready folder  a folder written by :func:`~chexmask_u_tools.publish.save_hub_folder` (it holds
                     ``chexmask-u.json``): its shards, checked against that record
@@ -46,7 +46,7 @@ from chexmask_u_tools.select.selection import normalize_frames, normalize_source
 __all__ = ["INPUT_SPEC_HELP", "input_kind", "open_table"]
 
 INPUT_SPEC_HELP = (
-    "'sample' (the embedded sample), a .csv/.csv.gz/.csv.xz/.csv.zst/.parquet file, a cache folder, "
+    "'sample' (the embedded sample), a .csv/.csv.gz/.csv.xz/.csv.zst/.csv.bz2/.parquet file, a cache folder, "
     "a folder written by save_hub_folder / export --hub-folder, a folder of data files (a local mirror), "
     "or a Hub dataset id (owner/name[@revision])"
 )

@@ -23,7 +23,7 @@ Readers
     that filters and column selections are pushed into the scans: local files
     through :func:`chexmask_u_tools.io.table.scan_table`, Hub files through the
     streaming reader below (one transport and the same formats -- csv, csv.gz,
-    csv.xz, csv.zst, parquet -- on every path).  When a complete local cache
+    csv.xz, csv.zst, csv.bz2, parquet -- on every path).  When a complete local cache
     of the same revision exists (:mod:`chexmask_u_tools.hub.cache`) the scan reads
     the cache instead.
 :func:`load`

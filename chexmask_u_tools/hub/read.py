@@ -7,7 +7,7 @@ reader (:func:`~chexmask_u_tools.hub.stream.iter_file_batches`, wrapped as a
 polars IO source), so that every remote read -- lazy, eager and streaming --
 goes to ``HF_ENDPOINT`` through ``huggingface_hub`` under one
 :class:`~chexmask_u_tools.hub.location.RetryPolicy`, and supports the same
-formats (csv, csv.gz, csv.xz, csv.zst, parquet).
+formats (csv, csv.gz, csv.xz, csv.zst, csv.bz2, parquet) as ``read_table``.
 
 A local folder written by :func:`~chexmask_u_tools.publish.save_hub_folder`
 (it holds ``chexmask-u.json``) is read through its record instead: every
