@@ -51,6 +51,7 @@ from chexmask_u_tools.cohorts import (
 )
 from chexmask_u_tools.errors import (
     CheXmaskUError,
+    ColumnNameWarning,
     FileReadError,
     HubError,
     ImageError,

@@ -140,5 +140,25 @@ class SkippedRowsWarning(UserWarning):
         super().__init__(f"{file}: skipped {dropped} of {total} rows ({reasons})")
 
 
+class ColumnNameWarning(UserWarning):
+    """A file's column is a near miss of a known name whose field the file otherwise lacks.
+
+    The column is not read (only exact names are), so its field stays empty:
+    the message names the closest known name and the ``columns=`` mapping
+    that reads it.
+
+    Attributes
+    ----------
+    file, column, closest:
+        The file, its column, and the known name it nearly spells.
+    """
+
+    def __init__(self, message: str, *, file: str, column: str, closest: str) -> None:
+        self.file = file
+        self.column = column
+        self.closest = closest
+        super().__init__(message)
+
+
 class IntegrityWarning(UserWarning):
     """Part of what was read could not be checked; the message says which part, and which reader checks it."""

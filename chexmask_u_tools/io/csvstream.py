@@ -1,28 +1,39 @@
 """Incremental CSV reading with one set of integrity rules, for plain and compressed files alike.
 
 Every CSV the toolkit reads goes through :func:`iter_csv_batches`: the file is
-decompressed as a stream (``.gz``, ``.xz``, ``.zst``), parsed one block of
-text at a time by pyarrow's streaming CSV reader, and handed on as polars
-batches of String columns.  Memory is bounded by the block size (plus the rows
-the caller keeps), never by the decompressed size, so a small "compression
-bomb" costs time, not memory, and a single record larger than a block is an
-error rather than an allocation.
+decompressed as a stream (``.gz``, ``.xz``, ``.zst``, ``.bz2``), cut into
+pieces of whole records a block of text at a time, and each piece is parsed in
+memory into a polars batch of String columns.  Memory is bounded by the block
+size (plus the rows the caller keeps), never by the decompressed size, so a
+small "compression bomb" costs time, not memory.
 
-The rules (one for every reader, the Hub streaming reader included):
+Two parsers read a piece, with one result.  polars parses plain text (every
+quote at a field's edge, no CR line breaks, every record with the header's
+field count), which is nearly all of a CheXmask file; pyarrow, the reference,
+parses anything else and decides what is an error, which Python's ``csv``
+module then locates by record.  The cutting happens in the caller's thread
+and both parsers read from memory: no thread reads ahead from the file.
+
+The rules (one for every reader: ``read_table``, ``scan_table``, the Hub
+streaming reader behind ``hub.load``/``hub.scan`` and ``build_cache``):
 
 * a record with fewer or more fields than the header, including a record cut
   mid-way (a truncated file that happens to end in a line break), or an
   unbalanced quote: :class:`~chexmask_u_tools.errors.RecordError` naming the
-  file and the 0-based data row;
+  file, the 0-based data row (header excluded, blank lines not counted) and the
+  value at the id column's position;
 * a file whose last byte is not a line break (cut mid-record):
   :class:`~chexmask_u_tools.errors.FileReadError`;
+* a record longer than :data:`MAX_RECORD_BYTES` (8 MiB), whatever the block
+  size: :class:`~chexmask_u_tools.errors.FileReadError`;
 * invalid UTF-8: :class:`~chexmask_u_tools.errors.RecordError` naming file,
   row and column;
 * a corrupt, truncated or misnamed compressed stream:
   :class:`~chexmask_u_tools.errors.FileReadError` naming the file and the rows
   read so far;
-* CR, LF and CRLF line endings are all line breaks; a header without rows is an
-  empty table; a file without even a header is a ``FileReadError``.
+* CR, LF and CRLF line endings are all line breaks; blank lines are no
+  records; a header without rows is an empty table; a file without even a
+  header is a ``FileReadError``.
 """
 
 from __future__ import annotations
@@ -39,13 +50,16 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError, RecordError
+from chexmask_u_tools.kernels.parse import quotes_well_formed, scan_csv_text, split_records
 
 __all__ = [
     "COMPRESSIONS",
     "DEFAULT_BLOCK_SIZE",
+    "MAX_RECORD_BYTES",
     "CsvFile",
     "compression_of",
     "iter_csv_batches",
@@ -55,7 +69,10 @@ __all__ = [
 ]
 
 DEFAULT_BLOCK_SIZE = 8 << 20
-"""Decompressed CSV text parsed per step (8 MiB, about 400 CheXmask-U rows); also the longest record accepted."""
+"""Decompressed CSV text parsed per step (8 MiB, about 400 CheXmask-U rows)."""
+
+MAX_RECORD_BYTES = 8 << 20
+"""The longest record every reader accepts (8 MiB), whatever its block size: a longer one is a ``FileReadError``."""
 
 COMPRESSIONS = {".gz": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 """File suffix -> compression, for the suffixes the readers decompress."""
@@ -118,50 +135,37 @@ def open_decompressed(raw: BinaryIO, name: str) -> BinaryIO:
     return buffered
 
 
-class _TailTracking(io.RawIOBase):
-    """Pass-through stream remembering the last byte read (for the truncation rule) and the bytes read."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        super().__init__()
-        self._inner = inner
-        self.last_byte = b""
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self._inner.read(len(view))
-        n = len(data)
-        view[:n] = data
-        if n:
-            self.last_byte = data[-1:]
-            self.bytes_read += n
-        return n
-
-
 class _Prefixed(io.RawIOBase):
-    """``prefix`` bytes, then the rest of ``inner``: the bytes read past the header, given back."""
+    """``prefix`` bytes, then the rest of ``inner``: the bytes read past the header, given back.
+
+    Reads go straight to ``inner`` once the prefix is spent (no copy through
+    another buffer): the readers ask for megabytes at a time.
+    """
 
     def __init__(self, prefix: bytes, inner: BinaryIO) -> None:
         super().__init__()
-        self._prefix = memoryview(prefix)
+        self._prefix = prefix
         self._inner = inner
 
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            head, self._prefix = (self._prefix, b"") if size < 0 or size >= len(self._prefix) else (
+                self._prefix[:size],
+                self._prefix[size:],
+            )
+            return head
+        return self._inner.read(size)
+
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
-        if len(self._prefix):
-            n = min(len(view), len(self._prefix))
-            view[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._inner.read(len(view))
-        view[: len(data)] = data
-        return len(data)
+        if self._prefix:
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        return self._inner.readinto(view)
 
     def close(self) -> None:
         self._inner.close()
@@ -208,147 +212,259 @@ def read_csv_header(stream: BinaryIO, file: str, *, limit: int = 1 << 20) -> tup
         count = seen.get(name, 0)
         seen[name] = count + 1
         unique.append(name if count == 0 else f"{name}.{count}")
-    return unique, io.BufferedReader(_Prefixed(rest, stream), buffer_size=1 << 20)
+    return unique, _Prefixed(rest, stream)
 
 
-def _locate_bad_record(reopen: Callable[[], BinaryIO], n_columns: int, first_row: int, file: str) -> Exception | None:
-    """The error for the first record from ``first_row`` on with the wrong field count, scanning from the start.
+def _locate_in_piece(
+    piece: bytes, columns: list[str], first_row: int, file: str, id_index: int | None
+) -> CheXmaskUError | None:
+    """The error for the first bad record of a piece of whole records (wrong field count, invalid UTF-8), or None.
 
-    A short last record in a file that does not end with a line break is a
-    truncated file (:class:`FileReadError`); any other is a :class:`RecordError`.
+    The piece is read again with Python's ``csv`` module, record by record;
+    blank lines are no records (as for the parser), so rows count as the
+    parser counts them.  The id is the record's value at the id column's
+    position, when it has one.
     """
-    with reopen() as stream:
-        tracked = _TailTracking(stream)
-        reader = csv.reader(io.TextIOWrapper(io.BufferedReader(tracked), encoding="utf-8", errors="replace", newline=""))
-        try:
-            next(reader, None)  # header
-            for row, record in enumerate(reader):
-                if row >= first_row and record and len(record) != n_columns:
-                    is_last = next(reader, None) is None
-                    if is_last and tracked.last_byte not in (b"\n", b"\r"):
-                        return FileReadError(f"{file!r} does not end with a line break: the file looks truncated")
+    text = piece.decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    row = first_row
+    try:
+        for record in reader:
+            if not record:
+                continue
+            image_id = record[id_index] if id_index is not None and id_index < len(record) else None
+            if image_id is not None and _has_bad_utf8(image_id):
+                image_id = None
+            if len(record) != len(columns):
+                return RecordError(
+                    f"record has {len(record)} fields, expected {len(columns)} "
+                    "(a record cut short or run together, or an unbalanced quote); "
+                    "the file is malformed there: repair or download it again",
+                    file=file,
+                    row=row,
+                    image_id=image_id,
+                )
+            for name, value in zip(columns, record):
+                if _has_bad_utf8(value):
                     return RecordError(
-                        f"record has {len(record)} fields, expected {n_columns} "
-                        "(a record cut short or run together, or an unbalanced quote)",
+                        f"invalid UTF-8 in column {name!r}; the file is not UTF-8 text there: repair or download it again",
                         file=file,
                         row=row,
+                        image_id=image_id,
+                        column=name,
                     )
-        except csv.Error as error:
-            return RecordError(f"malformed record: {error}", file=file, row=reader.line_num - 1)
+            row += 1
+    except csv.Error as error:
+        return RecordError(f"malformed record: {error}", file=file, row=row)
     return None
 
 
-def _last_record_end(data: bytes) -> int:
-    """Index of the last line break of ``data`` outside a quoted field, or -1.
+def _has_bad_utf8(value: str) -> bool:
+    """Whether text decoded with ``surrogateescape`` held bytes that are not UTF-8."""
+    return any("\udc80" <= character <= "\udcff" for character in value) if not value.isascii() else False
 
-    A line break ends a record exactly when an even number of quotes precedes
-    it (CSV escapes a quote inside a field by doubling it, which keeps the parity).
+
+def _is_blank(text: np.ndarray) -> bool:
+    return not text.size or (bytes(text[:64]).isspace() and bytes(text).isspace())
+
+
+def _words(text: np.ndarray) -> np.ndarray:
+    return text[: len(text) // 8 * 8].view(np.uint64)
+
+
+class _Piece:
+    """Whole records of CSV text (a uint8 array), their quotes, and whether the text is plain.
+
+    Plain text (ASCII, every quote at a field's edge, no doubled quote) is cut into fields by
+    :func:`~chexmask_u_tools.kernels.parse.split_records`; any other text by
+    pyarrow, the reference reader.
     """
-    end = max(data.rfind(b"\n"), data.rfind(b"\r"))
-    while end >= 0 and data.count(b'"', 0, end) % 2:
-        end = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
-    return end
+
+    __slots__ = ("plain", "quotes", "text")
+
+    def __init__(self, text: np.ndarray, quotes: np.ndarray, ascii: bool) -> None:
+        self.text = text
+        self.quotes = quotes
+        self.plain = (
+            ascii
+            and not (len(quotes) > 1 and (np.diff(quotes) == 1).any())  # a doubled quote, or an empty quoted field
+            and bool(quotes_well_formed(text, quotes, len(text)))
+        )
 
 
-def _record_blocks(stream: BinaryIO, block_size: int, file: str, rows: Callable[[], int]) -> Iterator[bytes]:
+def _record_pieces(
+    stream: BinaryIO, block_size: int, max_record: int, file: str, rows: Callable[[], int]
+) -> Iterator[_Piece]:
     """The stream's text cut into pieces of whole records, about ``block_size`` bytes each.
 
-    The cutting happens here, in the caller's thread: pyarrow then parses each
-    piece from memory.  (pyarrow's own streaming reader reads ahead from the
-    file on a background thread, and one still reading a Python file object
-    when the process exits aborts the process.)
+    A piece ends at the last line break outside quotes (a line break ends a
+    record exactly when an even number of quotes precedes it; CSV doubles a
+    quote inside a field, which keeps the parity).  The cutting happens here,
+    in the caller's thread, and the parsers read each piece from memory:
+    pyarrow's own streaming reader reads ahead from the file on a background
+    thread, and one still reading a Python file object when the process exits
+    aborts the process.  Each piece is read into a buffer of its own, which the
+    batch's string columns then point into (no further copy).
+
+    Raises
+    ------
+    FileReadError
+        A record longer than ``max_record`` bytes, or a stream whose last byte
+        is no line break (a file cut mid-record).
     """
-    pending = b""
+    held = np.empty(0, dtype=np.uint8)  # an unfinished record
+    held_quotes = np.empty(0, dtype=np.int64)
+    held_ascii = True
+    last_byte = -1
+
+    def too_long() -> FileReadError:
+        return FileReadError(
+            f"cannot read {file!r} after row {rows()}: a record is longer than {max_record} bytes "
+            "(corrupt file, or an unbalanced quote)"
+        )
+
     while True:
-        chunk = stream.read(block_size)
-        if not chunk:
-            if pending.strip():
-                yield pending
+        text = np.empty(len(held) + block_size, dtype=np.uint8)
+        text[: len(held)] = held
+        n = stream.readinto(memoryview(text)[len(held) :])
+        if not n:
+            if last_byte not in (-1, 10, 13):
+                raise FileReadError(f"{file!r} does not end with a line break: the file looks truncated (after row {rows()})")
+            if not _is_blank(held):
+                yield _Piece(held, held_quotes, held_ascii)
             return
-        data = pending + chunk
-        end = _last_record_end(data)
+        filled = len(held) + n
+        last_byte = int(text[filled - 1])
+        new_quotes, new_ascii = scan_csv_text(text[len(held) : filled], _words(text[len(held) : filled]))
+        quotes = np.concatenate((held_quotes, new_quotes + len(held))) if len(held_quotes) else new_quotes + len(held)
+        ascii = held_ascii and new_ascii
+
+        def outside_quotes(position: int, quotes: np.ndarray = quotes) -> bool:
+            return int(np.searchsorted(quotes, position)) % 2 == 0
+
+        end = _line_break_before(text, filled, len(held))
+        while end >= 0 and not outside_quotes(end):
+            end = _line_break_before(text, end, len(held))
         if end < 0:
-            if len(data) > block_size:
-                raise FileReadError(
-                    f"cannot read {file!r} after row {rows()}: a record is longer than {block_size} bytes "
-                    "(corrupt file, or an unbalanced quote)"
-                )
-            pending = data
+            held, held_quotes, held_ascii = text[:filled], quotes, ascii
+            if filled > max_record:
+                raise too_long()
             continue
-        if data[: end + 1].strip():  # blank lines alone are no records (and pyarrow calls them an empty file)
-            yield data[: end + 1]
-        pending = data[end + 1 :]
+        if len(held):
+            # The record begun in the held text ends at the first line break outside quotes after it.
+            first = _line_break_after(text[:filled], len(held))
+            while not outside_quotes(first):
+                first = _line_break_after(text[:filled], first + 1)
+            if first + 1 > max_record:
+                raise too_long()
+        cut = end + 1
+        inside = int(np.searchsorted(quotes, cut))
+        piece = _Piece(text[:cut], quotes[:inside], ascii or _is_ascii(text[:cut]))
+        held, held_quotes = text[cut:filled], quotes[inside:] - cut
+        held_ascii = ascii or _is_ascii(held)
+        if not _is_blank(piece.text):  # blank lines alone are no records (and pyarrow calls them an empty file)
+            yield piece
 
 
-def _open_reader(stream: BinaryIO, columns: list[str], block_size: int, text_type, file: str = "", rows=lambda: 0):
-    """Record batches of the CSV text after the header: each piece of :func:`_record_blocks` parsed in memory."""
+def _is_ascii(text: np.ndarray) -> bool:
+    return bool(scan_csv_text(text, _words(text))[1])
+
+
+def _line_break_before(text: np.ndarray, stop: int, start: int) -> int:
+    """The offset of the last LF or CR in ``text[start:stop]``, or -1.
+
+    Searched backwards in growing windows: a record end is usually within the
+    last record's length of the end.
+    """
+    window = 1 << 16
+    while stop > start:
+        low = max(start, stop - window)
+        chunk = text[low:stop].tobytes()
+        found = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        if found >= 0:
+            return low + found
+        stop, window = low, 2 * window
+    return -1
+
+
+def _line_break_after(text: np.ndarray, start: int) -> int:
+    """The offset of the first LF or CR at or after ``start`` (the caller knows of one)."""
+    window = 1 << 16
+    while start < len(text):
+        chunk = text[start : start + window].tobytes()
+        found = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+        if found:
+            return start + min(found)
+        start, window = start + window, 2 * window
+    return len(text)
+
+
+def _arrow_options(columns: list[str], size: int):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    read_options = pacsv.ReadOptions(column_names=columns, use_threads=True, block_size=2 * block_size + 1)
-    parse_options = pacsv.ParseOptions(newlines_in_values=True)
-    convert_options = pacsv.ConvertOptions(
-        column_types={name: text_type for name in columns},
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-        null_values=[""],
+    names = [f"f{i}" for i in range(len(columns))]
+    return (
+        # One block for the whole piece: pyarrow cannot parse a record longer than its block.
+        pacsv.ReadOptions(column_names=names, use_threads=True, block_size=size + 1),
+        pacsv.ParseOptions(newlines_in_values=True),
+        # large_string: pyarrow validates UTF-8 while converting, and polars takes it without a copy of offsets
+        pacsv.ConvertOptions(
+            column_types={name: pa.large_string() for name in names},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
     )
-    for piece in _record_blocks(stream, block_size, file, rows):
-        try:
-            table = pacsv.read_csv(pa.py_buffer(piece), read_options=read_options, parse_options=parse_options, convert_options=convert_options)
-        except pa.ArrowInvalid as error:
-            if "CSV parse error" in str(error):
-                located = _bad_record_in(piece, len(columns), rows(), file)
-                if located is not None:
-                    raise located from None
-            raise
-        yield from table.to_batches()
 
 
-def _bad_record_in(piece: bytes, n_columns: int, first_row: int, file: str) -> CheXmaskUError | None:
-    """The error for the first record of an in-memory piece of whole records with the wrong field count.
+def _split_plain(piece: _Piece, columns: list[str]) -> pl.DataFrame | None:
+    """The fields of a plain piece as String columns that point into its text, or None when a record is ragged.
 
-    ``first_row`` is the data row the piece starts at, so the row named is the
-    file's.  A short last record of a piece that does not end with a line
-    break (the end of a file cut mid-record) is a truncated file.
+    Each column is an Arrow ``string_view`` array over the piece's own buffer
+    (:func:`~chexmask_u_tools.kernels.parse.split_records`), which polars takes
+    without a copy; the text is ASCII, hence valid UTF-8.
     """
-    # Blank lines are no records (pyarrow skips them too), so they do not count as rows.
-    records = [record for record in csv.reader(io.StringIO(piece.decode("utf-8", errors="replace"), newline="")) if record]
-    for index, record in enumerate(records):
-        if len(record) != n_columns:
-            if index == len(records) - 1 and piece[-1:] not in (b"\n", b"\r"):
-                return FileReadError(f"{file!r} does not end with a line break: the file looks truncated")
-            return RecordError(
-                f"record has {len(record)} fields, expected {n_columns} "
-                "(a record cut short or run together, or an unbalanced quote)",
-                file=file,
-                row=first_row + index,
-            )
-    return None
-
-
-def _locate_bad_utf8(reopen: Callable[[], BinaryIO], columns: list[str], file: str, block_size: int) -> RecordError | None:
-    """The error naming row and column of the first invalid UTF-8 value (a second pass, reading bytes)."""
     import pyarrow as pa
 
-    with reopen() as raw:
-        _, stream = read_csv_header(raw, file)
-        first_row = 0
-        for batch in _open_reader(stream, columns, block_size, pa.binary(), file):
-            for name, array in zip(columns, batch.columns):
-                for row, value in enumerate(array.to_pylist()):
-                    if value is not None and not _is_utf8(value):
-                        return RecordError(f"invalid UTF-8 in column {name!r}", file=file, row=first_row + row, column=name)
-            first_row += batch.num_rows
-    return None
+    views, valid, rows, ok = split_records(piece.text, _words(piece.text), piece.quotes, len(columns))
+    if not ok:
+        return None
+    text = pa.py_buffer(piece.text)
+    series = []
+    for index, name in enumerate(columns):
+        present = valid[index]
+        validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+        array = pa.Array.from_buffers(pa.string_view(), rows, [validity, pa.py_buffer(views[index]), text])
+        series.append(pl.Series(name, array))
+    return pl.DataFrame(series)
 
 
-def _is_utf8(value: bytes) -> bool:
+def _parse_piece(piece: _Piece, columns: list[str], first_row: int, file: str, id_index: int | None) -> pl.DataFrame:
+    """One piece of whole records as a polars frame of String columns (empty field = null)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if piece.plain:
+        frame = _split_plain(piece, columns)
+        if frame is not None:
+            return frame
+    read_options, parse_options, convert_options = _arrow_options(columns, len(piece.text))
     try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+        table = pacsv.read_csv(
+            pa.py_buffer(piece.text), read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+    except pa.ArrowInvalid as error:
+        located = _locate_in_piece(piece.text.tobytes(), columns, first_row, file, id_index)
+        if located is not None:
+            raise located from None
+        message = str(error)
+        if "UTF8" in message or "UTF-8" in message:
+            raise RecordError(f"invalid UTF-8 at or after this row: {message[:200]}", file=file, row=first_row) from None
+        raise RecordError(f"malformed record at or after this row: {message[:200]}", file=file, row=first_row) from None
+    frame = pl.from_arrow(table)
+    frame.columns = columns
+    return frame
 
 
 def iter_csv_batches(
@@ -357,7 +473,7 @@ def iter_csv_batches(
     *,
     file: str,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    reopen: Callable[[], BinaryIO] | None = None,
+    id_column: str | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Polars batches (every column a String, empty field = null) of a CSV stream positioned after its header.
 
@@ -371,11 +487,10 @@ def iter_csv_batches(
     file:
         For messages.
     block_size:
-        Text parsed per step: the memory bound, and the longest record accepted.
-    reopen:
-        Opens the decompressed stream afresh at its start; lets a ragged record
-        be named by its exact row (without it, the row is the first of the
-        block that holds it).
+        Text read per step: the memory bound.  Records up to
+        :data:`MAX_RECORD_BYTES` are accepted whatever the block size.
+    id_column:
+        The column whose value names a malformed record in its error.
 
     Raises
     ------
@@ -384,35 +499,17 @@ def iter_csv_batches(
     """
     import pyarrow as pa
 
-    tracked = _TailTracking(stream)
+    id_index = columns.index(id_column) if id_column in columns else None
     rows = 0
     try:
-        # large_string: pyarrow validates UTF-8 while converting, and polars takes it without a copy of offsets
-        stream_in = io.BufferedReader(tracked, buffer_size=1 << 20)
-        for batch in _open_reader(stream_in, columns, block_size, pa.large_string(), file, lambda: rows):
-            frame = pl.from_arrow(batch)
-            frame.columns = columns  # pl.from_arrow renames a nameless column
+        for piece in _record_pieces(stream, min(block_size, MAX_RECORD_BYTES), MAX_RECORD_BYTES, file, lambda: rows):
+            frame = _parse_piece(piece, columns, rows, file, id_index)
             rows += frame.height
             yield frame
     except CheXmaskUError:
         raise
-    except pa.ArrowInvalid as error:
-        message = str(error)
-        if "Empty CSV file" in message and rows == 0:
-            return  # a header and no rows (or only blank lines): an empty table
-        if "UTF8" in message or "UTF-8" in message:
-            located = _locate_bad_utf8(reopen, columns, file, block_size) if reopen is not None else None
-            raise located or RecordError(f"invalid UTF-8 at or after this row: {message[:200]}", file=file, row=rows) from None
-        if "CSV parse error" in message:
-            located = _locate_bad_record(reopen, len(columns), rows, file) if reopen is not None else None
-            if located is not None:
-                raise located from None
-            raise RecordError(f"malformed record at or after this row: {message[:200]}", file=file, row=rows) from None
-        raise FileReadError(f"cannot read {file!r} after row {rows}: {message[:300]}") from error
     except (pa.ArrowException, *_DECOMPRESSION_ERRORS) as error:
         raise FileReadError(f"cannot read {file!r} after row {rows}: {error}") from error
-    if tracked.bytes_read and tracked.last_byte not in (b"\n", b"\r"):
-        raise FileReadError(f"{file!r} does not end with a line break: the file looks truncated (after row {rows})")
 
 
 class CsvFile:
@@ -448,12 +545,12 @@ class CsvFile:
             raise FileReadError(f"file not found: {self.path!r}") from error
         return open_decompressed(raw, self.path)
 
-    def batches(self) -> Iterator[pl.DataFrame]:
-        """The data rows, a block at a time (see :func:`iter_csv_batches` for the rules)."""
+    def batches(self, id_column: str | None = None) -> Iterator[pl.DataFrame]:
+        """The data rows, a block at a time (see :func:`iter_csv_batches` for the rules and ``id_column``)."""
         with self.open() as raw:
             _, stream = read_csv_header(raw, self.path)
             yield from iter_csv_batches(
-                stream, self.columns, file=self.path, block_size=self.block_size, reopen=self.open
+                stream, self.columns, file=self.path, block_size=self.block_size, id_column=id_column
             )
 
 

@@ -9,9 +9,17 @@ latent sigmas alike:
 
 Both are handled by one tokenizer: every run of brackets, whitespace and commas
 is a separator, and each remaining token must be a finite decimal number.  The
-tokenizer is a polars expression, so a whole column of strings is parsed in one
-vectorized, multi-threaded pass; the scalar functions are the batch functions
-applied to one string.
+tokenizer is a polars expression (:func:`number_list_expr`), so a whole column
+of strings is parsed in one vectorized, multi-threaded pass; the scalar
+functions are the batch functions applied to one string.
+
+The table readers parse whole columns with :func:`parse_number_column`: a
+compiled kernel (:func:`~chexmask_u_tools.kernels.parse.parse_number_lists`)
+reads the column's Arrow buffers (offsets plus bytes) straight into a float32
+array and hands every string it cannot vouch for (an exponent, a long
+mantissa, a wrong count, a stray character) to the polars expressions, which
+decide and word the problem.  Both give the same values: the decimal's
+correctly rounded float64, cast to float32.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import PointsParseError
+from chexmask_u_tools.kernels.parse import LIST_MISSING, LIST_OK, LIST_UNSURE, parse_number_lists
 
 _SEPARATORS = r"[\[\]\s,]+"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -105,6 +114,98 @@ def number_list_problem_expr(
     if not allow_negative:
         problem = problem.when(negative).then(pl.lit(f"{what} contains a negative value"))
     return problem.otherwise(None)
+
+
+def string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A String Series as Arrow lays it out: ``(offsets, data, valid)``.
+
+    ``offsets`` is int64 ``(n + 1,)``, ``data`` the uint8 bytes, so that string
+    ``i`` is ``data[offsets[i]:offsets[i + 1]]``; ``valid`` is bool ``(n,)``
+    (False where null).  The offsets and bytes are views of one contiguous
+    Arrow ``large_string`` array (a copy only when the Series is held in
+    several chunks or as string views).
+
+    Examples
+    --------
+    >>> offsets, data, valid = string_buffers(pl.Series(["ab", None, "c"]))
+    >>> offsets.tolist(), bytes(data), valid.tolist()
+    ([0, 2, 2, 3], b'abc', [True, False, True])
+    """
+    import pyarrow as pa
+
+    array = texts.cast(pl.String).to_arrow()
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    _, offset_buffer, data_buffer = array.buffers()
+    n = len(array)
+    if offset_buffer is None:  # an empty array may come without buffers
+        return np.zeros(n + 1, dtype=np.int64), np.empty(0, dtype=np.uint8), np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=n + 1, offset=array.offset * 8)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, dtype=np.uint8)
+    valid = texts.is_not_null().to_numpy()
+    return offsets, data, valid
+
+
+def parse_number_column(
+    texts: pl.Series, width: int, *, numpy_printed: bool, allow_negative: bool, what: str
+) -> tuple[np.ndarray, np.ndarray, pl.Series]:
+    """Parse a column of number strings holding ``width`` values each.
+
+    Parameters
+    ----------
+    texts:
+        n strings (null or blank: missing).
+    width:
+        The required number of values (240 for landmarks and stds, 64 for latents).
+    numpy_printed:
+        Read the numpy-printed layout (``[[ 512  300] ...]``) as well as the
+        flat one; ``False`` reads only flat comma lists (see :func:`number_list_expr`).
+    allow_negative:
+        Whether negative values are legal.
+    what:
+        The quantity's name in problems (``"landmarks"``).
+
+    Returns
+    -------
+    ``(values, present, problems)``: ``values`` float32 ``(n, width)``, defined
+    where ``present`` (bool ``(n,)``) is True; ``problems`` a String Series of
+    n reasons (as :func:`number_list_problem_expr` words them), null where the
+    string is fine or missing.  A row is missing where it is neither present
+    nor has a problem.
+
+    Examples
+    --------
+    >>> values, present, problems = parse_number_column(
+    ...     pl.Series(["1,2", "[[3 4]]", None, "1,x"]), 2, numpy_printed=True, allow_negative=True, what="points"
+    ... )
+    >>> values[:2].tolist(), present.tolist(), problems.to_list()
+    ([[1.0, 2.0], [3.0, 4.0]], [True, True, False, False], [None, None, None, 'points contains a non-numeric value'])
+    """
+    n = len(texts)
+    values = np.empty((n, width), dtype=np.float32)
+    offsets, data, valid = string_buffers(texts)
+    status = parse_number_lists(offsets, data, valid, width, numpy_printed, allow_negative, values)
+    problems = pl.Series(what, [None] * n, dtype=pl.String)
+    unsure = np.flatnonzero(status == LIST_UNSURE)
+    if unsure.size:
+        # The reference parser decides the strings the kernel could not vouch for, and words their problems.
+        checked = pl.DataFrame({"text": texts.gather(unsure)}).select(
+            parsed=number_list_expr("text", numpy_printed=numpy_printed)
+        ).with_columns(
+            problem=number_list_problem_expr(
+                pl.col("parsed"), expected_len=width, allow_negative=allow_negative, what=what
+            )
+        )
+        fine = checked["problem"].is_null().to_numpy() & checked["parsed"].is_not_null().to_numpy()
+        if fine.any():
+            parsed = checked.filter(pl.Series(fine))["parsed"].list.to_array(width).to_numpy()
+            values[unsure[fine]] = parsed.astype(np.float32)
+        status[unsure[fine]] = LIST_OK
+        status[unsure[~fine & checked["parsed"].is_null().to_numpy()]] = LIST_MISSING
+        problems = problems.scatter(unsure, checked["problem"])
+    return values, status == LIST_OK, problems
 
 
 def parse_numbers_many(

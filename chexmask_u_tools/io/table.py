@@ -53,10 +53,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import (
     CheXmaskUError,
+    ColumnNameWarning,
     FileReadError,
     InputError,
     RecordError,
@@ -67,8 +69,9 @@ from chexmask_u_tools.errors import (
 from chexmask_u_tools.io.csvstream import CsvFile, prefetched
 from chexmask_u_tools.io.hf import plain_storage
 from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
-from chexmask_u_tools.io.parsing import number_list_expr, number_list_problem_expr
+from chexmask_u_tools.io.parsing import parse_number_column, string_buffers
 from chexmask_u_tools.io.rle import rle_problems
+from chexmask_u_tools.kernels.parse import RLE_BLANK, RLE_CHECK, rle_status, rle_tail_status
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
 from chexmask_u_tools.schema import (
     BASE_SCHEMA,
@@ -307,7 +310,8 @@ def detect_layout(
     id_column = next((c for c in ID_COLUMNS if c in present), None)
     if id_column is None:
         raise SchemaError(
-            f"no image id column{where}: expected one of {list(ID_COLUMNS)}; columns are {columns}"
+            f"no image id column{where}: expected one of {list(ID_COLUMNS)}; columns are {columns}. "
+            + _mapping_hint(columns, list(ID_COLUMNS), "image_id")
         )
     dataset_column = "Dataset" if "Dataset" in present else None
     if source is not None:
@@ -326,7 +330,8 @@ def detect_layout(
     landmarks_column = next((c for c in LANDMARK_COLUMNS if c in present), None)
     if landmarks_column is None:
         raise SchemaError(
-            f"no landmark column{where}: expected one of {list(LANDMARK_COLUMNS)}; columns are {columns}"
+            f"no landmark column{where}: expected one of {list(LANDMARK_COLUMNS)}; columns are {columns}. "
+            + _mapping_hint(columns, list(LANDMARK_COLUMNS), "landmarks")
         )
     std_column = next((c for c in STD_COLUMNS if c in present), None)
     has_second_pair = f"{landmarks_column}.1" in present
@@ -336,7 +341,7 @@ def detect_layout(
     mask_names = RELEASED_MASK_COLUMNS if masks == "released" else MEAN_MASK_COLUMNS
     if masks not in ("released", "mean"):
         raise SchemaError(f"masks must be 'released' or 'mean', got {masks!r}")
-    return Layout(
+    layout = Layout(
         id_column=id_column,
         source=resolved,
         dataset_column=dataset_column if source is None else None,
@@ -350,6 +355,74 @@ def detect_layout(
         height_column="Height" if "Height" in present else None,
         width_column="Width" if "Width" in present else None,
     )
+    _warn_near_misses(columns, layout, file_name, mask_names)
+    return layout
+
+
+def _mapping_hint(columns: list[str], wanted: list[str], canonical: str) -> str:
+    """How to read a column under the name a reader expects: ``columns={...}``, with the closest column if any."""
+    import difflib
+
+    lowered = {name.lower(): name for name in columns}
+    close = [lowered[name] for name in difflib.get_close_matches(wanted[0].lower(), list(lowered), n=1, cutoff=0.6)]
+    for name in wanted[1:]:
+        if close:
+            break
+        close = [lowered[match] for match in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)]
+    theirs = close[0] if close else "their name"
+    guess = f" ({theirs!r} is the closest)" if close else ""
+    return f"If the file names it otherwise{guess}, pass columns={{{theirs!r}: {canonical!r}}}"
+
+
+def _warn_near_misses(columns: list[str], layout: Layout, file_name: str, mask_names: dict[str, str]) -> None:
+    """Warn about each unread column that nearly spells a known name whose field the layout left empty.
+
+    Only exact names are read, so ``Landmark (Std)`` beside ``Landmarks
+    (Mean)`` would otherwise leave the file's uncertainty out without a word.
+    """
+    import difflib
+
+    if layout.canonical:
+        return
+    unfilled: dict[str, str] = {}  # known name, lower case -> as spelled
+    targets = {}  # known name -> the canonical name a mapping reads it as
+    roles = [
+        (layout.std_column, STD_COLUMNS, "landmarks_std"),
+        (layout.latents_column, LATENT_COLUMNS, "latent_sigma"),
+        (layout.dice_mean_column, ("Dice RCA (Mean)",), "dice_rca_mean"),
+        (layout.dice_max_column, ("Dice RCA (Max)",), "dice_rca_max"),
+        (layout.height_column, ("Height",), "height"),
+        (layout.width_column, ("Width",), "width"),
+        *((layout.mask_columns.get(organ), (name,), RLE_COLUMNS[organ]) for organ, name in mask_names.items()),
+    ]
+    for used, names, canonical in roles:
+        if used is None:
+            for name in names:
+                unfilled[name.lower()] = name
+                targets[name] = canonical
+    if not unfilled:
+        return
+    known = set(known_column_names())
+    present = set(columns)
+    for column in columns:
+        duplicate = re.fullmatch(r"(.*)\.\d+", column)
+        if column in known or is_index_column(column) or (duplicate and duplicate.group(1) in present):
+            continue
+        match = difflib.get_close_matches(column.lower(), list(unfilled), n=1, cutoff=0.8)
+        if not match:
+            continue
+        closest = unfilled[match[0]]
+        where = f" of {file_name!r}" if file_name else ""
+        warnings.warn(
+            ColumnNameWarning(
+                f"column {column!r}{where} is not read: it is no known name, and the file has no {closest!r}; "
+                f"if it is {closest!r}, pass columns={{{column!r}: {targets[closest]!r}}}",
+                file=file_name,
+                column=column,
+                closest=closest,
+            ),
+            stacklevel=3,
+        )
 
 
 def _pandas_style_duplicates(columns: list[str]) -> dict[str, str]:
@@ -394,6 +467,11 @@ class _Raw:
         if self.drop:
             frame = frame.drop(self.drop)
         return frame.rename(self.mapping) if self.mapping else frame
+
+    def header_name(self, column: str) -> str:
+        """The CSV header's own name of a column of :attr:`columns` (before fix-ups and the user's mapping)."""
+        kept = [name for name in self.csv.columns if name not in self.drop]
+        return kept[self.columns.index(column)]
 
     def with_mapping(self, mapping: dict[str, str]) -> _Raw:
         """The same file with the user's column mapping applied (see :func:`map_columns`)."""
@@ -479,209 +557,252 @@ def _as_text(column: str, schema: pl.Schema) -> pl.Expr:
     raise SchemaError(f"column {column!r} has dtype {dtype}; expected a string column")
 
 
-def _number(column: str | None, schema: pl.Schema, what: str) -> tuple[pl.Expr, pl.Expr]:
-    """(Float64 value, problem) for a scalar numeric column given as text or number."""
+def _number(column: str | None, schema: pl.Schema, what: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(Float64 value, bad flag, problem) for a scalar numeric column given as text or number.
+
+    The flag is cheap (no text formatted); the problem is worded only for
+    the rows a caller found flagged.
+    """
     if column is None:
-        return pl.lit(None, dtype=pl.Float64), pl.lit(None, dtype=pl.String)
-    raw = _as_text(column, schema).str.strip_chars()
-    raw = pl.when(raw.str.len_bytes() > 0).then(raw)
-    value = raw.cast(pl.Float64, strict=False)
-    problem = (
-        pl.when(raw.is_not_null() & (value.is_null() | ~value.is_finite()))
-        .then(pl.format("{} is not a number: {}", pl.lit(what), raw.str.slice(0, 30)))
-        .otherwise(None)
-    )
-    return value, problem
+        return pl.lit(None, dtype=pl.Float64), pl.lit(False), pl.lit(None, dtype=pl.String)
+    text = _as_text(column, schema).str.strip_chars()
+    value = text.cast(pl.Float64, strict=False)  # blank: null, a missing value
+    bad = ((text.str.len_bytes() > 0) & (value.is_null() | ~value.is_finite())).fill_null(False)
+    problem = pl.when(bad).then(pl.format("{} is not a number: {}", pl.lit(what), text.str.slice(0, 30)))
+    return value, bad, problem
 
 
-def _size(column: str | None, schema: pl.Schema, what: str, default: int | None) -> tuple[pl.Expr, pl.Expr]:
-    value, problem = _number(column, schema, what)
-    bad = value.is_not_null() & ((value <= 0) | (value != value.round(0)) | (value > 2**31 - 1))
+def _size(
+    column: str | None, schema: pl.Schema, what: str, default: int | None
+) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(Int32 size, bad flag, problem) for Height or Width (see :func:`_number`)."""
+    value, bad, problem = _number(column, schema, what)
+    out_of_range = (value.is_not_null() & ((value <= 0) | (value != value.round(0)) | (value > 2**31 - 1))).fill_null(False)
     problem = pl.coalesce(
-        problem, pl.when(bad).then(pl.format("{} must be a positive integer, got {}", pl.lit(what), value))
+        problem, pl.when(out_of_range).then(pl.format("{} must be a positive integer, got {}", pl.lit(what), value))
     )
-    size = pl.when(bad).then(None).otherwise(value).cast(pl.Int32)
+    size = pl.when(out_of_range).then(None).otherwise(value).cast(pl.Int32)
     if default is not None:
         size = size.fill_null(default)
-    return size, problem
+    return size, bad | out_of_range, problem
 
 
-def _rle_checks(column: str, schema: pl.Schema, n_pixels: pl.Expr, full: bool) -> tuple[pl.Expr, pl.Expr]:
-    """(cleaned RLE string, problem) for one mask column.
+_MASK_TAIL = 64
 
-    Always checked: the string ends in an integer pair and its last run ends
-    inside ``height * width`` (runs increase, so the last run is the farthest);
-    start and length are each bounded by ``height * width`` before they are
-    added, so no value can wrap.  That reads only the tail of each string.
-    ``full`` checks every run with :func:`~chexmask_u_tools.io.rle.rle_problems`
-    (the decoders' own rule), which costs a pass over all mask text (most of a
-    CheXmask file); decoding validates every run in any case.
+
+def _mask_column(
+    texts: pl.Series, column: str, n_pixels: np.ndarray, known: np.ndarray, full: bool
+) -> tuple[pl.Series, pl.Series]:
+    """(RLE strings with blanks as null, problem per row) of one mask column.
+
+    The rule is :func:`~chexmask_u_tools.io.rle.rle_problems`, the decoders'
+    own: it decides every string a compiled pass flags, and words the problem.
+    By default the pass reads only the end of each string
+    (:func:`~chexmask_u_tools.kernels.parse.rle_tail_status`: the last run, the
+    farthest one since runs increase, must be a plain pair inside ``height *
+    width``); ``full`` checks every run of every string
+    (:func:`~chexmask_u_tools.kernels.parse.rle_status`), a pass over all mask
+    text, most of a CheXmask file.  Decoding validates every run in any case.
     """
-    raw = _as_text(column, schema)
-    text = pl.when(raw.str.contains(r"\S")).then(raw)  # blank = missing; finds the first non-space, copies nothing
-    # Only the last 64 characters are searched (a released mask string is ~10 kB).  When the string is
-    # longer, the slice may start inside a token, so the start token must follow whitespace inside it;
-    # a short string gets a leading space instead.  Tokens of at most 18 digits reach the Int64 cast
-    # (longer ones are out of range, reported below); a leading "+" is accepted as every decoder does.
-    tail = (
-        pl.when(text.str.len_bytes() <= 64).then(pl.lit(" ") + text).otherwise(text.str.slice(-64))
-    )
-    last_pair = tail.str.extract_groups(r"\s\+?([0-9]{1,18})\s+\+?([0-9]{1,18})\s*$")
-    last_start = last_pair.struct.field("1").cast(pl.Int64, strict=False)
-    last_length = last_pair.struct.field("2").cast(pl.Int64, strict=False)
-    not_rle = pl.lit(f"mask {column!r} is not a run-length string of non-negative integers")
-    past = pl.format("mask {} runs past the mask's {} pixels", pl.lit(repr(column)), n_pixels)
-    problem = pl.when(text.is_null()).then(None)
+    # Only the last 64 characters of each string are handed to the kernel (a released mask string is ~10 kB).
+    ends = texts.str.slice(-_MASK_TAIL)
+    whole = (texts.str.len_bytes() <= _MASK_TAIL).fill_null(True).to_numpy()
+    offsets, data, valid = string_buffers(ends)
+    status = rle_tail_status(offsets, data, valid, whole, n_pixels, known)
+    flagged = status == RLE_CHECK
     if full:
-        checked = pl.struct(text=text, n_pixels=n_pixels).map_batches(
-            lambda batch: rle_problems(batch.struct.field("text"), batch.struct.field("n_pixels")),
-            return_dtype=pl.String,
+        flagged |= rle_status(*string_buffers(texts), n_pixels, known) != 0
+    blank = status == RLE_BLANK
+    problems = pl.Series(column, [None] * len(texts), dtype=pl.String)
+    rows = np.flatnonzero(flagged)
+    if rows.size:
+        suspects = texts.gather(rows)
+        sizes = pl.select(pl.when(pl.Series(known[rows])).then(pl.Series(n_pixels[rows]))).to_series()
+        found = pl.DataFrame({"problem": rle_problems(suspects, sizes)})
+        problems = problems.scatter(
+            rows, found.select(pl.format("mask {}: {}", pl.lit(repr(column)), pl.col("problem"))).to_series()
         )
-        problem = problem.when(checked.is_not_null()).then(pl.format("mask {}: {}", pl.lit(repr(column)), checked))
-    huge = tail.str.contains(r"[0-9]{19}\s*(?:\+?[0-9]+\s*)?$")
-    problem = (
-        problem.when(huge & n_pixels.is_not_null())
-        .then(past)
-        .when(last_start.is_null() | last_length.is_null())
-        .then(not_rle)
-        .when(n_pixels.is_not_null() & ((last_start > n_pixels) | (last_length > n_pixels)))
-        .then(past)
-        .when(n_pixels.is_not_null() & (last_start + last_length - 1 > n_pixels))
-        .then(
-            pl.format(
-                "mask {} runs to pixel {}, past the mask's {} pixels",
-                pl.lit(repr(column)),
-                last_start + last_length - 1,
-                n_pixels,
-            )
+        blank[rows] = ~suspects.str.contains(r"\S").fill_null(False).to_numpy()  # Unicode whitespace too
+    if blank.any():
+        texts = texts.scatter(np.flatnonzero(blank), None)
+    return texts, problems
+
+
+def _numpy_printed(texts: pl.Series) -> bool:
+    """Whether a batch's column holds numpy-printed arrays (sniffed from its first 64 non-null values)."""
+    return bool(texts.drop_nulls().head(64).str.contains("[", literal=True).any())
+
+
+def _point_column(values: np.ndarray, present: np.ndarray, name: str, shape: tuple[int, ...]) -> pl.Series:
+    """Parsed values as the canonical Array column, null where ``present`` is False."""
+    column = pl.Series(name, values.reshape(len(values), *shape))
+    if present.all():
+        return column
+    return pl.select(pl.when(pl.Series(present)).then(column)).to_series().alias(name)
+
+
+def _scalar_columns(raw: pl.DataFrame, layout: Layout, source: pl.Expr) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """(source, image_id, frame, height, width, Dice columns; id problem; size and Dice problem) of a batch.
+
+    A quick query casts each number as written and takes it where it is a
+    clean value; the rows where it is not (text that needs stripping, a bad
+    number, a size out of range, a missing id) are read again with the exact
+    rules (:func:`_number`, :func:`_size`), which also word their problems.
+    """
+    schema = raw.schema
+    n = raw.height
+    image_id = _as_text(layout.id_column, schema)  # byte for byte: file names may begin or end with spaces
+    default_size = PREPROCESSED_SIZE if layout.frame == "preprocessed" else None
+    named = {
+        "height": layout.height_column,
+        "width": layout.width_column,
+        "dice_a": layout.dice_mean_column,
+        "dice_b": layout.dice_max_column,
+    }
+    quick = {name: (_as_text(column, schema).cast(pl.Float64, strict=False) if column else pl.lit(None, dtype=pl.Float64)) for name, column in named.items()}
+    written = {f"{name}_written": (pl.col(column).is_not_null() if column else pl.lit(False)) for name, column in named.items()}
+
+    def clean_size(name: str) -> pl.Expr:
+        value = pl.col(name)
+        return value.is_finite() & (value > 0) & (value == value.round(0)) & (value <= 2**31 - 1)
+
+    def size(name: str) -> pl.Expr:
+        value = pl.when(pl.col(f"{name}_clean")).then(pl.col(name)).cast(pl.Int32)
+        return value.fill_null(default_size) if default_size is not None else value
+
+    dice_a, dice_b = pl.col("dice_a"), pl.col("dice_b")
+    both = dice_a.is_not_null() & dice_b.is_not_null()
+    scalars = (
+        raw.lazy()
+        .select(source=source, image_id=image_id, **quick, **written)
+        .with_columns(height_clean=clean_size("height").fill_null(False), width_clean=clean_size("width").fill_null(False))
+        .with_columns(height=size("height"), width=size("width"))
+        .select(
+            "source",
+            "image_id",
+            frame=pl.lit(layout.frame, dtype=pl.String),
+            height="height",
+            width="width",
+            # The swap fix-up needs both values; a missing one stays missing (never filled from the other column).
+            dice_rca_mean=pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a),
+            dice_rca_max=pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b),
+            flagged=pl.any_horizontal(
+                pl.col("image_id").is_null() | (pl.col("image_id").str.len_bytes() == 0),
+                pl.col("height_written") & ~pl.col("height_clean"),
+                pl.col("width_written") & ~pl.col("width_clean"),
+                pl.col("dice_a_written") & ~dice_a.is_finite().fill_null(False),
+                pl.col("dice_b_written") & ~dice_b.is_finite().fill_null(False),
+                pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64) > MAX_MASK_PIXELS,
+            ).fill_null(False),
         )
+        .collect()
     )
-    return text, problem.otherwise(None)
+    id_problem = pl.Series("id", [None] * n, dtype=pl.String)
+    scalar_problem = pl.Series("scalar", [None] * n, dtype=pl.String)
+    flagged = scalars["flagged"].to_numpy()
+    scalars = scalars.drop("flagged")
+    if not flagged.any():
+        return scalars, id_problem, scalar_problem
+    height, _, height_problem = _size(layout.height_column, schema, "Height", default_size)
+    width, _, width_problem = _size(layout.width_column, schema, "Width", default_size)
+    dice_a, _, dice_a_problem = _number(layout.dice_mean_column, schema, "Dice RCA (Mean)")
+    dice_b, _, dice_b_problem = _number(layout.dice_max_column, schema, "Dice RCA (Max)")
+    both = dice_a.is_not_null() & dice_b.is_not_null()
+    too_large = height.cast(pl.Int64) * width.cast(pl.Int64) > MAX_MASK_PIXELS
+    exact = raw.filter(pl.Series(flagged)).lazy().select(
+        height=height,
+        width=width,
+        dice_rca_mean=pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a),
+        dice_rca_max=pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b),
+        id=pl.when(image_id.is_null() | (image_id.str.len_bytes() == 0)).then(pl.lit("missing image id")),
+        scalar=pl.coalesce(
+            height_problem,
+            width_problem,
+            pl.when(too_large).then(
+                pl.format(
+                    "Height x Width = {} x {} exceeds the limit of {} pixels (MAX_MASK_PIXELS)",
+                    height,
+                    width,
+                    pl.lit(MAX_MASK_PIXELS),
+                )
+            ),
+            dice_a_problem,
+            dice_b_problem,
+        ),
+    ).collect()
+    rows = np.flatnonzero(flagged)
+    scalars = scalars.with_columns(
+        scalars[name].scatter(rows, exact[name]) for name in ("height", "width", "dice_rca_mean", "dice_rca_max")
+    )
+    return scalars, id_problem.scatter(rows, exact["id"]), scalar_problem.scatter(rows, exact["scalar"])
 
 
-def _numpy_printed_columns(lf: pl.LazyFrame, columns: list[str], schema: pl.Schema) -> set[str]:
-    """Columns whose first non-null values are numpy-printed arrays (sniffed from 64 rows)."""
-    if not columns:
-        return set()
-    head = lf.head(64).select(_as_text(c, schema) for c in columns).collect()
-    return {c for c in columns if head[c].str.contains("[", literal=True).any()}
+def _parse_rows(raw: pl.DataFrame, layout: Layout, check_masks: bool) -> tuple[pl.DataFrame, pl.Series]:
+    """A batch's raw columns -> (canonical base columns of every row, the first problem of each row or null).
 
-
-def _parsed_frame(lf: pl.LazyFrame, layout: Layout, file: str, check_masks: bool = False) -> pl.LazyFrame:
-    """Raw columns -> parsed intermediate columns plus one ``problem`` column per row."""
-    schema = lf.collect_schema()
-    point_columns = [c for c in (layout.landmarks_column, layout.std_column, layout.latents_column) if c]
-    numpy_printed = _numpy_printed_columns(lf, point_columns, schema)
-
-    def numbers(column: str) -> pl.Expr:
-        return number_list_expr(_as_text(column, schema), numpy_printed=column in numpy_printed)
-
-    row = f"{_TEMP}row"
-    lf = lf.with_row_index(row)
-    image_id = _as_text(layout.id_column, schema).str.strip_chars()
+    The number lists and the masks go through compiled passes over their
+    Arrow buffers (:func:`~chexmask_u_tools.io.parsing.parse_number_column`,
+    :func:`_mask_column`); the scalar columns through polars expressions.
+    Problems are taken in a fixed order: id, landmarks, std, latents, sizes,
+    Dice, masks.  Bad rows keep undefined values: the caller drops them.
+    """
+    schema = raw.schema
+    n = raw.height
     if layout.dataset_column is not None:
         dataset = _as_text(layout.dataset_column, schema).str.strip_chars()
-        mapping = dict(_SOURCE_PATTERNS)
-        source = dataset.str.to_lowercase().replace_strict(mapping, default=dataset)
+        source = dataset.str.to_lowercase().replace_strict(dict(_SOURCE_PATTERNS), default=dataset)
         if layout.source is not None:
             source = source.fill_null(layout.source)
     else:
         source = pl.lit(layout.source, dtype=pl.String)
+    scalars, id_problem, scalar_problem = _scalar_columns(raw, layout, source)
 
-    landmarks = numbers(layout.landmarks_column)
-    problems = [
-        pl.when(pl.col("image_id").is_null() | (pl.col("image_id").str.len_bytes() == 0)).then(
-            pl.lit("missing image id")
-        ),
-        pl.when(pl.col(f"{_TEMP}landmarks").is_null()).then(
-            pl.lit(f"missing landmarks ({layout.landmarks_column!r})")
-        ),
-        number_list_problem_expr(
-            pl.col(f"{_TEMP}landmarks"), expected_len=2 * N_NODES, allow_negative=True, what="landmarks"
-        ),
-    ]
-    columns = {
-        "source": source,
-        "image_id": image_id,
-        f"{_TEMP}landmarks": landmarks,
-    }
-    if layout.std_column is not None:
-        columns[f"{_TEMP}std"] = numbers(layout.std_column)
-        problems.append(
-            number_list_problem_expr(
-                pl.col(f"{_TEMP}std"), expected_len=2 * N_NODES, allow_negative=False, what="landmark std"
-            )
-        )
-    if layout.latents_column is not None:
-        columns[f"{_TEMP}latent"] = numbers(layout.latents_column)
-        problems.append(
-            number_list_problem_expr(
-                pl.col(f"{_TEMP}latent"), expected_len=N_LATENT, allow_negative=False, what="latent sigmas"
-            )
-        )
-    default_size = PREPROCESSED_SIZE if layout.frame == "preprocessed" else None
-    height, height_problem = _size(layout.height_column, schema, "Height", default_size)
-    width, width_problem = _size(layout.width_column, schema, "Width", default_size)
-    columns["height"], columns["width"] = height, width
-    too_large = height.cast(pl.Int64) * width.cast(pl.Int64) > MAX_MASK_PIXELS
-    problems += [
-        height_problem,
-        width_problem,
-        pl.when(too_large).then(
-            pl.format("Height x Width = {} x {} exceeds the limit of {} pixels (MAX_MASK_PIXELS)", height, width, pl.lit(MAX_MASK_PIXELS))
-        ),
-    ]
-    dice_a, dice_a_problem = _number(layout.dice_mean_column, schema, "Dice RCA (Mean)")
-    dice_b, dice_b_problem = _number(layout.dice_max_column, schema, "Dice RCA (Max)")
-    # The swap fix-up needs both values; a missing one stays missing (never filled from the other column).
-    both = dice_a.is_not_null() & dice_b.is_not_null()
-    columns["dice_rca_mean"] = pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a)
-    columns["dice_rca_max"] = pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b)
-    problems += [dice_a_problem, dice_b_problem]
-    if layout.frame == "preprocessed":
-        n_pixels = pl.lit(PREPROCESSED_SIZE * PREPROCESSED_SIZE, dtype=pl.Int64)
-    else:
-        n_pixels = pl.col("height").cast(pl.Int64) * pl.col("width").cast(pl.Int64)
-    for organ in ORGANS:
-        column = layout.mask_columns.get(organ)
-        if column is None:
-            columns[RLE_COLUMNS[organ]] = pl.lit(None, dtype=pl.String)
-            continue
-        text, problem = _rle_checks(column, schema, n_pixels, check_masks)
-        columns[RLE_COLUMNS[organ]] = text
-        problems.append(problem)
+    def texts(column: str) -> pl.Series:
+        return raw.select(_as_text(column, schema)).to_series()
 
-    lf = lf.with_columns(**columns)
-    return lf.with_columns(pl.coalesce(problems).alias(f"{_TEMP}problem"))
-
-
-def _finish(lf: pl.LazyFrame, layout: Layout) -> pl.LazyFrame:
-    """Parsed intermediate columns (all rows valid) -> the canonical table."""
-    names = lf.collect_schema().names()
-
-    def points(name: str) -> pl.Expr:
-        if name not in names:
-            return pl.lit(None, dtype=CANONICAL_SCHEMA["landmarks"])
-        return pl.col(name).list.to_array(2 * N_NODES).reshape((-1, N_NODES, 2)).cast(CANONICAL_SCHEMA["landmarks"])
-
-    latent = (
-        pl.col(f"{_TEMP}latent").list.to_array(N_LATENT).cast(CANONICAL_SCHEMA["latent_sigma"])
-        if f"{_TEMP}latent" in names
-        else pl.lit(None, dtype=CANONICAL_SCHEMA["latent_sigma"])
+    landmark_texts = texts(layout.landmarks_column)
+    landmarks, landmarks_present, landmarks_problem = parse_number_column(
+        landmark_texts, 2 * N_NODES, numpy_printed=_numpy_printed(landmark_texts), allow_negative=True, what="landmarks"
     )
-    return lf.select(
-        pl.col("source"),
-        pl.col("image_id"),
-        pl.lit(layout.frame, dtype=pl.String).alias("frame"),
-        pl.col("height"),
-        pl.col("width"),
-        pl.col("dice_rca_mean"),
-        pl.col("dice_rca_max"),
-        points(f"{_TEMP}landmarks").alias("landmarks"),
-        points(f"{_TEMP}std").alias("landmarks_std"),
-        latent.alias("latent_sigma"),
-        *(pl.col(column) for column in RLE_COLUMNS.values()),
-    ).with_columns(summary_expressions())
+    missing = ~landmarks_present & landmarks_problem.is_null().to_numpy()
+    missing_landmarks = pl.select(
+        pl.when(pl.Series(missing)).then(pl.lit(f"missing landmarks ({layout.landmarks_column!r})"))
+    ).to_series()
+    problems = [id_problem, missing_landmarks, landmarks_problem]
+    columns = {"landmarks": _point_column(landmarks, landmarks_present, "landmarks", (N_NODES, 2))}
+    for name, column, width, what in (
+        ("landmarks_std", layout.std_column, 2 * N_NODES, "landmark std"),
+        ("latent_sigma", layout.latents_column, N_LATENT, "latent sigmas"),
+    ):
+        if column is None:
+            columns[name] = pl.Series(name, [None] * n, dtype=CANONICAL_SCHEMA[name])
+            continue
+        values, present, problem = parse_number_column(
+            texts(column), width, numpy_printed=_numpy_printed(texts(column)), allow_negative=False, what=what
+        )
+        shape = (N_NODES, 2) if name == "landmarks_std" else (N_LATENT,)
+        columns[name] = _point_column(values, present, name, shape)
+        problems.append(problem)
+    problems.append(scalar_problem)
+    if layout.frame == "preprocessed":
+        n_pixels = np.full(n, PREPROCESSED_SIZE * PREPROCESSED_SIZE, dtype=np.int64)
+        known = np.ones(n, dtype=bool)
+    else:
+        pixels = (scalars["height"].cast(pl.Int64) * scalars["width"].cast(pl.Int64))
+        known = pixels.is_not_null().to_numpy()
+        n_pixels = pixels.fill_null(0).to_numpy().astype(np.int64)
+    for organ in ORGANS:
+        name, column = RLE_COLUMNS[organ], layout.mask_columns.get(organ)
+        if column is None:
+            columns[name] = pl.Series(name, [None] * n, dtype=pl.String)
+            continue
+        columns[name], problem = _mask_column(texts(column), column, n_pixels, known, check_masks)
+        problems.append(problem)
+    base = scalars.with_columns(pl.Series(name, values) for name, values in columns.items())
+    problem = pl.DataFrame(problems, schema=[f"p{i}" for i in range(len(problems))]).select(
+        pl.coalesce(pl.all())
+    ).to_series()
+    return base.select(*BASE_SCHEMA), problem
 
 
 def _canonical_passthrough(lf: pl.LazyFrame, keep_extra: bool = False) -> pl.LazyFrame:
@@ -698,23 +819,6 @@ def _canonical_passthrough(lf: pl.LazyFrame, keep_extra: bool = False) -> pl.Laz
         return lf.select(*canonical, *extra)
     base = lf.select(*(pl.col(name).cast(dtype) for name, dtype in BASE_SCHEMA.items()), *extra)
     return base.with_columns(summary_expressions()).select(*CANONICAL_SCHEMA, *extra)
-
-
-def _raise_first_problem(file: str):
-    def check(batch: pl.Series) -> pl.Series:
-        problems = batch.struct.field("problem")
-        if problems.null_count() == len(problems):
-            return problems
-        index = int(problems.is_not_null().arg_max())
-        raise RecordError(
-            problems[index],
-            file=file,
-            row=int(batch.struct.field("row")[index]),
-            image_id=batch.struct.field("image_id")[index],
-            fix=SKIP_FIX,
-        )
-
-    return check
 
 
 CANONICAL_TO_RELEASED: dict[str, str] = {
@@ -806,14 +910,37 @@ def _open(path, source, frame, masks, on_error, storage_options, columns=None) -
     return raw, layout
 
 
+def _raw_batches(raw: _Raw, layout: Layout) -> Iterator[pl.DataFrame]:
+    """A released file's raw columns (header fix-ups applied), about 4,096 rows at a time.
+
+    CSV blocks are read by a background thread (:func:`~chexmask_u_tools.io.csvstream.prefetched`,
+    stopped and joined when the caller stops) and grouped; a parquet file is
+    read in slices of its scan.
+    """
+    if raw.csv is not None:
+        blocks = raw.csv.batches(id_column=raw.header_name(layout.id_column))
+        # Grouped by the reading thread: it reads the next group while this one is canonicalized.
+        for group in prefetched(_grouped(blocks, CANONICAL_CHUNK_BYTES, CANONICAL_CHUNK_ROWS), depth=1):
+            yield raw.tidy(group)
+        return
+    lf = raw.tidy(raw.lf)
+    offset = 0
+    while True:
+        batch = _collect(lf.slice(offset, CANONICAL_CHUNK_ROWS), raw.file)
+        if batch.height == 0:
+            return
+        yield batch
+        offset += batch.height
+
+
 def _canonical_batches(
     raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool, skipped: dict[str, int] | None = None
 ) -> Iterator[pl.DataFrame]:
-    """A CSV's canonical rows, one block at a time; bad rows raise at their block (or are counted into ``skipped``)."""
+    """A released file's canonical rows, a batch at a time; bad rows raise at their batch (or are counted into ``skipped``)."""
     offset = 0
-    for batch in _grouped(prefetched(raw.csv.batches()), CANONICAL_CHUNK_BYTES, CANONICAL_CHUNK_ROWS):
+    for batch in _raw_batches(raw, layout):
         canonical, counts = canonicalize_batch(
-            raw.tidy(batch), layout, file=raw.file, row_offset=offset, on_error=on_error, check_masks=check_masks
+            batch, layout, file=raw.file, row_offset=offset, on_error=on_error, check_masks=check_masks
         )
         offset += batch.height
         if skipped is not None:
@@ -828,13 +955,12 @@ def _canonical_batches(
 _ROWS_READ = f"{_TEMP}rows"
 
 CANONICAL_CHUNK_BYTES = 64 << 20
-CANONICAL_CHUNK_ROWS = 4096
-"""CSV text canonicalized per polars query: up to 64 MiB or 4,096 rows, whichever comes first.
+CANONICAL_CHUNK_ROWS = 1024
+"""Rows canonicalized per step: up to 64 MiB of text or 4,096 rows, whichever comes first.
 
-Blocks are read 8 MiB at a time and grouped: each query costs a few
-milliseconds of planning whatever its size, so 400-row queries would spend most
-of their time planning; the row cap bounds the per-row work (problem strings,
-parsed lists) of a file of many tiny junk rows."""
+CSV blocks are read 8 MiB (about 400 rows) at a time and grouped: each step
+costs a little fixed work (polars queries, kernel calls) whatever its size;
+the row cap bounds the per-row work of a file of many tiny junk rows."""
 
 
 def _grouped(batches: Iterator[pl.DataFrame], max_bytes: int, max_rows: int) -> Iterator[pl.DataFrame]:
@@ -854,8 +980,8 @@ def _grouped(batches: Iterator[pl.DataFrame], max_bytes: int, max_rows: int) -> 
         yield pl.concat(group, rechunk=False)
 
 
-def _scan_csv(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -> pl.LazyFrame:
-    """A CSV as a lazy canonical table whose source parses one block at a time (memory: one block + the result)."""
+def _scan_released(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -> pl.LazyFrame:
+    """A released file as a lazy canonical table whose source reads one batch at a time (memory: a batch + the result)."""
     from polars.io.plugins import register_io_source
 
     def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
@@ -872,7 +998,7 @@ def _scan_csv(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -
             if n_rows is not None and taken >= n_rows:
                 return
 
-    return register_io_source(source, schema=CANONICAL_SCHEMA, explain_name="chexmask canonical CSV")
+    return register_io_source(source, schema=CANONICAL_SCHEMA, explain_name="chexmask canonical table")
 
 
 def scan_table(
@@ -956,23 +1082,9 @@ def scan_table(
         }
         return pl.concat([scan_table(file, **options) for file in _directory_files(path)], how="diagonal_relaxed")
     raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
-    if raw.csv is not None:
-        return _scan_csv(raw, layout, on_error, check_masks)
-    lf, file = raw.tidy(raw.lf), raw.file
-    if layout.canonical:
-        return _canonical_passthrough(lf, keep_extra=True)
-    parsed = _parsed_frame(lf, layout, file, check_masks)
-    problem = f"{_TEMP}problem"
-    if on_error == "skip":
-        checked = parsed.filter(pl.col(problem).is_null())
-    else:
-        # A filter (not a column) so that projection pushdown cannot prune the check.
-        checked = parsed.filter(
-            pl.struct(problem=pl.col(problem), row=pl.col(f"{_TEMP}row"), image_id=pl.col("image_id"))
-            .map_batches(_raise_first_problem(file), return_dtype=pl.String)
-            .is_null()
-        )
-    return _finish(checked, layout)
+    if layout.canonical and raw.lf is not None:
+        return _canonical_passthrough(raw.tidy(raw.lf), keep_extra=True)
+    return _scan_released(raw, layout, on_error, check_masks)
 
 
 def read_table(
@@ -1029,32 +1141,15 @@ def read_table(
         }
         return read_tables(_directory_files(path), **options)
     raw, layout = _open(path, source, frame, masks, on_error, storage_options, columns)
-    if raw.csv is not None:
-        skipped: dict[str, int] = {}
-        table = pl.concat([empty_table(), *_canonical_batches(raw, layout, on_error, check_masks, skipped)])
-        total = skipped.pop(_ROWS_READ, 0)
-        if skipped:
-            counts = dict(sorted(skipped.items(), key=lambda item: -item[1]))
-            warnings.warn(SkippedRowsWarning(raw.file, total, counts), stacklevel=2)
-        return table
-    lf, file = raw.tidy(raw.lf), raw.file
-    if layout.canonical:
-        return _collect(_canonical_passthrough(lf, keep_extra=True), file)
-    parsed = _collect(_parsed_frame(lf, layout, file, check_masks), file)
-    problem = parsed[f"{_TEMP}problem"]
-    bad = problem.is_not_null()
-    if bad.any():
-        if on_error == "raise":
-            index = int(bad.arg_max())
-            raise RecordError(
-                problem[index], file=file, row=int(parsed[f"{_TEMP}row"][index]), image_id=parsed["image_id"][index], fix=SKIP_FIX
-            )
-        counts = dict(
-            parsed.filter(bad).group_by(f"{_TEMP}problem").len().sort("len", descending=True).iter_rows()
-        )
-        warnings.warn(SkippedRowsWarning(file, len(parsed), counts), stacklevel=2)
-        parsed = parsed.filter(~bad)
-    return _finish(parsed.lazy(), layout).collect()
+    if layout.canonical and raw.lf is not None:
+        return _collect(_canonical_passthrough(raw.tidy(raw.lf), keep_extra=True), raw.file)
+    skipped: dict[str, int] = {}
+    table = pl.concat([empty_table(), *_canonical_batches(raw, layout, on_error, check_masks, skipped)])
+    total = skipped.pop(_ROWS_READ, 0)
+    if skipped:
+        counts = dict(sorted(skipped.items(), key=lambda item: -item[1]))
+        warnings.warn(SkippedRowsWarning(raw.file, total, counts), stacklevel=2)
+    return table
 
 
 def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
@@ -1132,20 +1227,16 @@ def canonicalize_batch(
     """
     if layout.canonical:
         return _canonical_passthrough(raw.lazy()).collect(), {}
-    parsed = _parsed_frame(raw.lazy(), layout, file, check_masks).collect()
-    problem = parsed[f"{_TEMP}problem"]
+    parsed, problem = _parse_rows(raw, layout, check_masks)
     bad = problem.is_not_null()
     counts: dict[str, int] = {}
     if bad.any():
         if on_error == "raise":
             index = int(bad.arg_max())
             raise RecordError(
-                problem[index],
-                file=file,
-                row=row_offset + int(parsed[f"{_TEMP}row"][index]),
-                image_id=parsed["image_id"][index],
-                fix=SKIP_FIX,
+                problem[index], file=file, row=row_offset + index, image_id=parsed["image_id"][index], fix=SKIP_FIX
             )
-        counts = dict(parsed.filter(bad).group_by(f"{_TEMP}problem").len().iter_rows())
+        counts = dict(pl.DataFrame({"problem": problem.filter(bad)}).group_by("problem").len().iter_rows())
         parsed = parsed.filter(~bad)
-    return _finish(parsed.lazy(), layout).collect(), counts
+    return parsed.with_columns(summary_expressions()), counts
+

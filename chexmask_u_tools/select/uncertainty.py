@@ -104,7 +104,9 @@ def node_sigma_max(std_column: str = "landmarks_std") -> pl.Expr:
     >>> table.select(cxu.node_sigma_max()).to_series().to_list()
     [4.0, 8.0]
     """
-    return _node_sigma_list(std_column).list.max().cast(pl.Float32)
+    # max over nodes of (x + y) / 2 is max(x + y) / 2 (halving is exact and keeps the order); the per-node
+    # sums of the (120, 2) array are one vectorized pass, several times faster than a list round trip.
+    return (pl.col(std_column).arr.eval(pl.element().arr.sum()).arr.max() / 2).cast(pl.Float32)
 
 
 def node_sigma_quantile(q: float, std_column: str = "landmarks_std") -> pl.Expr:
