@@ -155,3 +155,125 @@ def test_every_reader_keeps_ids_byte_for_byte(tmp_path, hub_emulator):
         assert read()["image_id"].to_list() == ids, name
     hub_emulator.add_repo("someone/spaced-ids", root)
     assert pl.concat(load("someone/spaced-ids", use_cache=False))["image_id"].to_list() == ids
+
+
+def test_a_quote_inside_an_unquoted_field_is_a_literal_for_every_reader(tmp_path):
+    """``x"y.png`` (unquoted) holds a literal quote, as for pyarrow and Python's csv; counting it as a quote
+    misplaced the record ends after it, inside a later quoted field that holds line breaks (numpy-printed landmarks)."""
+    import numpy as np
+
+    lines = _released_lines(4)
+    flat = cxu.read_table(_write_repo(tmp_path / "flat", "VinDr-CXR.csv", lines))
+    printed = list(lines)
+    printed[1] = 'x"y.png' + lines[1][lines[1].index(",") :]
+    head, landmarks, tail = lines[3].split('"', 2)
+    points = np.array(landmarks.split(","), dtype=np.int64).reshape(-1, 2)
+    printed[3] = head + '"' + str(points) + '"' + tail  # "[[367 110]\n [342 114]\n ...]"
+    assert "\n [" in printed[3]
+    root = tmp_path / "repo"
+    path = _write_repo(root, "VinDr-CXR.csv", printed)
+    expected = flat.with_columns(pl.Series("image_id", ['x"y.png', *flat["image_id"][1:]]))
+    for name, read in _readers(root, path, tmp_path / "cache").items():
+        assert read().equals(expected), name
+
+
+# --------------------------------------------------------------------------- the CSV rulebook against its reference
+
+_DIFFERENTIAL = r'''
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chexmask_u_tools.errors import FileReadError, RecordError
+from chexmask_u_tools.io.csvstream import iter_csv_batches
+
+FIELDS = [b"", b"x", b"12", b"3.5", b" sp ", b"[1 2]", b'"a,b"', b'"1\n2"', b'"1\r\n2"', b'""', b'"q""q"', b"\x00",
+          "\u00e9".encode(), b"\xff", b'a"b', b'"a"b', b'"', b"\t"]
+ENDS = [b"\n", b"\n", b"\r\n", b"\r", b"\n\n", b"\r\n\r\n"]
+
+
+@st.composite
+def texts(draw):
+    """(CSV text after the header, field count): mostly well-formed records, some with a field too many or too few."""
+    width = draw(st.sampled_from([1, 2, 3]))
+    body = b""
+    for _ in range(draw(st.integers(0, 8))):
+        count = width + draw(st.sampled_from([0, 0, 0, 0, 0, 0, 1, -1]))
+        body += b",".join(draw(st.sampled_from(FIELDS)) for _ in range(max(count, 0))) + draw(st.sampled_from(ENDS))
+    if draw(st.booleans()) and body:
+        body = body[: draw(st.integers(0, len(body)))]  # cut anywhere
+    return body, width
+
+
+def reference(body, width):
+    """pyarrow's whole-text parse (every field a string, empty = null): rows, or None where it refuses the text."""
+    names = [f"f{i}" for i in range(width)]
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=len(body) + 1),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.large_string() for name in names},
+                strings_can_be_null=True, quoted_strings_can_be_null=True, null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        return [] if "Empty CSV file" in str(error) else None
+    return [tuple(row.values()) for row in table.to_pylist()]
+
+
+cases = {"equal": 0, "refused": 0}
+
+
+@settings(max_examples=int(__import__("os").environ["EXAMPLES"]), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(texts(), st.sampled_from([1, 5, 64, 1 << 20]))
+def check(text, block):
+    body, width = text
+    columns = [f"c{i}" for i in range(width)]
+    try:
+        got = [row for batch in iter_csv_batches(io.BytesIO(body), columns, file="x.csv", block_size=block, id_column="c0")
+               for row in batch.rows()]
+    except FileReadError as error:
+        got = error
+    except RecordError as error:
+        got = error
+    if body and body[-1:] not in (b"\n", b"\r"):
+        # A file cut mid-record: refused, as a cut file unless an earlier record is bad already.
+        wanted = FileReadError if reference(body + b"\n", width) is not None else (RecordError, FileReadError)
+        assert isinstance(got, wanted), (body, width, block, got)
+        cases["refused"] += 1
+        return
+    expected = reference(body, width)
+    if expected is None:
+        assert isinstance(got, (RecordError, FileReadError)), (body, width, block, got)
+        cases["refused"] += 1
+    else:
+        assert got == expected, (body, width, block, got, expected)
+        cases["equal"] += 1
+
+
+check()
+print(json.dumps(cases))
+'''
+
+
+@pytest.mark.slow
+def test_csv_rulebook_equals_its_reference_on_hostile_text(tmp_path):
+    """Every reader's CSV text (iter_csv_batches: its fast path and its fallback) reads as pyarrow reads the whole
+    text, or refuses what pyarrow refuses; a text not ending in a line break is a cut file.  In a subprocess with
+    numba's bounds checks on, so that a kernel reading or writing outside its buffers fails here."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path), EXAMPLES="400")
+    done = subprocess.run([sys.executable, "-c", _DIFFERENTIAL], capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = json.loads(done.stdout.strip().splitlines()[-1])
+    assert cases["equal"] > 50 and cases["refused"] > 10, cases

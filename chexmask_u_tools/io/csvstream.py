@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError, RecordError
-from chexmask_u_tools.kernels.parse import quotes_well_formed, scan_csv_text, split_records
+from chexmask_u_tools.kernels.parse import quoted_spans, quotes_well_formed, scan_csv_text, split_records
 
 __all__ = [
     "COMPRESSIONS",
@@ -265,7 +265,8 @@ def _has_bad_utf8(value: str) -> bool:
 
 
 def _is_blank(text: np.ndarray) -> bool:
-    return not text.size or (bytes(text[:64]).isspace() and bytes(text).isspace())
+    """Whether text holds only line breaks: no record (a line of spaces is one, as for pyarrow and ``csv``)."""
+    return not text.size or not bytes(text[:64]).strip(b"\r\n") and not text.tobytes().strip(b"\r\n")
 
 
 def _words(text: np.ndarray) -> np.ndarray:
@@ -297,9 +298,11 @@ def _record_pieces(
 ) -> Iterator[_Piece]:
     """The stream's text cut into pieces of whole records, about ``block_size`` bytes each.
 
-    A piece ends at the last line break outside quotes (a line break ends a
-    record exactly when an even number of quotes precedes it; CSV doubles a
-    quote inside a field, which keeps the parity).  The cutting happens here,
+    A piece ends at the last line break outside quoted fields, found as
+    pyarrow and Python's ``csv`` read quotes
+    (:func:`~chexmask_u_tools.kernels.parse.quoted_spans`: a quote inside an
+    unquoted field is a literal), so that each piece parses as it would
+    within the whole text.  The cutting happens here,
     in the caller's thread, and the parsers read each piece from memory:
     pyarrow's own streaming reader reads ahead from the file on a background
     thread, and one still reading a Python file object when the process exits
@@ -338,9 +341,10 @@ def _record_pieces(
         new_quotes, new_ascii = scan_csv_text(text[len(held) : filled], _words(text[len(held) : filled]))
         quotes = np.concatenate((held_quotes, new_quotes + len(held))) if len(held_quotes) else new_quotes + len(held)
         ascii = held_ascii and new_ascii
+        spans = quoted_spans(text[:filled], quotes)  # the text begins at a record's start
 
-        def outside_quotes(position: int, quotes: np.ndarray = quotes) -> bool:
-            return int(np.searchsorted(quotes, position)) % 2 == 0
+        def outside_quotes(position: int, spans: np.ndarray = spans) -> bool:
+            return int(np.searchsorted(spans, position)) % 2 == 0
 
         end = _line_break_before(text, filled, len(held))
         while end >= 0 and not outside_quotes(end):

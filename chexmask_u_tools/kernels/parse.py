@@ -5,8 +5,9 @@ object per value:
 
 * :func:`scan_csv_text`: where the double quotes of a block of CSV text are,
   32 bytes at a time (CheXmask text has a few quotes per 20 kB row), so that
-  the reader can cut the text at a record end outside quotes and check that
-  every quote stands at a field's edge (:func:`quotes_well_formed`), and
+  the reader can cut the text at a record end outside quoted fields
+  (:func:`quoted_spans`) and check that every quote stands at a field's edge
+  (:func:`quotes_well_formed`), and
   :func:`split_records`, which cuts plain text into fields as Arrow string
   views of the text itself (no copy);
 * :func:`parse_number_lists`: landmark, std and latent strings (flat comma
@@ -39,6 +40,7 @@ __all__ = [
     "RLE_CHECK",
     "RLE_FINE",
     "parse_number_lists",
+    "quoted_spans",
     "quotes_well_formed",
     "scan_csv_text",
     "split_records",
@@ -348,6 +350,52 @@ def rle_status(offsets, data, valid, n_pixels, known):
 @_inline
 def _ends_field(c):
     return c == 44 or c == 10 or c == 13
+
+
+@kernel
+def quoted_spans(data, quotes):
+    """The quotes that open and close quoted fields, as pyarrow and Python's ``csv`` read them.
+
+    ``data`` begins at a record's start and ``quotes`` holds the offset of
+    every ``"`` in it, increasing.  A quote opens a quoted field only at a
+    field's start (offset 0, or after a comma, LF or CR): elsewhere it is a
+    literal character.  Inside a quoted field ``""`` is a quote, and any other
+    quote closes the field (what follows, up to the next comma or line break,
+    is more of the same field).  Line breaks inside a quoted field are data.
+
+    Returns the offsets of the opening and closing quotes, in order (an odd
+    count when the last field is still open), so that a line break at offset
+    ``p`` ends a record exactly when ``np.searchsorted(spans, p)`` is even.
+    Counting every quote instead misplaces the record ends after a quote
+    inside an unquoted field (``a"b``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = np.frombuffer(b'a"b\\n"1\\n2"\\n', dtype=np.uint8)
+    >>> quoted_spans(data, np.flatnonzero(data == 34)).tolist()  # the quote of a"b is a literal
+    [4, 8]
+    """
+    spans = np.empty(quotes.shape[0], dtype=np.int64)
+    count = 0
+    inside = False
+    n = quotes.shape[0]
+    i = 0
+    while i < n:
+        quote = quotes[i]
+        if inside:
+            if i + 1 < n and quotes[i + 1] == quote + 1:
+                i += 2  # a doubled quote inside the field
+                continue
+            spans[count] = quote
+            count += 1
+            inside = False
+        elif quote == 0 or _ends_field(data[quote - 1]):
+            spans[count] = quote
+            count += 1
+            inside = True
+        i += 1
+    return spans[:count]
 
 
 @kernel
