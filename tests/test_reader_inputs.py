@@ -177,6 +177,22 @@ def test_a_quote_inside_an_unquoted_field_is_a_literal_for_every_reader(tmp_path
         assert read().equals(expected), name
 
 
+def test_each_number_string_is_read_in_its_own_layout_by_every_reader(tmp_path):
+    """A numpy-printed row among flat ones reads the same in every reader: the layout was sniffed from the first
+    64 rows of whatever batch a reader parsed, so read_table refused row 150 while hub.load (another batch) read it."""
+    import numpy as np
+
+    lines = _released_lines(200)
+    flat = cxu.read_table(_write_repo(tmp_path / "flat", "VinDr-CXR.csv", lines))
+    mixed = list(lines)
+    head, landmarks, tail = lines[151].split('"', 2)
+    mixed[151] = head + '"' + str(np.array(landmarks.split(","), dtype=np.int64).reshape(-1, 2)) + '"' + tail
+    root = tmp_path / "repo"
+    path = _write_repo(root, "VinDr-CXR.csv", mixed)
+    for name, read in _readers(root, path, tmp_path / "cache").items():
+        assert read().equals(flat), name
+
+
 # --------------------------------------------------------------------------- the CSV rulebook against its reference
 
 _DIFFERENTIAL = r'''

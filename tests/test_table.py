@@ -386,6 +386,7 @@ BAD_CELLS = [
     ("Width", "wide", "not a number"),
     ("Dice RCA (Mean)", "good", "not a number"),
     ("Path", None, "missing image id"),
+    ("Path", "  \t ", "missing image id"),  # an id of spaces only: no id (ids are otherwise kept as written)
 ]
 
 

@@ -36,17 +36,26 @@ _SEPARATORS = r"[\[\]\s,]+"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def number_list_expr(column: str | pl.Expr, *, numpy_printed: bool = True) -> pl.Expr:
+def number_list_expr(column: str | pl.Expr, *, numpy_printed: bool | None = True) -> pl.Expr:
     """Polars expression: a String column of number strings -> ``List(Float64)``.
 
     Missing and blank strings give null.  A token that is not a number gives a
     null *element* (detect it with :func:`number_list_problem_expr`).
 
     ``numpy_printed=False`` accepts only the flat comma layout (spaces
-    allowed), which parses about four times faster; a numpy-printed string
-    then shows up as a non-numeric value rather than being misread.
+    allowed, and removed before splitting), which parses about four times
+    faster; a numpy-printed string then shows up as a non-numeric value rather
+    than being misread.  ``numpy_printed=None`` reads each string in its own
+    layout: numpy-printed where it holds a ``[``, flat otherwise (the table
+    readers' rule, the same whatever rows are read together).
     """
     expr = pl.col(column) if isinstance(column, str) else column
+    if numpy_printed is None:
+        return (
+            pl.when(expr.str.contains("[", literal=True))
+            .then(number_list_expr(expr, numpy_printed=True))
+            .otherwise(number_list_expr(expr, numpy_printed=False))
+        )
     if numpy_printed:
         tokens = expr.str.replace_all(_SEPARATORS, ",").str.strip_chars(",")
     else:
@@ -149,9 +158,14 @@ def string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def parse_number_column(
-    texts: pl.Series, width: int, *, numpy_printed: bool, allow_negative: bool, what: str
+    texts: pl.Series, width: int, *, allow_negative: bool, what: str
 ) -> tuple[np.ndarray, np.ndarray, pl.Series]:
     """Parse a column of number strings holding ``width`` values each.
+
+    Each string is read in its own layout: a numpy-printed array
+    (``[[ 512  300]\\n [...]]``) where it holds a ``[``, else a flat comma list
+    (``number_list_expr(..., numpy_printed=None)``), so that a row reads the
+    same whatever rows it is read with.
 
     Parameters
     ----------
@@ -159,9 +173,6 @@ def parse_number_column(
         n strings (null or blank: missing).
     width:
         The required number of values (240 for landmarks and stds, 64 for latents).
-    numpy_printed:
-        Read the numpy-printed layout (``[[ 512  300] ...]``) as well as the
-        flat one; ``False`` reads only flat comma lists (see :func:`number_list_expr`).
     allow_negative:
         Whether negative values are legal.
     what:
@@ -178,7 +189,7 @@ def parse_number_column(
     Examples
     --------
     >>> values, present, problems = parse_number_column(
-    ...     pl.Series(["1,2", "[[3 4]]", None, "1,x"]), 2, numpy_printed=True, allow_negative=True, what="points"
+    ...     pl.Series(["1,2", "[[3 4]]", None, "1,x"]), 2, allow_negative=True, what="points"
     ... )
     >>> values[:2].tolist(), present.tolist(), problems.to_list()
     ([[1.0, 2.0], [3.0, 4.0]], [True, True, False, False], [None, None, None, 'points contains a non-numeric value'])
@@ -186,13 +197,13 @@ def parse_number_column(
     n = len(texts)
     values = np.empty((n, width), dtype=np.float32)
     offsets, data, valid = string_buffers(texts)
-    status = parse_number_lists(offsets, data, valid, width, numpy_printed, allow_negative, values)
+    status = parse_number_lists(offsets, data, valid, width, allow_negative, values)
     problems = pl.Series(what, [None] * n, dtype=pl.String)
     unsure = np.flatnonzero(status == LIST_UNSURE)
     if unsure.size:
         # The reference parser decides the strings the kernel could not vouch for, and words their problems.
         checked = pl.DataFrame({"text": texts.gather(unsure)}).select(
-            parsed=number_list_expr("text", numpy_printed=numpy_printed)
+            parsed=number_list_expr("text", numpy_printed=None)
         ).with_columns(
             problem=number_list_problem_expr(
                 pl.col("parsed"), expected_len=width, allow_negative=allow_negative, what=what

@@ -398,7 +398,7 @@ def _warn_near_misses(columns: list[str], layout: Layout, file_name: str, mask_n
     for used, names, canonical in roles:
         if used is None:
             for name in names:
-                unfilled[name.lower()] = name
+                unfilled.setdefault(name.lower(), name)  # the first spelling listed (released files use it)
                 targets[name] = canonical
     if not unfilled:
         return
@@ -628,11 +628,6 @@ def _mask_column(
     return texts, problems
 
 
-def _numpy_printed(texts: pl.Series) -> bool:
-    """Whether a batch's column holds numpy-printed arrays (sniffed from its first 64 non-null values)."""
-    return bool(texts.drop_nulls().head(64).str.contains("[", literal=True).any())
-
-
 def _point_column(values: np.ndarray, present: np.ndarray, name: str, shape: tuple[int, ...]) -> pl.Series:
     """Parsed values as the canonical Array column, null where ``present`` is False."""
     column = pl.Series(name, values.reshape(len(values), *shape))
@@ -651,7 +646,8 @@ def _scalar_columns(raw: pl.DataFrame, layout: Layout, source: pl.Expr) -> tuple
     """
     schema = raw.schema
     n = raw.height
-    image_id = _as_text(layout.id_column, schema)  # byte for byte: file names may begin or end with spaces
+    # Byte for byte: file names may begin or end with spaces.  An id of spaces only is no id (missing).
+    image_id = _as_text(layout.id_column, schema)
     default_size = PREPROCESSED_SIZE if layout.frame == "preprocessed" else None
     named = {
         "height": layout.height_column,
@@ -687,7 +683,7 @@ def _scalar_columns(raw: pl.DataFrame, layout: Layout, source: pl.Expr) -> tuple
             dice_rca_mean=pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a),
             dice_rca_max=pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b),
             flagged=pl.any_horizontal(
-                pl.col("image_id").is_null() | (pl.col("image_id").str.len_bytes() == 0),
+                ~pl.col("image_id").str.contains(r"\S").fill_null(False),  # missing or blank
                 pl.col("height_written") & ~pl.col("height_clean"),
                 pl.col("width_written") & ~pl.col("width_clean"),
                 pl.col("dice_a_written") & ~dice_a.is_finite().fill_null(False),
@@ -714,7 +710,7 @@ def _scalar_columns(raw: pl.DataFrame, layout: Layout, source: pl.Expr) -> tuple
         width=width,
         dice_rca_mean=pl.when(both).then(pl.min_horizontal(dice_a, dice_b)).otherwise(dice_a),
         dice_rca_max=pl.when(both).then(pl.max_horizontal(dice_a, dice_b)).otherwise(dice_b),
-        id=pl.when(image_id.is_null() | (image_id.str.len_bytes() == 0)).then(pl.lit("missing image id")),
+        id=pl.when(~image_id.str.contains(r"\S").fill_null(False)).then(pl.lit("missing image id")),
         scalar=pl.coalesce(
             height_problem,
             width_problem,
@@ -762,7 +758,7 @@ def _parse_rows(raw: pl.DataFrame, layout: Layout, check_masks: bool) -> tuple[p
 
     landmark_texts = texts(layout.landmarks_column)
     landmarks, landmarks_present, landmarks_problem = parse_number_column(
-        landmark_texts, 2 * N_NODES, numpy_printed=_numpy_printed(landmark_texts), allow_negative=True, what="landmarks"
+        landmark_texts, 2 * N_NODES, allow_negative=True, what="landmarks"
     )
     missing = ~landmarks_present & landmarks_problem.is_null().to_numpy()
     missing_landmarks = pl.select(
@@ -778,7 +774,7 @@ def _parse_rows(raw: pl.DataFrame, layout: Layout, check_masks: bool) -> tuple[p
             columns[name] = pl.Series(name, [None] * n, dtype=CANONICAL_SCHEMA[name])
             continue
         values, present, problem = parse_number_column(
-            texts(column), width, numpy_printed=_numpy_printed(texts(column)), allow_negative=False, what=what
+            texts(column), width, allow_negative=False, what=what
         )
         shape = (N_NODES, 2) if name == "landmarks_std" else (N_LATENT,)
         columns[name] = _point_column(values, present, name, shape)

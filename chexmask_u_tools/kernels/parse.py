@@ -229,14 +229,23 @@ def _parse_array(data, start, stop, row, width, allow_negative, out):
     return LIST_OK, count
 
 
+@_inline
+def _holds(data, start, stop, byte):
+    for position in range(start, stop):
+        if data[position] == byte:
+            return True
+    return False
+
+
 @kernel
-def parse_number_lists(offsets, data, valid, width, numpy_printed, allow_negative, out):
+def parse_number_lists(offsets, data, valid, width, allow_negative, out):
     """Parse each string ``data[offsets[i]:offsets[i + 1]]`` into ``out[i, :width]`` (float32).
 
-    Flat layout (``numpy_printed=False``): ``x0,y0,x1,...``, spaces ignored
-    anywhere (the flat reader removes them before splitting).  Numpy-printed
-    layout: runs of ``[``, ``]``, commas and ASCII whitespace separate numbers.
-    A number is ``-?digits[.digits]`` with at most 15 digits: its value
+    The layout is the string's own: one holding ``[`` is a numpy-printed
+    array, whose numbers runs of ``[``, ``]``, commas and ASCII whitespace
+    separate; any other is a flat comma list ``x0,y0,x1,...`` with spaces
+    ignored anywhere (the flat reader removes them before splitting).  A
+    number is ``-?digits[.digits]`` with at most 15 digits: its value
     ``digits / 10**k`` is then the correctly rounded float64 of the decimal,
     cast to float32 as the reference parser does.
 
@@ -252,7 +261,7 @@ def parse_number_lists(offsets, data, valid, width, numpy_printed, allow_negativ
     >>> text = b"1,2.5,-3,4[[ 5  6]] 7,8,9"  # four numbers, a (2, 1) array, three numbers
     >>> offsets = np.array([0, 10, 19, 25], dtype=np.int64)
     >>> out = np.zeros((3, 2), dtype=np.float32)
-    >>> status = parse_number_lists(offsets, np.frombuffer(text, np.uint8), np.ones(3, bool), 2, True, True, out)
+    >>> status = parse_number_lists(offsets, np.frombuffer(text, np.uint8), np.ones(3, bool), 2, True, out)
     >>> status.tolist(), out[1].tolist()
     ([2, 0, 2], [5.0, 6.0])
     """
@@ -262,10 +271,12 @@ def parse_number_lists(offsets, data, valid, width, numpy_printed, allow_negativ
         if not valid[row]:
             status[row] = LIST_MISSING
             continue
-        if numpy_printed:
-            state, count = _parse_array(data, offsets[row], offsets[row + 1], row, width, allow_negative, out)
-        else:
-            state, count = _parse_flat(data, offsets[row], offsets[row + 1], row, width, allow_negative, out)
+        start = offsets[row]
+        stop = offsets[row + 1]
+        # A flat list stops at its first "[" (not part of its grammar): only then is the string looked through.
+        state, count = _parse_flat(data, start, stop, row, width, allow_negative, out)
+        if state == LIST_UNSURE and _holds(data, start, stop, 91):
+            state, count = _parse_array(data, start, stop, row, width, allow_negative, out)
         status[row] = LIST_UNSURE if state == LIST_OK and count != width else state
     return status
 
