@@ -62,6 +62,7 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "CsvFile",
     "compression_of",
+    "group_batches",
     "iter_csv_batches",
     "open_decompressed",
     "prefetched",
@@ -556,6 +557,35 @@ class CsvFile:
             yield from iter_csv_batches(
                 stream, self.columns, file=self.path, block_size=self.block_size, id_column=id_column
             )
+
+
+def group_batches(batches: Iterator[pl.DataFrame], max_bytes: int, max_rows: int) -> Iterator[pl.DataFrame]:
+    """Consecutive batches concatenated (without a copy) into groups of about ``max_bytes`` or ``max_rows``.
+
+    The readers canonicalize a group at a time: each step has a fixed cost of a
+    few milliseconds, which blocks of a few hundred rows would feel.  A batch
+    of more than ``max_rows`` rows is split first, so that a file of many tiny
+    rows still makes bounded steps.
+
+    Examples
+    --------
+    >>> parts = (pl.DataFrame({"a": range(n)}) for n in (3, 4, 10))
+    >>> [group.height for group in group_batches(parts, max_bytes=1 << 20, max_rows=5)]
+    [7, 5, 5]
+    """
+    group: list[pl.DataFrame] = []
+    size = rows = 0
+    for batch in batches:
+        for start in range(0, max(batch.height, 1), max_rows):
+            piece = batch.slice(start, max_rows)
+            group.append(piece)
+            size += piece.estimated_size()
+            rows += piece.height
+            if size >= max_bytes or rows >= max_rows:
+                yield pl.concat(group, rechunk=False)
+                group, size, rows = [], 0, 0
+    if group:
+        yield pl.concat(group, rechunk=False)
 
 
 def prefetched(items: Iterator, depth: int = 2) -> Iterator:

@@ -66,7 +66,7 @@ from chexmask_u_tools.errors import (
     SchemaError,
     SkippedRowsWarning,
 )
-from chexmask_u_tools.io.csvstream import CsvFile, prefetched
+from chexmask_u_tools.io.csvstream import CsvFile, group_batches, prefetched
 from chexmask_u_tools.io.hf import plain_storage
 from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
 from chexmask_u_tools.io.parsing import parse_number_column, string_buffers
@@ -916,7 +916,7 @@ def _raw_batches(raw: _Raw, layout: Layout) -> Iterator[pl.DataFrame]:
     if raw.csv is not None:
         blocks = raw.csv.batches(id_column=raw.header_name(layout.id_column))
         # Grouped by the reading thread: it reads the next group while this one is canonicalized.
-        for group in prefetched(_grouped(blocks, CANONICAL_CHUNK_BYTES, CANONICAL_CHUNK_ROWS), depth=1):
+        for group in prefetched(group_batches(blocks, CANONICAL_CHUNK_BYTES, CANONICAL_CHUNK_ROWS), depth=1):
             yield raw.tidy(group)
         return
     lf = raw.tidy(raw.lf)
@@ -951,29 +951,14 @@ def _canonical_batches(
 _ROWS_READ = f"{_TEMP}rows"
 
 CANONICAL_CHUNK_BYTES = 64 << 20
-CANONICAL_CHUNK_ROWS = 1024
+CANONICAL_CHUNK_ROWS = 4096
 """Rows canonicalized per step: up to 64 MiB of text or 4,096 rows, whichever comes first.
 
-CSV blocks are read 8 MiB (about 400 rows) at a time and grouped: each step
-costs a little fixed work (polars queries, kernel calls) whatever its size;
-the row cap bounds the per-row work of a file of many tiny junk rows."""
-
-
-def _grouped(batches: Iterator[pl.DataFrame], max_bytes: int, max_rows: int) -> Iterator[pl.DataFrame]:
-    """Consecutive batches concatenated up to about ``max_bytes`` or ``max_rows`` each."""
-    group: list[pl.DataFrame] = []
-    size = rows = 0
-    for batch in batches:
-        for start in range(0, max(batch.height, 1), max_rows):  # a block of many tiny rows is split
-            piece = batch.slice(start, max_rows)
-            group.append(piece)
-            size += piece.estimated_size()
-            rows += piece.height
-            if size >= max_bytes or rows >= max_rows:
-                yield pl.concat(group, rechunk=False)
-                group, size, rows = [], 0, 0
-    if group:
-        yield pl.concat(group, rechunk=False)
+CSV blocks are read 8 MiB (about 400 rows) at a time and grouped
+(:func:`~chexmask_u_tools.io.csvstream.group_batches`): each step costs a few
+milliseconds of fixed work (polars queries, kernel calls) whatever its size,
+which groups of 400 rows would feel; the row cap bounds the per-row work of a
+file of many tiny junk rows."""
 
 
 def _scan_released(raw: _Raw, layout: Layout, on_error: OnError, check_masks: bool) -> pl.LazyFrame:

@@ -141,6 +141,55 @@ def _store(out, row, count, width, mantissa, digits, fraction, negative, allow_n
 
 
 @_inline
+def _parse_plain_flat(data, start, stop, row, width, allow_negative, out):
+    """The common flat list, ``-?digits[.digits]`` tokens between single commas, no spaces -> (status, count).
+
+    A tight loop per token (what the released files write); anything else is
+    :data:`LIST_UNSURE` here, for :func:`_parse_flat` to read in full.
+    """
+    count = 0
+    position = start
+    if position == stop:
+        return LIST_UNSURE, 0
+    while True:
+        negative = data[position] == 45
+        if negative:
+            position += 1
+        mantissa = 0
+        digits = 0
+        while position < stop:
+            digit = np.uint8(data[position] - 48)
+            if digit >= 10:
+                break
+            mantissa = mantissa * 10 + digit
+            digits += 1
+            position += 1
+        fraction = 0
+        if position < stop and data[position] == 46:
+            position += 1
+            while position < stop:
+                digit = np.uint8(data[position] - 48)
+                if digit >= 10:
+                    break
+                mantissa = mantissa * 10 + digit
+                digits += 1
+                fraction += 1
+                position += 1
+        if digits == 0 or digits > _MAX_DIGITS or count >= width or (negative and not allow_negative and mantissa != 0):
+            return LIST_UNSURE, count
+        value = np.float64(mantissa) if fraction == 0 else np.float64(mantissa) / _POWERS[fraction]
+        out[row, count] = np.float32(-value if negative else value)
+        count += 1
+        if position == stop:
+            return LIST_OK, count
+        if data[position] != 44:
+            return LIST_UNSURE, count
+        position += 1
+        if position == stop:
+            return LIST_UNSURE, count  # a trailing comma: an empty token
+
+
+@_inline
 def _parse_flat(data, start, stop, row, width, allow_negative, out):
     """One flat comma list (spaces ignored anywhere) -> (status, count)."""
     count = 0
@@ -274,7 +323,9 @@ def parse_number_lists(offsets, data, valid, width, allow_negative, out):
         start = offsets[row]
         stop = offsets[row + 1]
         # A flat list stops at its first "[" (not part of its grammar): only then is the string looked through.
-        state, count = _parse_flat(data, start, stop, row, width, allow_negative, out)
+        state, count = _parse_plain_flat(data, start, stop, row, width, allow_negative, out)
+        if state == LIST_UNSURE:
+            state, count = _parse_flat(data, start, stop, row, width, allow_negative, out)
         if state == LIST_UNSURE and _holds(data, start, stop, 91):
             state, count = _parse_array(data, start, stop, row, width, allow_negative, out)
         status[row] = LIST_UNSURE if state == LIST_OK and count != width else state
