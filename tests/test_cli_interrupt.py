@@ -97,3 +97,32 @@ def test_python_spellings_become_the_commands_flags():
     assert for_command_line(error, set()) == str(error)
     joined = InputError("join them first: read_metadata('CheXpert', path) and attach_metadata(table, metadata)")
     assert "--metadata FILE" in for_command_line(joined, {"--metadata"})
+
+
+def test_cache_progress_has_a_total_and_an_eta(tmp_path, capsys):
+    from chexmask_u_tools.testing.mirror import build_mirror
+
+    mirror = build_mirror(tmp_path / "mirror")
+    total = sum(path.stat().st_size for path in mirror.rglob("*") if path.suffix in (".csv", ".gz", ".xz", ".parquet"))
+    assert main(["cache", str(mirror), "--cache-dir", str(tmp_path / "c"), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    bars = [line for line in re.split(r"[\r\n]", err) if line.startswith("converting")]
+    assert bars, err
+    last = bars[-1]
+    assert "100%" in last and "210 rows" in last and "<" in bars[0]  # a percentage, the rows converted, an ETA
+    assert f"/{total / 2**20:.2f}M" in last  # the total: the data files' sizes
+
+
+def test_experiment_ood_suggests_only_scores_that_work(tmp_path, capsys):
+    table = cxu.load_sample().with_columns(landmarks_std=None, node_sigma_mean=None, node_sigma_max=None, latent_sigma=None,
+                                            latent_sigma_mean=None)
+    path = tmp_path / "t.parquet"
+    table.write_parquet(path)
+    assert main(["experiment", "ood", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "--missing drop" in err and "--scores latent_sigma_mean" not in err
+    with_latent = cxu.load_sample().with_columns(landmarks_std=None, node_sigma_mean=None, node_sigma_max=None)
+    with_latent.write_parquet(path)
+    assert main(["experiment", "ood", str(path)]) == 1
+    suggestion = re.search(r"--scores (\S+)", capsys.readouterr().err).group(1)
+    assert main(["experiment", "ood", str(path), "--scores", suggestion]) == 0  # what it suggests works
