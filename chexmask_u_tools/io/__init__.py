@@ -5,6 +5,7 @@ from __future__ import annotations
 from chexmask_u_tools.io.arrays import table_from_arrays
 from chexmask_u_tools.io.pandas import to_pandas
 from chexmask_u_tools.io.parsing import format_points, parse_numbers, parse_points
+from chexmask_u_tools.io.provenance import read_provenance
 from chexmask_u_tools.io.released import to_released, write_released
 from chexmask_u_tools.io.rle import (
     rle_decode,
@@ -29,6 +30,7 @@ __all__ = [
     "map_columns",
     "parse_numbers",
     "parse_points",
+    "read_provenance",
     "read_table",
     "read_tables",
     "rle_decode",
