@@ -36,7 +36,7 @@ FLAG_SPELLINGS: tuple[tuple[str, str, str], ...] = (
     (
         r"[Rr]ead the database's metadata with (?:cxu\.)?read_metadata\([^)]*\) and join it with (?:cxu\.)?attach_metadata\([^)]*\)",
         "--metadata",
-        "join the database's metadata with --metadata FILE",
+        "Join the database's metadata with --metadata FILE",
     ),
     (r"(?:cxu\.)?read_metadata\([^)]*\)(?:,| and| then)* (?:cxu\.)?attach_metadata\([^)]*\)", "--metadata", "--metadata FILE"),
     (r"(?:cxu\.)?attach_metadata\([^)]*\)|\battach_metadata\b", "--metadata", "--metadata FILE"),

@@ -1,4 +1,4 @@
-"""The command line in its own words: Ctrl-C says what was kept, errors name the command's flags."""
+"""The command line in its own words: Ctrl-C says what was kept, errors name the command's flags, progress has a total."""
 
 from __future__ import annotations
 
@@ -126,3 +126,21 @@ def test_experiment_ood_suggests_only_scores_that_work(tmp_path, capsys):
     assert main(["experiment", "ood", str(path)]) == 1
     suggestion = re.search(r"--scores (\S+)", capsys.readouterr().err).group(1)
     assert main(["experiment", "ood", str(path), "--scores", suggestion]) == 0  # what it suggests works
+
+
+def test_a_vindr_split_needs_the_per_image_flag_named_as_a_flag(tmp_path, capsys):
+    out, table = tmp_path / "card.md", tmp_path / "t.parquet"
+    cxu.load_sample().filter(pl.col("source").is_in(["VinDr-CXR", "CheXpert"])).write_parquet(table)
+    assert main(["describe", str(table), "--out", str(out), "--patient-split"]) == 1
+    err = capsys.readouterr().err
+    assert "--per-image" in err and "per_image=True" not in err
+    assert main(["describe", str(table), "--out", str(out), "--patient-split", "--per-image"]) == 0
+    assert "each image is its own patient" in out.read_text()
+
+
+def test_export_hub_folder_streams_and_is_quiet_without_progress(tmp_path, capsys):
+    out = tmp_path / "folder"
+    assert main(["export", "sample", "--out", str(out), "--hub-folder", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "kept 200 rows" in captured.out and "hub folder" not in captured.err.lower()
+    assert cxu.read_table(out).height == 200
