@@ -306,15 +306,20 @@ def test_a_table_file_or_folder_keeps_a_store_keyed_by_its_files(table, tmp_path
 
 def test_temporary_stores_live_in_the_cache_and_a_rerun_removes_those_of_dead_processes(table, user_cache):
     tmp = user_cache / "rowstore" / "tmp"
-    dead, alive = tmp / "rows-999999999-abc", tmp / f"rows-{os.getppid()}-abc"
-    for leftover in (dead, alive):
+    first = CheXmaskUDataset(table.lazy(), None, **MASKS_ONLY)
+    folder = first.rows.directory.parent  # rows-<pid>@<host>-<random>
+    assert folder.parent == tmp and folder.name.startswith(f"rows-{os.getpid()}@")
+    host = folder.name.split("-")[1].partition("@")[2]
+    dead, alive = tmp / f"rows-999999999@{host}-abc", tmp / f"rows-{os.getppid()}@{host}-abc"
+    elsewhere = tmp / "rows-999999999@another_machine-abc"  # a cache folder shared with another machine
+    for leftover in (dead, alive, elsewhere):
         (leftover / "key").mkdir(parents=True)
     dataset = CheXmaskUDataset(table.lazy(), None, **MASKS_ONLY)
-    folder = dataset.rows.directory.parent
-    assert folder.parent == tmp and folder.name.startswith(f"rows-{os.getpid()}-")
-    assert not dead.exists() and alive.exists()  # another process's store is left to it
+    assert not dead.exists() and alive.exists() and elsewhere.exists()  # only this machine's dead processes'
+    del first
+    second = dataset.rows.directory.parent
     del dataset
     import gc
 
     gc.collect()
-    assert not folder.exists()
+    assert not folder.exists() and not second.exists()

@@ -386,7 +386,8 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
         if store_dir is not None:
             raise InputError(
                 "store_dir= places a row store that later datasets reuse, but this input has no identity to find it "
-                "by (an eager or lazy table, a pandas frame, an in-memory datasets.Dataset): its store is temporary, "
+                "by (an eager or lazy table, a pandas frame, an in-memory datasets.Dataset, 'sample', a Hub id): its "
+                "store is temporary, "
                 "under $CHEXMASK_U_CACHE/rowstore/tmp (set CHEXMASK_U_CACHE to move it). Give the table as its file "
                 "or folder, or a cache folder, to keep and reuse its store"
             )

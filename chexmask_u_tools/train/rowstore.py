@@ -67,7 +67,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -110,6 +112,23 @@ BATCH_ROWS = 16_384
 
 _TEMPORARY_MARK = ".building-"
 _TEMPORARY_STORE = "rows-"
+
+
+def _owner() -> str:
+    """``<pid>@<host>``: who made a temporary folder (a cache folder may be shared by several machines)."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    return f"{os.getpid()}@{host}"
+
+
+def _left_by_a_dead_process(owner: str) -> bool:
+    """Whether the process named by ``owner`` (``<pid>@<host>``, or a bare pid) ran on this machine and is gone."""
+    pid_text, _, host = owner.partition("@")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    here = _owner().partition("@")[2]
+    return (not host or host == here) and pid != os.getpid() and not process_alive(pid)
 
 
 @dataclass(frozen=True)
@@ -365,7 +384,7 @@ def build_store(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(target.parent)
-    folder = target.parent / f"{_TEMPORARY_MARK}{target.name}-{os.getpid()}-{os.urandom(4).hex()}"
+    folder = target.parent / f"{_TEMPORARY_MARK}{target.name}-{_owner()}-{os.urandom(4).hex()}"
     folder.mkdir()
     writer = None
     try:
@@ -406,13 +425,10 @@ def build_store(
 
 
 def remove_stale_builds(directory: Path) -> None:
-    """Remove the temporary folders of store builds whose process is gone (a killed or failed run)."""
+    """Remove the temporary folders of store builds whose process is gone (a killed or failed run on this machine)."""
     for leftover in directory.glob(f"{_TEMPORARY_MARK}*"):
-        try:
-            pid = int(leftover.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not process_alive(pid):
+        parts = leftover.name.rsplit("-", 2)
+        if len(parts) == 3 and _left_by_a_dead_process(parts[1]):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -583,19 +599,17 @@ def temporary_store_dir(owner: object, root: Path | None = None) -> Path:
     """A fresh folder for a temporary store under ``root`` (default ``default_store_root()/tmp``).
 
     It is removed when ``owner`` is garbage collected or the process ends;
-    those of processes that are gone (killed before they could) are removed
-    now.  Not the system's temporary folder: that may be held in memory.
+    those of processes of this machine that are gone (killed before they
+    could) are removed now (the folder is named ``rows-<pid>@<host>-...``: a
+    cache folder shared by several machines keeps the others').  Not the system's temporary folder: that may be held in memory.
     """
     root = Path(root) if root is not None else default_store_root() / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(f"{_TEMPORARY_STORE}*"):
-        try:
-            pid = int(leftover.name.split("-")[1])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not process_alive(pid):
+        parts = leftover.name.split("-")
+        if len(parts) == 3 and _left_by_a_dead_process(parts[1]):
             shutil.rmtree(leftover, ignore_errors=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{_TEMPORARY_STORE}{os.getpid()}-", dir=root))
+    path = Path(tempfile.mkdtemp(prefix=f"{_TEMPORARY_STORE}{_owner()}-", dir=root))
     weakref.finalize(owner, _remove_folder, str(path), os.getpid())
     return path
 
