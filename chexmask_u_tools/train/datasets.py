@@ -590,7 +590,13 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
 
     @property
     def table(self) -> pl.DataFrame:
-        """The dataset's rows as a polars table (a copy of the mapped columns: for inspection, not for large data)."""
+        """The dataset's rows as a polars table (a copy of the mapped columns: for inspection, not for large data).
+
+        Columns: ``source``, ``image_id``, ``frame``, ``height``, ``width``,
+        ``landmarks``, ``sample_weight``, ``landmarks_std`` (when the input has
+        it), then the ``labels`` (as stored: 1, 0, -1, null) and ``fields``
+        columns, in the dataset's row order.
+        """
         rows = self.rows
         keep = np.arange(len(rows)) if self.index is None else self.index
         ids = rows.ids_frame()[keep]
@@ -604,6 +610,14 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         if rows.std is not None:
             std = pl.Series("landmarks_std", np.asarray(rows.std)[keep])
             frame = frame.with_columns(pl.when(pl.Series(np.asarray(rows.has_std)[keep])).then(std).otherwise(None).alias("landmarks_std"))
+        if rows.labels is not None:
+            values = np.asarray(rows.labels)[keep]
+            frame = frame.with_columns(
+                pl.Series(name, values[:, j]).fill_nan(None) for j, name in enumerate(self.options.labels)
+            )
+        if rows.fields is not None:
+            fields = pl.from_arrow(rows.fields)[keep]
+            frame = frame.with_columns(fields.drop([name for name in fields.columns if name in frame.columns]))
         return frame
 
     def check_images(self, max_examples: int = 5) -> ImageCheck:
