@@ -30,8 +30,8 @@ import torch
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGANS
-from chexmask_u_tools.masks.raster import check_size, require_on_grid
-from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch
+from chexmask_u_tools.masks.raster import check_size
+from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch, require_on_grid_torch
 from chexmask_u_tools.masks.soft import soft_mask_organs
 from chexmask_u_tools.masks.soft_torch import soft_mask_organs_torch
 from chexmask_u_tools.select.weights import soft_pixel_weights
@@ -195,7 +195,7 @@ class DeviceMasks(torch.nn.Module):
 
     def _hard(self, lm: torch.Tensor, backend: str) -> torch.Tensor:
         if not self.allow_empty and len(lm):
-            require_on_grid(lm.detach().to("cpu", torch.float64).numpy(), self.height, self.width)
+            require_on_grid_torch(lm, self.height, self.width)
         return rasterize_organs_torch(lm, self.height, self.width, backend=backend)
 
     def _rows_with_std(self, std: torch.Tensor, has_std: Any, batch: int) -> torch.Tensor:
@@ -224,9 +224,11 @@ class DeviceMasks(torch.nn.Module):
 
     def _soft(self, lm: torch.Tensor, std: torch.Tensor, has_std: Any, backend: str) -> torch.Tensor:
         usable = self._rows_with_std(std, has_std, len(lm))
-        out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
         soft_rows = usable.nonzero()[:, 0]
         hard_rows = (~usable).nonzero()[:, 0]
+        if backend == "torch" and not len(hard_rows):  # the usual batch: drawn straight into the result
+            return soft_mask_organs_torch(lm, std, self.height, self.width, band=self.band, allow_empty=self.allow_empty)
+        out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
         if len(hard_rows):
             out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)
         if not len(soft_rows):
