@@ -106,8 +106,8 @@ def _rings(draw, count=None, nodes=None):
     return pts, std, tuple(sizes)
 
 
-@settings(max_examples=60, deadline=None)
-@given(_rings(), st.sampled_from([BAND_Z, band_z(1e-3), None]), st.floats(0.0, 0.9))
+@settings(max_examples=40, deadline=None)
+@given(_rings(), st.sampled_from([BAND_Z, band_z(1e-3), None]), st.one_of(st.just(0.0), st.floats(1e-3, 0.9)))
 def test_batched_model_equals_contour_model(rings, z_cut, offset):
     """contour_model_torch: every quantity of masks.soft.contour_model, for each ring of each row."""
     pts, std, sizes = rings
@@ -129,7 +129,8 @@ def test_batched_model_equals_contour_model(rings, z_cut, offset):
                 np.testing.assert_allclose(got[b, lo:hi].numpy(), want, rtol=1e-12, atol=1e-9)
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None)
 @given(st.integers(3, 9).flatmap(lambda n: st.lists(_rings(1, n), min_size=1, max_size=3)), st.booleans())
 def test_soft_mask_torch_equals_numpy_on_hypothesis_contours(contours, band):
     """Random contours of one length in one batch: each within 1e-5 of numpy's soft_mask (std 0 nodes and
@@ -145,13 +146,14 @@ def test_soft_mask_torch_equals_numpy_on_hypothesis_contours(contours, band):
 
 
 def test_budgets_do_not_change_the_masks(monkeypatch):
-    """Chunks of one contour, passes of one block, one mask per cumulative sum: the same masks, bit for bit."""
+    """Chunks of one contour, passes of a few blocks, one mask per cumulative sum: the same masks, bit for bit."""
     from chexmask_u_tools.masks import soft_torch
 
     pts, std = _stars(9, 4, 11, (60, 52))
     whole = soft_mask_torch(pts, std, 60, 52)
-    for name in ("_PAIR_BUDGET", "_BLOCK_BUDGET", "_PASS_CELLS", "_FILL_CELLS"):
+    for name in ("_PAIR_BUDGET", "_BLOCK_BUDGET", "_FILL_CELLS"):
         monkeypatch.setattr(soft_torch, name, 1)
+    monkeypatch.setattr(soft_torch, "_PASS_CELLS", 64 * 12)  # about a dozen candidate rows per pass
     assert torch.equal(soft_mask_torch(pts, std, 60, 52), whole)
 
 

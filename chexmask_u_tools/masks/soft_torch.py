@@ -592,9 +592,8 @@ def _chunk(masks, seg: _Segments, s0: int, s1: int, c0: int, c1: int, counts, to
     cuts = torch.searchsorted(row_end, targets, right=True)
     bounds = torch.unique(torch.cat([cuts, torch.tensor([nblocks], device=dev)]))
     bounds = bounds[bounds > 0]
-    ends = row_end[bounds - 1]
     u0 = r0 = 0
-    for u1, r1 in zip(bounds.tolist(), ends.tolist()):
+    for u1, r1 in torch.stack([bounds, row_end[bounds - 1]], dim=1).tolist():
         rows = order[r0:r1]
         _pass(masks, seg, sid[rows], bx[rows], by[rows], block[rows] - u0, u1 - u0)
         u0, r0 = u1, r1
@@ -605,7 +604,9 @@ def _pass(masks, seg: _Segments, sid, bx, by, block, nblocks: int) -> None:
 
     ``sid``, ``bx``, ``by``, ``block``: (K,) candidate rows (segment, block
     column and row, block number 0..nblocks-1), grouped by block with
-    segments ascending.
+    segments ascending.  Per-pixel minima are scatters of the (K, pixels)
+    distances onto the (blocks, pixels) grid along the rows (an expanded
+    index: nothing per pixel but the distances is stored).
     """
     height, width = masks.shape[1:]
     dev = masks.device
@@ -620,34 +621,34 @@ def _pass(masks, seg: _Segments, sid, bx, by, block, nblocks: int) -> None:
     ry = (gy - start[:, 1]).to(f32)[:, None] + row.to(f32)
     vx, vy = seg.v32[sid, 0:1], seg.v32[sid, 1:2]
     t = rx * vx
-    t = t + ry * vy
-    t = t * seg.inv32[sid, None]
-    t = torch.clamp(t, 0.0, 1.0)
-    rx = rx - t * vx
-    ry = ry - t * vy
+    t += ry * vy
+    t *= seg.inv32[sid, None]
+    t.clamp_(0.0, 1.0)
+    rx -= t * vx
+    ry -= t * vy
     d2 = rx * rx
-    d2 = d2 + ry * ry
-    d2 = d2.masked_fill((gx[:, None] + col >= width) | (gy[:, None] + row >= height), math.inf)
-    pixel = (block[:, None] * area + cells).reshape(-1)
-    best = torch.full((nblocks * area,), math.inf, dtype=f32, device=dev)
-    best.scatter_reduce_(0, pixel, d2.reshape(-1), "amin")
+    d2 += ry * ry
+    if width % SEARCH_BLOCK or height % SEARCH_BLOCK:  # blocks of the last column or row reach past the grid
+        d2.masked_fill_((gx[:, None] + col >= width) | (gy[:, None] + row >= height), math.inf)
+    rows = block[:, None].expand_as(d2)
+    best = torch.full((nblocks, area), math.inf, dtype=f32, device=dev).scatter_reduce_(0, rows, d2, "amin")
     reach2 = torch.where(t < 0.5, seg.reach2_32[sid, 0:1], seg.reach2_32[sid, 1:2])
-    win = (d2 == best[pixel].view_as(d2)) & (d2 <= reach2)
+    win = (d2 == best.index_select(0, block)) & (d2 <= reach2)
     # among exact ties the last segment within its reach, as numpy: the highest candidate row of the block
-    candidate = torch.arange(len(sid), device=dev)[:, None].expand_as(d2)
-    choice = torch.full((nblocks * area,), -1, dtype=torch.int64, device=dev)
-    choice.scatter_reduce_(0, pixel, torch.where(win, candidate, -1).reshape(-1), "amax")
-    band = (choice >= 0).nonzero()[:, 0]
+    candidate = torch.arange(len(sid), dtype=torch.int32, device=dev)[:, None]
+    choice = torch.full((nblocks, area), -1, dtype=torch.int32, device=dev)
+    choice.scatter_reduce_(0, rows, torch.where(win, candidate, -1), "amax")
+    band = (choice.view(-1) >= 0).nonzero()[:, 0]
     if not len(band):
         return
-    k = choice[band]
+    k = choice.view(-1)[band].to(torch.int64)
     cell = band % area
     pick = k * area + cell
     s = sid[k]
     qx, qy = gx[k] + col[cell], gy[k] + row[cell]
     pix = (seg.contour[s] * height + qy) * width + qx
-    _closed_form(masks.view(-1), seg, pix, s, t.reshape(-1)[pick], rx.reshape(-1)[pick], ry.reshape(-1)[pick],
-                 d2.reshape(-1)[pick], qx, qy)
+    _closed_form(masks.view(-1), seg, pix, s, t.view(-1)[pick], rx.view(-1)[pick], ry.view(-1)[pick],
+                 d2.view(-1)[pick], qx, qy)
 
 
 def _closed_form(flat_masks, seg: _Segments, pix, s, t, ox, oy, d2, qx, qy) -> None:
