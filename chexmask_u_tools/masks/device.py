@@ -10,9 +10,10 @@ draws:
   :func:`~chexmask_u_tools.masks.raster.rasterize_organs` (the torch kernel of
   :mod:`~chexmask_u_tools.masks.raster_torch` on CUDA, its numpy kernel on CPU);
 * ``kind="soft"``: float32 masks within 1e-5 of
-  :func:`~chexmask_u_tools.masks.soft.soft_mask_organs` (the torch soft masks
-  of :mod:`~chexmask_u_tools.masks.soft_torch` on CUDA; on CPU the CPU soft
-  masks themselves, which are faster there).  A row without std (``has_std``
+  :func:`~chexmask_u_tools.masks.soft.soft_mask_organs` (on CUDA the torch soft
+  masks of :mod:`~chexmask_u_tools.masks.soft_torch`, every organ of the
+  batch at once on the device, with no work per organ on the host; on CPU the
+  CPU soft masks themselves, which are faster there).  A row without std (``has_std``
   False, or a std of NaN only, as the datasets return it) gets its hard masks
   as 0/1 floats, like the datasets' ``soft_missing="hard"``.
 

@@ -28,7 +28,8 @@ copied to the host but a few counts (the sizes of the next tensors).
 
 Memory is bounded: contours are taken in chunks of at most ``_PAIR_BUDGET``
 (segment, block) pairs, the candidate pixels in passes of about
-``_PASS_CELLS`` distances, the inside test's sums in ``_FILL_CELLS`` pixels.
+``_PASS_CELLS`` distances (both ``_CUDA_SCALE`` times more on CUDA), the
+inside test's sums in ``_FILL_CELLS`` pixels.
 A contour whose std is all zero is exactly its hard mask, drawn by the torch
 rasterizer (:mod:`~chexmask_u_tools.masks.raster_torch`), as in numpy.  The
 result equals numpy's :func:`~chexmask_u_tools.masks.soft.soft_mask` within
@@ -67,6 +68,9 @@ _BLOCK_BUDGET = 1 << 24
 _PASS_CELLS = 1 << 23
 # Pixels per cumulative sum of the inside test (float32 temporaries of this size).
 _FILL_CELLS = 1 << 26
+# On CUDA, chunks and passes this many times larger: each costs ~150 kernel launches whose host time
+# would otherwise rival the GPU's (a few GB of temporaries in all).
+_CUDA_SCALE = 4
 _ORGAN_RINGS = tuple(ORGAN_SIZES[organ] for organ in ORGANS)
 
 
@@ -534,10 +538,11 @@ def _fill_band(masks: torch.Tensor, seg: _Segments, ring_sizes: tuple[int, ...])
     ring_first = np.cumsum((0,) + tuple(ring_sizes))[:-1]
     seg_first = np.append((np.arange(ncontours // len(ring_sizes))[:, None] * nodes + ring_first).ravel(), len(seg.a))
     most = max(1, _BLOCK_BUDGET // blocks)
+    pairs = _PAIR_BUDGET * (_CUDA_SCALE if dev.type == "cuda" else 1)
     c0 = 0
     while c0 < ncontours:
         done = pair_end[c0 - 1] if c0 else 0
-        c1 = int(np.searchsorted(pair_end, done + _PAIR_BUDGET, side="right"))
+        c1 = int(np.searchsorted(pair_end, done + pairs, side="right"))
         c1 = min(max(c1, c0 + 1), c0 + most, ncontours)
         total = int(pair_end[c1 - 1] - done)
         if total:
@@ -587,7 +592,7 @@ def _chunk(masks, seg: _Segments, s0: int, s1: int, c0: int, c1: int, counts, to
     order = torch.argsort(block, stable=True)
     row_end = torch.cumsum(torch.bincount(block, minlength=nblocks), 0)
     # passes of whole blocks, about _PASS_CELLS distances each
-    rows_per_pass = max(1, _PASS_CELLS // SEARCH_BLOCK**2)
+    rows_per_pass = max(1, _PASS_CELLS * (_CUDA_SCALE if dev.type == "cuda" else 1) // SEARCH_BLOCK**2)
     targets = torch.arange(1, -(-len(cand) // rows_per_pass), device=dev) * rows_per_pass
     cuts = torch.searchsorted(row_end, targets, right=True)
     bounds = torch.unique(torch.cat([cuts, torch.tensor([nblocks], device=dev)]))
