@@ -90,9 +90,9 @@ def test_torch_names_are_lazy():
 
 
 # Random polygons (self-crossing, repeated and off-grid nodes included) on a 36 x 40 grid, with per-axis
-# std of 0 (exact nodes) to 6 px.
+# std of 0 (exact nodes), tiny (where a float32 ulp of a distance is a visible share of sigma) to 6 px.
 _COORD = st.floats(-8.0, 48.0, allow_nan=False, allow_infinity=False)
-_SIGMA = st.one_of(st.just(0.0), st.floats(0.05, 6.0))
+_SIGMA = st.one_of(st.just(0.0), st.floats(1e-4, 0.05), st.floats(0.05, 6.0))
 
 
 @st.composite
@@ -173,3 +173,17 @@ def test_organs_with_zero_std_and_sets_beyond_the_grid(device):
     hard = cxu.rasterize_organs(lm[:2], 128, 128)
     assert (got[0] == hard[0]).all() and (got[1, ORGANS.index("heart")] == hard[1, ORGANS.index("heart")]).all()
     assert sum(ORGAN_SIZES.values()) == lm.shape[1]
+
+
+def test_tiny_std_keeps_float32_agreement():
+    """std of 1e-4..1e-2 px: a pixel's margin cancels to a few ulps of its distance and is divided by that
+    tiny sigma, so torch must round every float32 step as numpy does (its CPU sqrt alone is an ulp off for
+    a fifth of the inputs: 6e-6 here); the masks then agree to the CDF's rounding, far below 1e-5."""
+    rng = np.random.default_rng(3)
+    angle = np.sort(rng.uniform(0, 2 * np.pi, (6, 40)), axis=1)
+    radius = rng.uniform(30, 70, (6, 40))
+    pts = 80.0 + np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
+    std = 10.0 ** rng.uniform(-4, -2, (6, 40, 2))
+    got = soft_mask_torch(pts, std, 160, 160).numpy()
+    for k in range(6):
+        np.testing.assert_allclose(got[k], soft_mask(pts[k], std[k], 160, 160, method="numpy"), rtol=0, atol=1e-6)

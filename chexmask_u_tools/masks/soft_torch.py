@@ -664,7 +664,7 @@ def _closed_form(flat_masks, seg: _Segments, pix, s, t, ox, oy, d2, qx, qy) -> N
     """
     f32 = torch.float32
     ins = flat_masks[pix] > 0.5
-    dist = torch.sqrt(d2)
+    dist = _sqrt32(d2)
     local = dist <= seg.corner_reach32[s]
     on = dist < 1e-6
     safe = torch.where(on, torch.ones_like(dist), dist)
@@ -682,7 +682,7 @@ def _closed_form(flat_masks, seg: _Segments, pix, s, t, ox, oy, d2, qx, qy) -> N
     delta = torch.maximum(nx.abs(), ny.abs()) * 0.5
     margin = torch.where(ins, dist, -dist) + delta
     certain = sigma2 <= 0
-    z = margin / torch.sqrt(sigma2)
+    z = margin / _sqrt32(sigma2)
     z = torch.where(certain, torch.where(margin >= 0, math.inf, -math.inf), z)
     p = _norm_cdf(z)
 
@@ -697,6 +697,18 @@ def _closed_form(flat_masks, seg: _Segments, pix, s, t, ox, oy, d2, qx, qy) -> N
         both = _corner_probability(seg, qx[idx].double(), qy[idx].double(), j, other, vertex)
         p[idx] = torch.minimum(p[idx].double(), both).to(f32)
     flat_masks[pix] = p
+
+
+def _sqrt32(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded float32 square root of float32 ``x``, as numpy's.
+
+    torch's vectorized float32 ``sqrt`` on CPU is an ulp off for about a fifth
+    of the inputs; the margin ``delta - dist`` of a pixel near the contour
+    cancels to a few ulps of ``dist``, and a tiny sigma (0.001 px) would turn
+    that ulp into 1e-5 of probability.  float64's root rounds to float32
+    exactly.
+    """
+    return torch.sqrt(x.to(torch.float64)).to(torch.float32)
 
 
 def _norm_cdf(z: torch.Tensor) -> torch.Tensor:
