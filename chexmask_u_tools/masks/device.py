@@ -227,22 +227,19 @@ class DeviceMasks(torch.nn.Module):
         usable = self._rows_with_std(std, has_std, len(lm))
         soft_rows = usable.nonzero()[:, 0]
         hard_rows = (~usable).nonzero()[:, 0]
-        if backend == "torch" and not len(hard_rows):  # the usual batch: drawn straight into the result
-            return soft_mask_organs_torch(lm, std, self.height, self.width, band=self.band, allow_empty=self.allow_empty)
+        if not len(hard_rows):  # the usual batch: drawn straight into the result
+            return self._draw_soft(lm, std, backend)
         out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
-        if len(hard_rows):
-            out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)
-        if not len(soft_rows):
-            return out
-        if backend == "torch":
-            out[soft_rows] = soft_mask_organs_torch(
-                lm[soft_rows], std[soft_rows], self.height, self.width, band=self.band, allow_empty=self.allow_empty
-            )
-            return out
-        points = lm[soft_rows].detach().to(torch.float64).numpy()
-        sigma = std[soft_rows].detach().to(torch.float64).numpy()
-        drawn = np.stack(
-            [soft_mask_organs(p, s, self.height, self.width, band=self.band, allow_empty=self.allow_empty) for p, s in zip(points, sigma)]
-        )
-        out[soft_rows] = torch.from_numpy(drawn)
+        out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)
+        if len(soft_rows):
+            out[soft_rows] = self._draw_soft(lm[soft_rows], std[soft_rows], backend)
         return out
+
+    def _draw_soft(self, lm: torch.Tensor, std: torch.Tensor, backend: str) -> torch.Tensor:
+        """float32 (B, 3, H, W) soft masks of rows that all have std, on the landmarks' device."""
+        options = {"band": self.band, "allow_empty": self.allow_empty}
+        if backend == "torch":
+            return soft_mask_organs_torch(lm, std, self.height, self.width, **options)
+        points = lm.detach().to(torch.float64).numpy()
+        sigma = std.detach().to(torch.float64).numpy()
+        return torch.from_numpy(soft_mask_organs(points, sigma, self.height, self.width, **options))
