@@ -304,8 +304,10 @@ def _truncation_moments(x: torch.Tensor, sigma: torch.Tensor, ring: torch.Tensor
     exact = sigma == 0
     smallest = _per_ring(torch.where(exact, math.inf, sigma), ring, nrings, "amin")
     smallest = torch.where(torch.isinf(smallest), 1.0, smallest)
-    terms = torch.clamp(torch.ceil(math.sqrt(41.5 / (2 * math.pi**2)) / smallest), max=_FOURIER_TERMS)[:, ring]
-    k = torch.arange(1, _FOURIER_TERMS + 1, dtype=torch.float64, device=x.device)
+    terms = torch.clamp(torch.ceil(math.sqrt(41.5 / (2 * math.pi**2)) / smallest), max=_FOURIER_TERMS)
+    # harmonics up to the batch's largest count (typically 1-3 for real stds: the work drops 10-fold)
+    k = torch.arange(1, int(terms.max()) + 1 if terms.numel() else 1, dtype=torch.float64, device=x.device)
+    terms = terms[:, ring]
     damp = torch.exp((-2 * math.pi**2) * k**2 * sigma[..., None] ** 2)
     damp = torch.where(k <= terms[..., None, None], damp, 0.0)
     phase = (2 * math.pi) * k * u[..., None]
