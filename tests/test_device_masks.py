@@ -108,6 +108,13 @@ def test_pixel_weights_reduce_and_module_behaviour():
     assert cxu.DeviceMasks is DeviceMasks and cxu.masks.DeviceMasks is DeviceMasks
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_an_empty_batch_gives_empty_masks(backend):
+    empty = torch.zeros(0, 120, 2)
+    assert DeviceMasks(16, backend=backend)(empty).shape == (0, 3, 16, 16)
+    assert DeviceMasks(16, "soft", backend=backend)(empty, empty).shape == (0, 3, 16, 16)
+
+
 def test_off_grid_landmarks_and_allow_empty():
     lm, std = _batch(2, 1024)  # 1024-frame landmarks for a 64 grid, shifted off it
     off = torch.as_tensor(lm + 4000)

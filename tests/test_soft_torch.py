@@ -77,6 +77,13 @@ def test_soft_torch_errors():
         soft_mask_torch(pts, std[:1], 40, 40)
     with pytest.raises(InputError):
         soft_mask_torch(pts, std[:, :4], 40, 40)
+    with pytest.raises(InputError, match="landmarks contains NaN"):
+        soft_mask_organs_torch(torch.full((2, 120, 2), float("nan")), torch.ones(2, 120), 64, 64)
+    with pytest.raises(InputError, match="std must be non-negative"):
+        soft_mask_organs_torch(torch.ones(2, 120, 2), -torch.ones(2, 120), 64, 64)
+    with pytest.raises(InputError, match="beyond"):
+        soft_mask_organs_torch(np.ones((120, 2)), np.full(120, 2e5), 64, 64, from_size=(1, 1))
+    assert soft_mask_organs_torch(np.zeros((0, 120, 2)), np.zeros((0, 120)), 64, 64).shape == (0, 3, 64, 64)
     lm = np.tile(np.array([[500.0, 500.0]]), (120, 1))
     with pytest.raises(InputError, match="from_size"):
         soft_mask_organs_torch(lm, np.ones(120), 64, 64)

@@ -203,7 +203,7 @@ class DeviceMasks(torch.nn.Module):
         """(B,) bool on std's device: rows drawn soft.  A row's std is all finite, or (no std) all NaN."""
         if std.ndim not in (2, 3) or std.shape[0] != batch or std.shape[1] != N_NODES or (std.ndim == 3 and std.shape[2] != 2):
             raise InputError(f"std must have shape (B, 120, 2) or (B, 120) with B = {batch}, got {tuple(std.shape)}")
-        flat = std.reshape(batch, -1)
+        flat = std.flatten(1)  # (B, 120 or 240); an empty batch too
         finite = torch.isfinite(flat).all(dim=1)
         if has_std is None:
             usable = finite
@@ -227,7 +227,7 @@ class DeviceMasks(torch.nn.Module):
         usable = self._rows_with_std(std, has_std, len(lm))
         soft_rows = usable.nonzero()[:, 0]
         hard_rows = (~usable).nonzero()[:, 0]
-        if not len(hard_rows):  # the usual batch: drawn straight into the result
+        if len(soft_rows) and not len(hard_rows):  # the usual batch: drawn straight into the result
             return self._draw_soft(lm, std, backend)
         out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
         out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)

@@ -49,7 +49,7 @@ import torch
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SIZES, ORGANS
-from chexmask_u_tools.masks.raster import MAX_COORDINATE, check_size, scale_points
+from chexmask_u_tools.masks.raster import MAX_COORDINATE, as_points, check_size, scale_points
 from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch, rasterize_torch, require_on_grid_torch
 from chexmask_u_tools.masks.soft import BAND_Z, SEARCH_BLOCK, points_in_frame
 
@@ -116,11 +116,12 @@ def _host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _framed(points, std, single: bool, pts: torch.Tensor, height: int, width: int, from_size, what: str):
+def _framed(points, std, single: bool, pts: torch.Tensor, height: int, width: int, from_size, what: str,
+            name: str):
     """Validated float64 (B, M, 2) points and per-axis std on the device, scaled from ``from_size``.
 
     ``pts``: the (B, M, 2) points as float64; ``points`` and ``std``: the
-    caller's inputs.  The value checks run on the device (one bool comes
+    caller's inputs, ``name`` the points' argument name.  The value checks run on the device (one bool comes
     back); inputs that fail are checked again on the host by
     :func:`~chexmask_u_tools.masks.soft.points_in_frame`, which words the error.
     """
@@ -141,7 +142,7 @@ def _framed(points, std, single: bool, pts: torch.Tensor, height: int, width: in
         pts, sd = pts * factor, sd * factor
         ok &= (sd <= MAX_COORDINATE).all()
     if not bool(ok):
-        host_pts, host_sd = _host(points), _host(std)
+        host_pts, host_sd = as_points(_host(points), name), _host(std)
         if single:
             host_pts, host_sd = host_pts[None], host_sd[None]
         for p, s in zip(host_pts, host_sd):
@@ -193,7 +194,7 @@ def soft_mask_torch(
     if pts.ndim not in (2, 3) or pts.shape[-1] != 2 or pts.shape[-2] < 1:
         raise InputError(f"points must have shape (N, 2) or (B, N, 2), got {tuple(pts.shape)}")
     single = pts.ndim == 2
-    pts, sd = _framed(points, std, single, pts[None] if single else pts, height, width, from_size, "contour")
+    pts, sd = _framed(points, std, single, pts[None] if single else pts, height, width, from_size, "contour", "points")
     out = torch.empty((len(pts), 1, height, width), dtype=torch.float32, device=dev)
     _draw(out, pts, sd, (pts.shape[1],), band, lambda p: rasterize_torch(p, height, width)[:, None])
     return out[0, 0] if single else out[:, 0]
@@ -234,7 +235,8 @@ def soft_mask_organs_torch(
     if lm.ndim not in (2, 3) or lm.shape[-2:] != (N_NODES, 2):
         raise InputError(f"landmarks must have shape (120, 2) or (B, 120, 2), got {tuple(lm.shape)}")
     single = lm.ndim == 2
-    lm, sd = _framed(landmarks, std, single, lm[None] if single else lm, height, width, from_size, "landmark set")
+    lm, sd = _framed(landmarks, std, single, lm[None] if single else lm, height, width, from_size, "landmark set",
+                     "landmarks")
     if not allow_empty:
         require_on_grid_torch(lm[0] if single else lm, height, width)
     out = torch.empty((len(lm), len(ORGANS), height, width), dtype=torch.float32, device=dev)
