@@ -128,8 +128,7 @@ def main() -> int:
                 if device == "cuda":
                     torch.cuda.synchronize()
 
-            repeat = args.repeat if device == "cuda" or kind == "hard" else 1
-            rate = 3 * batch / best_time(call, repeat)
+            rate = 3 * batch / best_time(call, args.repeat)
             row(kind, label, batch, rate, reference, check)
             if device == "cuda":
                 met[kind] = rate
