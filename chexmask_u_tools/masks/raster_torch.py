@@ -26,9 +26,16 @@ import torch
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.masks.raster import MAX_COORDINATE, XY_SHIFT, check_size, polygon_batch, rasterize_polygons
+from chexmask_u_tools.masks.raster import (
+    MAX_COORDINATE,
+    XY_SHIFT,
+    check_size,
+    polygon_batch,
+    rasterize_polygons,
+    require_on_grid,
+)
 
-__all__ = ["rasterize_organs_torch", "rasterize_torch"]
+__all__ = ["rasterize_organs_torch", "rasterize_torch", "require_on_grid_torch"]
 
 _XY_ONE = 1 << XY_SHIFT
 # Largest number of difference-image cells (int32) the torch kernel holds at
@@ -317,3 +324,35 @@ def rasterize_organs_torch(
     first = (torch.arange(nimg, device=verts.device)[:, None] * N_NODES + starts).reshape(-1)
     out = _run(verts, first, height, width, backend).reshape(nimg, len(ORGANS), height, width)
     return out[0] if lm.ndim == 2 else out
+
+
+def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int) -> None:
+    """:func:`~chexmask_u_tools.masks.raster.require_on_grid` for a tensor, tested on the tensor's device.
+
+    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  Raises
+    :class:`~chexmask_u_tools.errors.InputError` when no vertex of a landmark
+    set, truncated as the rasterizer draws it, is a pixel of the ``(height,
+    width)`` grid.  Only one bool comes back to the host; a set that fails
+    (or a NaN, which is on no pixel) is copied there, where ``require_on_grid``
+    words the error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> require_on_grid_torch(torch.tensor([[[10.0, 20.0], [2000.0, 10.0]]]), 256, 256)  # one vertex on the grid is enough
+    >>> require_on_grid_torch(torch.tensor([[600.0, 700.0], [900.0, 300.0]]), 256, 256)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
+    """
+    if landmarks.ndim < 2 or landmarks.shape[-1] != 2:
+        raise InputError(f"landmarks must have shape (N, 2) or (B, N, 2), got {tuple(landmarks.shape)}")
+    verts = landmarks.detach()
+    if verts.is_floating_point():
+        verts = torch.trunc(verts)
+    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
+    if bool(on.reshape(-1, on.shape[-1]).any(dim=1).all()):
+        return
+    host = landmarks.detach().cpu()
+    require_on_grid((host.double() if host.is_floating_point() else host).numpy(), height, width)
+    raise InputError(f"no vertex of a landmark set falls on the {height}x{width} grid")  # require_on_grid raised first
