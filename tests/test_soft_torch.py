@@ -173,10 +173,12 @@ def test_organs_with_zero_std_and_sets_beyond_the_grid(device):
     sd[0] = 0.0
     sd[1, ORGAN_SLICES["heart"]] = 0.0
     lm[2, ORGAN_SLICES["left_lung"]] += 70.0  # the left lung leaves the grid on the right
-    got = soft_mask_organs_torch(torch.as_tensor(lm, device=device), torch.as_tensor(sd, device=device), 128, 128)
+    got = soft_mask_organs_torch(torch.as_tensor(lm, device=device), torch.as_tensor(sd, device=device), 128, 128, allow_partial=True)
     got = got.cpu().numpy()
     for row in range(3):
-        np.testing.assert_allclose(got[row], soft_mask_organs(lm[row], sd[row], 128, 128), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got[row], soft_mask_organs(lm[row], sd[row], 128, 128, allow_partial=True), rtol=0, atol=1e-5)
+    with pytest.raises(cxu.InputError, match="allow_partial=True"):
+        soft_mask_organs_torch(torch.as_tensor(lm, device=device), torch.as_tensor(sd, device=device), 128, 128)
     hard = cxu.rasterize_organs(lm[:2], 128, 128)
     assert (got[0] == hard[0]).all() and (got[1, ORGANS.index("heart")] == hard[1, ORGANS.index("heart")]).all()
     assert sum(ORGAN_SIZES.values()) == lm.shape[1]

@@ -92,10 +92,14 @@ class DeviceMasks(torch.nn.Module):
     band:
         As in :func:`~chexmask_u_tools.masks.soft.soft_mask`: evaluate the
         closed form only near the contour (same values, faster).
-    allow_empty:
-        By default a landmark set with no node on the grid raises
-        :class:`~chexmask_u_tools.errors.InputError` (landmarks of another
-        frame); True draws its empty masks.
+    allow_empty, allow_partial:
+        By default landmarks that do not belong to the grid raise
+        :class:`~chexmask_u_tools.errors.InputError` (a node beyond it by more
+        than :data:`~chexmask_u_tools.masks.raster.OFF_GRID_MARGIN` of its
+        side, or none on it: landmarks of another frame), as
+        :func:`~chexmask_u_tools.masks.raster.rasterize_organs` does;
+        ``allow_partial=True`` draws what falls on the grid,
+        ``allow_empty=True`` checks nothing.
     backend:
         ``"auto"`` (CUDA and other devices: torch kernels; CPU: the CPU
         kernels, faster there), ``"torch"`` (torch kernels on any device) or
@@ -130,6 +134,7 @@ class DeviceMasks(torch.nn.Module):
         pixel_weights: bool | Mapping[str, Any] = False,
         band: bool = True,
         allow_empty: bool = False,
+        allow_partial: bool = False,
         backend: Literal["auto", "torch", "numpy"] = "auto",
     ) -> None:
         super().__init__()
@@ -141,7 +146,8 @@ class DeviceMasks(torch.nn.Module):
             raise InputError(f"kind must be 'hard' or 'soft', got {kind!r}")
         if backend not in _BACKENDS:
             raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        self.height, self.width, self.kind, self.band, self.allow_empty, self.backend = height, width, kind, bool(band), bool(allow_empty), backend
+        self.height, self.width, self.kind, self.band, self.backend = height, width, kind, bool(band), backend
+        self.allow_empty, self.allow_partial = bool(allow_empty), bool(allow_partial)
         self.pixel_weight_options = self._pixel_weight_options(pixel_weights, kind)
 
     @staticmethod
@@ -196,7 +202,7 @@ class DeviceMasks(torch.nn.Module):
 
     def _hard(self, lm: torch.Tensor, backend: str) -> torch.Tensor:
         if not self.allow_empty and len(lm):
-            require_on_grid_torch(lm, self.height, self.width)
+            require_on_grid_torch(lm, self.height, self.width, allow_partial=self.allow_partial)
         return rasterize_organs_torch(lm, self.height, self.width, backend=backend)
 
     def _rows_with_std(self, std: torch.Tensor, has_std: Any, batch: int) -> torch.Tensor:
@@ -237,7 +243,7 @@ class DeviceMasks(torch.nn.Module):
 
     def _draw_soft(self, lm: torch.Tensor, std: torch.Tensor, backend: str) -> torch.Tensor:
         """float32 (B, 3, H, W) soft masks of rows that all have std, on the landmarks' device."""
-        options = {"band": self.band, "allow_empty": self.allow_empty}
+        options = {"band": self.band, "allow_empty": self.allow_empty, "allow_partial": self.allow_partial}
         if backend == "torch":
             return soft_mask_organs_torch(lm, std, self.height, self.width, **options)
         points = lm.detach().to(torch.float64).numpy()

@@ -28,6 +28,7 @@ from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.masks.raster import (
     MAX_COORDINATE,
+    OFF_GRID_MARGIN,
     XY_SHIFT,
     check_size,
     polygon_batch,
@@ -326,21 +327,22 @@ def rasterize_organs_torch(
     return out[0] if lm.ndim == 2 else out
 
 
-def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int) -> None:
+def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int, *, allow_partial: bool = False) -> None:
     """:func:`~chexmask_u_tools.masks.raster.require_on_grid` for a tensor, tested on the tensor's device.
 
-    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  Raises
-    :class:`~chexmask_u_tools.errors.InputError` when no vertex of a landmark
-    set, truncated as the rasterizer draws it, is a pixel of the ``(height,
-    width)`` grid.  Only one bool comes back to the host; a set that fails
-    (or a NaN, which is on no pixel) is copied there, where ``require_on_grid``
+    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  The same two
+    checks, on the truncated vertices the rasterizer draws: no node beyond the
+    grid by more than :data:`~chexmask_u_tools.masks.raster.OFF_GRID_MARGIN`
+    of its longer side (unless ``allow_partial``), and a vertex of each set on
+    the grid.  Only one bool comes back to the host; a set that fails (or a
+    NaN, which is on no pixel) is copied there, where ``require_on_grid``
     words the error.
 
     Examples
     --------
     >>> import torch
-    >>> require_on_grid_torch(torch.tensor([[[10.0, 20.0], [2000.0, 10.0]]]), 256, 256)  # one vertex on the grid is enough
-    >>> require_on_grid_torch(torch.tensor([[600.0, 700.0], [900.0, 300.0]]), 256, 256)  # doctest: +ELLIPSIS
+    >>> require_on_grid_torch(torch.tensor([[[10.0, 20.0], [270.0, 10.0]]]), 256, 256)  # 14 px beyond: a border contour
+    >>> require_on_grid_torch(torch.tensor([[600.0, 700.0], [900.0, 300.0]]), 256, 256, allow_partial=True)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
@@ -350,9 +352,13 @@ def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int) -> N
     verts = landmarks.detach()
     if verts.is_floating_point():
         verts = torch.trunc(verts)
-    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
-    if bool(on.reshape(-1, on.shape[-1]).any(dim=1).all()):
+    x, y = verts[..., 0], verts[..., 1]
+    on = ((x >= 0) & (x < width) & (y >= 0) & (y < height)).reshape(-1, verts.shape[-2]).any(dim=1).all()
+    if not allow_partial:
+        beyond = torch.maximum(torch.maximum(-x, x - (width - 1)), torch.maximum(-y, y - (height - 1)))
+        on = on & ~(beyond > OFF_GRID_MARGIN * max(height, width)).any()
+    if bool(on):
         return
     host = landmarks.detach().cpu()
-    require_on_grid((host.double() if host.is_floating_point() else host).numpy(), height, width)
-    raise InputError(f"no vertex of a landmark set falls on the {height}x{width} grid")  # require_on_grid raised first
+    require_on_grid((host.double() if host.is_floating_point() else host).numpy(), height, width, allow_partial=allow_partial)
+    raise InputError(f"a landmark set does not belong to the {height}x{width} grid")  # require_on_grid raised first

@@ -210,6 +210,7 @@ def soft_mask_organs_torch(
     from_size: tuple[int, int] | None = None,
     band: bool = True,
     allow_empty: bool = False,
+    allow_partial: bool = False,
 ) -> torch.Tensor:
     """Soft masks of the three organs of many landmark sets: float32 (B, 3, H, W) ((3, H, W) for one set).
 
@@ -217,7 +218,7 @@ def soft_mask_organs_torch(
     (B, 120) / (B, 120, 2).  Same masks as
     :func:`~chexmask_u_tools.masks.soft.soft_mask_organs` (within 1e-5),
     computed for every organ of the batch at once on ``device`` (default: the
-    landmarks' device).  ``from_size``, ``band`` and ``allow_empty`` as there.
+    landmarks' device).  ``from_size``, ``band``, ``allow_empty`` and ``allow_partial`` as there.
 
     Examples
     --------
@@ -238,7 +239,7 @@ def soft_mask_organs_torch(
     lm, sd = _framed(landmarks, std, single, lm[None] if single else lm, height, width, from_size, "landmark set",
                      "landmarks")
     if not allow_empty:
-        require_on_grid_torch(lm[0] if single else lm, height, width)
+        require_on_grid_torch(lm[0] if single else lm, height, width, allow_partial=allow_partial)
     out = torch.empty((len(lm), len(ORGANS), height, width), dtype=torch.float32, device=dev)
     _draw(out, lm, sd, _ORGAN_RINGS, band, lambda p: rasterize_organs_torch(p, height, width))
     return out[0] if single else out
