@@ -28,7 +28,6 @@ from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.masks.raster import (
     MAX_COORDINATE,
-    OFF_GRID_MARGIN,
     XY_SHIFT,
     check_size,
     polygon_batch,
@@ -328,15 +327,15 @@ def rasterize_organs_torch(
 
 
 def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int, *, allow_partial: bool = False) -> None:
-    """:func:`~chexmask_u_tools.masks.raster.require_on_grid` for a tensor, tested on the tensor's device.
+    """:func:`~chexmask_u_tools.masks.raster.require_on_grid` for a tensor, without copying the usual batch.
 
-    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  The same two
-    checks, on the truncated vertices the rasterizer draws: no node beyond the
-    grid by more than :data:`~chexmask_u_tools.masks.raster.OFF_GRID_MARGIN`
-    of its longer side (unless ``allow_partial``), and a vertex of each set on
-    the grid.  Only one bool comes back to the host; a set that fails (or a
-    NaN, which is on no pixel) is copied there, where ``require_on_grid``
-    words the error.
+    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  The tensor's
+    device answers the usual case, where every vertex (truncated, as the
+    rasterizer draws it) is a pixel of the ``(height, width)`` grid: nothing
+    to refuse, and only one bool comes back to the host.  Any other batch is
+    copied to the host and judged by ``require_on_grid`` itself (one rule, in
+    one place), which raises :class:`~chexmask_u_tools.errors.InputError` for
+    landmarks of another frame; ``allow_partial`` as there.
 
     Examples
     --------
@@ -351,14 +350,9 @@ def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int, *, a
         raise InputError(f"landmarks must have shape (N, 2) or (B, N, 2), got {tuple(landmarks.shape)}")
     verts = landmarks.detach()
     if verts.is_floating_point():
-        verts = torch.trunc(verts)
-    x, y = verts[..., 0], verts[..., 1]
-    on = ((x >= 0) & (x < width) & (y >= 0) & (y < height)).reshape(-1, verts.shape[-2]).any(dim=1).all()
-    if not allow_partial:
-        beyond = torch.maximum(torch.maximum(-x, x - (width - 1)), torch.maximum(-y, y - (height - 1)))
-        on = on & ~(beyond > OFF_GRID_MARGIN * max(height, width)).any()
-    if bool(on):
+        verts = torch.trunc(verts)  # NaN stays NaN: off the grid, judged on the host
+    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
+    if bool(on.all()):
         return
     host = landmarks.detach().cpu()
     require_on_grid((host.double() if host.is_floating_point() else host).numpy(), height, width, allow_partial=allow_partial)
-    raise InputError(f"a landmark set does not belong to the {height}x{width} grid")  # require_on_grid raised first
