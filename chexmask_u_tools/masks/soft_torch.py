@@ -51,7 +51,7 @@ from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SIZES, ORGANS
 from chexmask_u_tools.masks.raster import MAX_COORDINATE, as_points, check_size, scale_points
 from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch, rasterize_torch, require_on_grid_torch
-from chexmask_u_tools.masks.soft import BAND_Z, SEARCH_BLOCK, points_in_frame
+from chexmask_u_tools.masks.soft import BAND_Z, MIN_STD, SEARCH_BLOCK, points_in_frame
 
 __all__ = ["ContourModels", "contour_model_torch", "soft_mask_organs_torch", "soft_mask_torch"]
 
@@ -148,7 +148,7 @@ def _framed(points, std, single: bool, pts: torch.Tensor, height: int, width: in
         for p, s in zip(host_pts, host_sd):
             points_in_frame(p, s, height, width, from_size)  # raises the numpy path's error
         raise InputError("points or std hold values the soft masks cannot use (NaN, infinite or beyond 2**20 px)")
-    return pts, sd
+    return pts, torch.where((sd > 0) & (sd < MIN_STD), torch.full((), MIN_STD, dtype=sd.dtype, device=sd.device), sd)
 
 
 def soft_mask_torch(
