@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numba
 
-__all__ = ["CACHE_NOTE", "KernelCacheWarning", "caching_enabled", "kernel"]
+__all__ = ["CACHE_NOTE", "KernelCacheWarning", "caching_enabled", "compiled", "kernel"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -37,6 +37,14 @@ class KernelCacheWarning(UserWarning):
 def caching_enabled() -> bool:
     """Whether kernels defined so far are cached on disk (False once a definition found no cache folder)."""
     return _state["caching"]
+
+
+def compiled() -> bool:
+    """Whether kernels run compiled: False under ``NUMBA_DISABLE_JIT=1``, where they would run as plain Python.
+
+    The ``*_method`` dispatch helpers then choose numpy.
+    """
+    return not numba.config.DISABLE_JIT
 
 
 def _no_locator(error: RuntimeError) -> bool:
