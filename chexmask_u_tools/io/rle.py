@@ -265,9 +265,9 @@ def _kernels() -> ModuleType:
 
 def _kernel_runs(rle: object, n_pixels: int) -> np.ndarray:
     """:func:`_checked_runs` by the compiled reader; strings it does not read go to the reference (its errors)."""
-    if _is_missing(rle) or not isinstance(rle, str) or not rle.isascii():
+    if _is_missing(rle) or type(rle) is not str or not rle.isascii():
         return _checked_runs(rle, n_pixels)
-    text = np.frombuffer(rle.encode("ascii"), dtype=np.uint8)
+    text = rle.encode("ascii")
     pairs = np.empty((_kernels().pair_capacity(len(text)), 2), dtype=np.int64)
     count = _kernels().parse_runs(text, n_pixels, pairs)
     if count < 0:
@@ -276,20 +276,25 @@ def _kernel_runs(rle: object, n_pixels: int) -> np.ndarray:
 
 
 def _destination(out: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(array, its bytes for the kernels to write (flat uint8), torch tensor to copy into afterwards or None)."""
+    """(array, what the kernels write, torch tensor to copy into afterwards or None) for a caller's ``out``.
+
+    The kernels write C-contiguous bool / uint8 arrays in place: the array
+    itself when it is one, else a uint8 scratch array copied in afterwards.
+    """
     if out is None:
-        array, tensor = np.empty(shape, dtype=bool), None
-    else:
-        array, tensor = _as_writable(out, shape)
-    if array.flags.c_contiguous:
-        return array, array.reshape(-1).view(np.uint8), tensor
-    return array, np.empty(array.size, dtype=np.uint8), tensor
+        array = np.empty(shape, dtype=bool)
+        return array, array, None
+    if (type(out) is np.ndarray and out.shape == shape and out.dtype.char in "?B" and out.flags.c_contiguous
+            and out.flags.writeable):
+        return out, out, None  # the common case, without the general checks' cost
+    array, tensor = _as_writable(out, shape)
+    return array, (array if array.flags.c_contiguous else np.empty(shape, dtype=np.uint8)), tensor
 
 
-def _delivered(array: np.ndarray, flat: np.ndarray, tensor: Any, out: Any) -> Any:
-    """``out`` (or the fresh array) once the kernels wrote ``flat``: copied where they could not write in place."""
-    if not array.flags.c_contiguous:
-        np.copyto(array, flat.reshape(array.shape), casting="unsafe")
+def _delivered(array: np.ndarray, written: np.ndarray, tensor: Any, out: Any) -> Any:
+    """``out`` (or the fresh array) once the kernels wrote ``written``: copied in where they could not write in place."""
+    if written is not array:
+        np.copyto(array, written, casting="unsafe")
     if tensor is not None:
         import torch
 
@@ -297,23 +302,23 @@ def _delivered(array: np.ndarray, flat: np.ndarray, tensor: Any, out: Any) -> An
     return array if out is None else out
 
 
-def _kernel_fill(pairs: np.ndarray, height: int, width: int, target: tuple[int, int], flat: np.ndarray) -> None:
-    """Write checked runs of a ``(height, width)`` mask, sampled to ``target``, into the flat uint8 ``flat``."""
-    if target == (height, width):
-        _kernels().fill_runs(pairs, len(pairs), flat)
+def _kernel_fill(pairs: np.ndarray, height: int, width: int, into: np.ndarray) -> None:
+    """Write checked runs of a ``(height, width)`` mask, sampled to ``into``'s (h, w), into ``into``."""
+    if into.shape == (height, width):
+        _kernels().fill_runs(pairs, len(pairs), into)
     else:
-        rows, cols = nearest_indices(height, target[0]), nearest_indices(width, target[1])
-        _kernels().fill_runs_resampled(pairs, len(pairs), width, rows, cols, flat.reshape(target))
+        rows, cols = nearest_indices(height, into.shape[0]), nearest_indices(width, into.shape[1])
+        _kernels().fill_runs_resampled(pairs, len(pairs), width, rows, cols, into)
 
 
 def _kernel_decode(rle: object, height: int, width: int, target: tuple[int, int], out: Any) -> Any:
     """:func:`rle_decode` by the kernels: a plain string at full size in one call (read, checked, then written)."""
-    array, flat, tensor = _destination(out, target)
-    if target == (height, width) and isinstance(rle, str) and rle.isascii():
-        if _kernels().decode_runs(np.frombuffer(rle.encode("ascii"), dtype=np.uint8), height * width, flat) >= 0:
-            return _delivered(array, flat, tensor, out)
-    _kernel_fill(_kernel_runs(rle, height * width), height, width, target, flat)
-    return _delivered(array, flat, tensor, out)
+    array, written, tensor = _destination(out, target)
+    if target == (height, width) and type(rle) is str and rle.isascii():
+        if _kernels().decode_runs(rle.encode("ascii"), height * width, written) >= 0:
+            return _delivered(array, written, tensor, out)
+    _kernel_fill(_kernel_runs(rle, height * width), height, width, written)
+    return _delivered(array, written, tensor, out)
 
 
 def _gap_counts(starts0: np.ndarray, lengths: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -601,18 +606,17 @@ def rle_decode_many(
         if use == "kernel":
             masks = [np.empty((h, w), dtype=bool) for h, w in sizes]
             for pairs, (h, w), mask in zip(runs, sizes, masks):
-                _kernel_fill(pairs, h, w, (h, w), mask.reshape(-1).view(np.uint8))
+                _kernel_fill(pairs, h, w, mask)
             return masks
         return [
             _fill(pairs[:, 0] - 1, pairs[:, 1], h * w).reshape(h, w) for pairs, (h, w) in zip(runs, sizes)
         ]
     height, width = sizes[0]
     if use == "kernel":
-        array, flat, tensor = _destination(out, (n, height, width))
-        size = height * width
+        array, written, tensor = _destination(out, (n, height, width))
         for row, pairs in enumerate(runs):
-            _kernel_fill(pairs, height, width, (height, width), flat[row * size : (row + 1) * size])
-        return _delivered(array, flat, tensor, out)
+            _kernel_fill(pairs, height, width, written[row])
+        return _delivered(array, written, tensor, out)
     if out is not None:
         # Mask by mask: a one-mask scratch array is recycled by the allocator, a B-mask one is fresh pages.
         array, tensor = _as_writable(out, (n, height, width))

@@ -39,7 +39,7 @@ def pair_capacity(n_bytes: int) -> int:
 def parse_runs(text, n_pixels, pairs):
     """Read the (start, length) runs of ``text`` into ``pairs``; the number of runs, or -1 for the reference.
 
-    ``text``: (n,) uint8, the string's bytes; ``n_pixels``: the mask's pixel
+    ``text``: the string's bytes (``bytes`` or (n,) uint8); ``n_pixels``: the mask's pixel
     count (at most 2**28, so no value read here can overflow: reading stops
     past it); ``pairs``: (K, 2) int64 with K at least :func:`pair_capacity`.
     -1 when the string is not in the plain form or a run is bad (start or
@@ -51,8 +51,9 @@ def parse_runs(text, n_pixels, pairs):
     count = 0  # values read
     start = 0
     previous_end = 0
-    for i in range(text.shape[0] + 1):
-        c = text[i] if i < text.shape[0] else _SPACE
+    n = len(text)
+    for i in range(n + 1):
+        c = text[i] if i < n else _SPACE
         if _ZERO <= c <= _NINE:
             value = value * 10 + (c - _ZERO)
             if value > n_pixels:
@@ -84,19 +85,21 @@ def parse_runs(text, n_pixels, pairs):
 
 @kernel
 def fill_runs(pairs, count, out):
-    """Write the first ``count`` runs of ``pairs`` (checked by :func:`parse_runs`) into the flat uint8 ``out``.
+    """Write the first ``count`` runs of ``pairs`` (checked by :func:`parse_runs`) into ``out``.
 
-    Every byte of ``out`` is written once: 0 in the gaps, 1 in the runs.
+    ``out``: a C-contiguous bool or uint8 mask of any shape, seen flat
+    (row-major).  Every byte is written once: 0 in the gaps, 1 in the runs.
     """
-    n = out.shape[0]
+    flat = out.reshape(out.size)
+    n = flat.shape[0]
     position = 0
     for k in range(count):
         begin = min(max(pairs[k, 0] - 1, position), n)
         end = min(max(begin + pairs[k, 1], begin), n)
-        out[position:begin] = 0
-        out[begin:end] = 1
+        flat[position:begin] = 0
+        flat[begin:end] = 1
         position = end
-    out[position:] = 0
+    flat[position:] = 0
 
 
 @kernel
@@ -105,7 +108,7 @@ def decode_runs(text, n_pixels, out):
 
     Returns the number of runs, or -1 with ``out`` untouched.
     """
-    pairs = np.empty(((text.shape[0] + 1) // 4 + 1, 2), dtype=np.int64)  # pair_capacity
+    pairs = np.empty(((len(text) + 1) // 4 + 1, 2), dtype=np.int64)  # pair_capacity
     count = parse_runs(text, n_pixels, pairs)
     if count >= 0:
         fill_runs(pairs, count, out)
@@ -114,10 +117,11 @@ def decode_runs(text, n_pixels, out):
 
 @kernel
 def fill_runs_resampled(pairs, count, width, row_index, col_index, out):
-    """The full ``(., width)`` mask of the runs sampled at ``row_index`` x ``col_index``, into (h, w) uint8 ``out``.
+    """The full ``(., width)`` mask of the runs sampled at ``row_index`` x ``col_index``, into (h, w) ``out``.
 
     ``row_index`` (h,) and ``col_index`` (w,): non-decreasing int64 rows and
-    columns of the full mask (``schema.nearest_indices``).  Output row ``i``
+    columns of the full mask (``schema.nearest_indices``); ``out``: C-contiguous
+    bool or uint8.  Output row ``i``
     is built from the runs crossing full row ``row_index[i]`` (a repeated row is
     copied); the full mask is never built.
     """
