@@ -11,6 +11,7 @@ from chexmask_u_tools.io.rle import (
     rle_decode_many,
     rle_encode,
     rle_encode_many,
+    rle_method,
     rle_problems,
 )
 from chexmask_u_tools.io.sample import load_sample, sample_dir, sample_files
@@ -35,6 +36,7 @@ __all__ = [
     "rle_decode_many",
     "rle_encode",
     "rle_encode_many",
+    "rle_method",
     "rle_problems",
     "sample_dir",
     "sample_files",

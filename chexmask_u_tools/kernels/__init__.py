@@ -11,6 +11,6 @@ Kernels are compiled lazily, at their first call, into numba's on-disk cache
 (:mod:`chexmask_u_tools.kernels.jit`), never at import.
 """
 
-from chexmask_u_tools.kernels.jit import CACHE_NOTE, KernelCacheWarning, caching_enabled, compiled, kernel
+from chexmask_u_tools.kernels.jit import CACHE_NOTE, KernelCacheWarning, auto_method, caching_enabled, compiled, kernel
 
-__all__ = ["CACHE_NOTE", "KernelCacheWarning", "caching_enabled", "compiled", "kernel"]
+__all__ = ["CACHE_NOTE", "KernelCacheWarning", "auto_method", "caching_enabled", "compiled", "kernel"]

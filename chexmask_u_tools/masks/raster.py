@@ -553,19 +553,19 @@ def raster_method(height: int, width: int) -> str:
 
 
 def _use(method: str) -> str:
-    """The implementation a ``method=`` argument names (``"auto"``: the kernel unless the JIT is disabled)."""
-    if method == "auto":
-        return "kernel" if _jit_enabled() else "numpy"
-    if method not in RASTER_METHODS:
-        raise InputError(f"method must be one of {RASTER_METHODS}, got {method!r}")
-    return method
+    """The implementation a ``method=`` argument names."""
+    if type(method) is str and method in RASTER_METHODS:
+        return _resolved(method)
+    raise InputError(f"method must be one of {RASTER_METHODS}, got {method!r}")
 
 
 @functools.cache
-def _jit_enabled() -> bool:
-    from chexmask_u_tools.kernels.jit import compiled  # numba loads at the first mask, not at import
+def _resolved(method: str) -> str:
+    if method != "auto":
+        return method
+    from chexmask_u_tools.kernels.jit import auto_method  # numba loads at the first call, not at import
 
-    return compiled()
+    return auto_method()
 
 
 @functools.cache
