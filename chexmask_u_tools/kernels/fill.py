@@ -122,17 +122,18 @@ def _draw_line(plane, value, x1, y1, x2, y2):
 
 
 @kernel
-def _fill_one(verts, plane, value):
-    """Draw the closed polygon ``verts`` ((m, 2) int64) into ``plane`` (H, W) uint8 with ``value``."""
+def _edges(verts, plane, value, lo, nrow, xtop, slope):
+    """Draw the polygon's edge lines and fill in its fill edges' rows and crossings; the rows they span.
+
+    Per edge ``i`` (previous vertex -> vertex ``i``): first row ``lo``, row
+    count ``nrow`` (0: no crossings), crossing x (16.16, plus one pixel) on
+    its first row ``xtop``, and ``slope`` per row.  Returns ``(ymin, ymax)``,
+    empty when no edge has a row.
+    """
     height, width = plane.shape
     m = verts.shape[0]
-    # per fill edge: first row, row count, crossing x (16.16, plus one pixel) on its first row, slope
-    lo = np.empty(m, dtype=np.int64)
-    nrow = np.empty(m, dtype=np.int64)
-    xtop = np.empty(m, dtype=np.int64)
-    slope = np.empty(m, dtype=np.int64)
-    order = np.empty(m, dtype=np.int64)  # edges with rows, by first row
-    n_edges = 0
+    ymin = height
+    ymax = 0
     for i in range(m):
         x1 = verts[i - 1 if i else m - 1, 0]
         y1 = verts[i - 1 if i else m - 1, 1]
@@ -152,28 +153,45 @@ def _fill_one(verts, plane, value):
         else:
             x = (lx2 << XY_SHIFT) + (y2 - fy2) * step
         first = max(top, 0)
+        count = max(min(max(y1, y2), height) - first, 0)
         lo[i] = first
-        nrow[i] = max(min(max(y1, y2), height) - first, 0)
+        nrow[i] = count
         xtop[i] = x + (first - top) * step + _XY_ONE
         slope[i] = step
-        if nrow[i]:
+        if count:
+            ymin = min(ymin, first)
+            ymax = max(ymax, first + count)
+    return ymin, ymax
+
+
+@kernel
+def _fill_one(verts, plane, value):
+    """Draw the closed polygon ``verts`` ((m, 2) int64) into ``plane`` (H, W) uint8 with ``value``."""
+    height, width = plane.shape
+    m = verts.shape[0]
+    lo = np.empty(m, dtype=np.int64)
+    nrow = np.empty(m, dtype=np.int64)
+    xtop = np.empty(m, dtype=np.int64)
+    slope = np.empty(m, dtype=np.int64)
+    ymin, ymax = _edges(verts, plane, value, lo, nrow, xtop, slope)
+    if ymax <= ymin:
+        return
+    order = np.empty(m, dtype=np.int64)  # the edges with rows, by first row (insertion sort)
+    n_edges = 0
+    for i in range(m):
+        if nrow[i] > 0:
             j = n_edges
-            while j > 0 and lo[order[j - 1]] > first:
+            while j > 0 and lo[order[j - 1]] > lo[i]:
                 order[j] = order[j - 1]
                 j -= 1
             order[j] = i
             n_edges += 1
-    if n_edges == 0:
-        return
     active = np.empty(n_edges, dtype=np.int64)
     xs = np.empty(n_edges, dtype=np.int64)
     n_active = 0
     following = 0
     limit = (width + 1) << XY_SHIFT
-    y = lo[order[0]]
-    while n_active or following < n_edges:
-        if n_active == 0:
-            y = max(y, lo[order[following]])
+    for y in range(ymin, min(ymax, height)):
         kept = 0
         for j in range(n_active):  # edges past their last row leave
             e = active[j]
@@ -185,7 +203,7 @@ def _fill_one(verts, plane, value):
             active[n_active] = order[following]
             n_active += 1
             following += 1
-        for j in range(n_active):  # crossings of the row, insertion-sorted
+        for j in range(n_active):  # the row's crossings, insertion-sorted (an organ's row has 2 to 6)
             e = active[j]
             x = min(max(xtop[e] + (y - lo[e]) * slope[e], 0), limit)
             k = j - 1
@@ -193,14 +211,12 @@ def _fill_one(verts, plane, value):
                 xs[k + 1] = xs[k]
                 k -= 1
             xs[k + 1] = x
-        if 0 <= y < height:
-            row = plane[y]
-            for j in range(0, n_active - 1, 2):
-                left = max((xs[j] - 1) >> XY_SHIFT, 0)  # ceil(x): the crossings carry one pixel more
-                right = min((xs[j + 1] >> XY_SHIFT) - 1, width - 1)  # floor(x')
-                if left <= right:
-                    row[left : right + 1] = value
-        y += 1
+        row = plane[y]
+        for j in range(0, n_active - 1, 2):
+            left = max((xs[j] - 1) >> XY_SHIFT, 0)  # ceil(x): the crossings carry one pixel more
+            right = min((xs[j + 1] >> XY_SHIFT) - 1, width - 1)  # floor(x')
+            if left <= right:
+                row[left : right + 1] = value
 
 
 @kernel
