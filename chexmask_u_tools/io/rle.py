@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import InputError, RLEError
+from chexmask_u_tools.kernels.dispatch import METHODS, resolve_method
 from chexmask_u_tools.schema import MAX_MASK_PIXELS, check_mask_size, nearest_indices
 
 __all__ = [
@@ -57,7 +58,7 @@ __all__ = [
     "rle_problems",
 ]
 
-RLE_METHODS = ("auto", "kernel", "numpy")
+RLE_METHODS = METHODS
 """Values of the ``method=`` argument of the decoders and encoders."""
 
 _OK, _START_BELOW_1, _LENGTH_BELOW_1, _PAST_END, _OVERLAP = range(5)
@@ -241,18 +242,10 @@ def rle_method(height: int, width: int) -> str:
 
 def _use(method: str) -> str:
     """The implementation a ``method=`` argument names."""
-    if type(method) is str and method in RLE_METHODS:
-        return _resolved(method)
-    raise InputError(f"method must be one of {RLE_METHODS}, got {method!r}")
-
-
-@functools.cache
-def _resolved(method: str) -> str:
-    if method != "auto":
-        return method
-    from chexmask_u_tools.kernels.jit import auto_method  # numba loads at the first call, not at import
-
-    return auto_method()
+    use = resolve_method(method)
+    if use is None:
+        raise InputError(f"method must be one of {RLE_METHODS}, got {method!r}")
+    return use
 
 
 @functools.cache

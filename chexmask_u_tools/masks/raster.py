@@ -52,6 +52,7 @@ from typing import Sequence
 import numpy as np
 
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.kernels.dispatch import METHODS, resolve_method
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.schema import check_mask_size
 
@@ -79,7 +80,7 @@ MAX_COORDINATE = 2**20
 MAX_SIZE = 2**16
 """Largest accepted mask height or width."""
 
-RASTER_METHODS = ("auto", "kernel", "numpy")
+RASTER_METHODS = METHODS
 """Values of the ``method=`` argument of :func:`rasterize`, :func:`rasterize_organs` and :func:`label_map`."""
 
 # ----------------------------------------------------------------------------
@@ -554,18 +555,10 @@ def raster_method(height: int, width: int) -> str:
 
 def _use(method: str) -> str:
     """The implementation a ``method=`` argument names."""
-    if type(method) is str and method in RASTER_METHODS:
-        return _resolved(method)
-    raise InputError(f"method must be one of {RASTER_METHODS}, got {method!r}")
-
-
-@functools.cache
-def _resolved(method: str) -> str:
-    if method != "auto":
-        return method
-    from chexmask_u_tools.kernels.jit import auto_method  # numba loads at the first call, not at import
-
-    return auto_method()
+    use = resolve_method(method)
+    if use is None:
+        raise InputError(f"method must be one of {RASTER_METHODS}, got {method!r}")
+    return use
 
 
 @functools.cache
