@@ -12,6 +12,7 @@ from chexmask_u_tools.io.rle import (
     rle_decode_many,
     rle_encode,
     rle_encode_many,
+    rle_method,
     rle_problems,
 )
 from chexmask_u_tools.io.sample import load_sample, sample_dir, sample_files
@@ -37,6 +38,7 @@ __all__ = [
     "rle_decode_many",
     "rle_encode",
     "rle_encode_many",
+    "rle_method",
     "rle_problems",
     "sample_dir",
     "sample_files",
