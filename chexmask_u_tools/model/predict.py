@@ -482,12 +482,16 @@ def prediction_provenance(
     >>> record["weights"], record["weights.seed"], record["samples"], record["roi_align"]
     ('random', '3', '8', 'torchvision')
     """
-    from chexmask_u_tools import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:  # the installed distribution's version (the package's __init__ sits above this layer)
+        release = version("chexmask-u-tools")
+    except PackageNotFoundError:
+        release = "unknown"
     origin = dict(getattr(model, "weights_origin", None) or {"unknown": "weights not loaded by chexmask-u-tools"})
     kind = "random" if "random" in origin else "hub" if "hub" in origin else "file" if "file" in origin else "unknown"
     record = {
-        "tool": f"chexmask-u-tools {__version__} ({tool})",
+        "tool": f"chexmask-u-tools {release} ({tool})",
         "weights": kind,
         **{f"weights.{key}": str(value) for key, value in origin.items() if key != "random"},
         "samples": str(n_samples),
