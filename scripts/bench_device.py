@@ -14,8 +14,9 @@ Landmarks and std: the embedded sample's rows (1024 frame, median std 7.6 px)
 scaled to the size, tiled to the batch.  Each figure is the best of
 ``--repeat`` calls and counts organ masks (3 per landmark set).  Every path is
 checked against the CPU masks first (hard: equal; soft: within 1e-5).  For the
-soft masks it also prints the time the host spends on the per-contour model
-(``contour_model``, numpy), which bounds the GPU rate from above.
+soft masks it also prints the time of the batched contour model
+(``contour_model_torch``, all organs of a batch at once on the device: no
+per-organ host work bounds the GPU rate any more).
 Targets (issue 21, an H100/H200-class card, 512, batches of 256): >= 50,000
 hard and >= 20,000 soft organ masks/s.
 
@@ -56,8 +57,9 @@ def main() -> int:
     import torch
 
     from chexmask_u_tools import DeviceMasks, load_sample, rasterize_organs, soft_mask_organs
-    from chexmask_u_tools.layout import ORGAN_SLICES, ORGANS
-    from chexmask_u_tools.masks.soft import BAND_Z, contour_model
+    from chexmask_u_tools.layout import ORGAN_SIZES, ORGANS
+    from chexmask_u_tools.masks.soft import BAND_Z
+    from chexmask_u_tools.masks.soft_torch import contour_model_torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,18 +128,27 @@ def main() -> int:
                 if device == "cuda":
                     torch.cuda.synchronize()
 
-            repeat = args.repeat if device == "cuda" or kind == "hard" else 1
-            rate = 3 * batch / best_time(call, repeat)
+            rate = 3 * batch / best_time(call, args.repeat)
             row(kind, label, batch, rate, reference, check)
             if device == "cuda":
                 met[kind] = rate
         if kind == "soft":
-            contours = [(p[ORGAN_SLICES[o]], s[ORGAN_SLICES[o]]) for p, s in zip(lm, sd) for o in ORGANS]
-            per = best_time(lambda: [contour_model(p, s, size, size, BAND_Z) for p, s in contours], args.repeat) / len(contours)
-            print(
-                f"soft: the host's per-contour model (numpy contour_model) takes {per * 1e3:.3f} ms per organ: "
-                f"at most {1 / per:,.0f} organ masks/s per host thread on any device"
-            )
+            rings = tuple(ORGAN_SIZES[o] for o in ORGANS)
+            for device in devices:
+                batch = args.batch if device == "cuda" else args.cpu_soft_batch
+                lm_t = torch.as_tensor(tiled(landmarks, batch), device=device)
+                sd_t = torch.as_tensor(tiled(stds, batch), device=device)
+
+                def model(lm_t=lm_t, sd_t=sd_t, device=device):
+                    contour_model_torch(lm_t, sd_t, size, size, BAND_Z, rings)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+
+                per = best_time(model, args.repeat) / (3 * batch)
+                print(
+                    f"soft: the batched contour model (contour_model_torch, {3 * batch} organs at once on {device}) "
+                    f"takes {per * 1e6:.1f} us per organ"
+                )
     print()
     if met:
         for kind, rate in met.items():

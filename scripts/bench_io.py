@@ -8,7 +8,9 @@ sides run in the same process on the same file, and the ratios are printed;
 ``read_table`` is also compared with the raw polars read of the same file.  Timing is best-of-N
 wall clock; nothing here is a test.  The RLE table has rows for fresh masks
 and for buffers the caller reuses (``out=``), and for decoding straight to a
-512x512 grid (``shape=``).  Each table ends with a floor: the same
+512x512 grid (``shape=``), each with the compiled kernels (the default) and the
+numpy reference (``method="numpy"``); then encoding, and both methods at mask
+sizes from 8 to 2048 px (what ``rle_method`` dispatches on).  Each table ends with a floor: the same
 job's unavoidable part alone (reading the fields as raw strings; allocating and
 writing a fresh 1024x1024 mask), i.e. the best ratio any parser or decoder
 could reach on this machine.
@@ -106,6 +108,105 @@ def reference_rle_decode(rle: str, height: int, width: int) -> np.ndarray:
     return mask.reshape(height, width)
 
 
+def rle_tables(n_masks: int, repeat: int) -> None:
+    """RLE decode and encode of real-shaped masks, the compiled kernels (the default) and the numpy reference."""
+    masks = cxu.load_sample()
+    rles = (masks["rle_right_lung"].to_list() + masks["rle_left_lung"].to_list() + masks["rle_heart"].to_list())
+    rles = (rles * (-(-n_masks // len(rles))))[:n_masks]
+    runs = np.mean([len(r.split()) // 2 for r in rles])
+    batch = 64
+    buffer = np.empty((1024, 1024), dtype=bool)
+    batch_buffer = np.empty((batch, 1024, 1024), dtype=bool)
+    small = np.empty((512, 512), dtype=bool)
+    decoded = [cxu.rle_decode(r, 1024, 1024) for r in rles[:100]]
+
+    def rate(function, count=len(rles)):
+        return count / best_time(function, repeat)
+
+    reference = rate(lambda: [reference_rle_decode(r, 1024, 1024) for r in rles])
+
+    def loop_dropping_masks():
+        for r in rles:
+            reference_rle_decode(r, 1024, 1024)
+
+    reference_dropped = rate(loop_dropping_masks)
+    rows, small_rows, encode_rows = [], [], []
+    for method in ("kernel", "numpy"):
+        name = "kernel, the default" if method == "kernel" else "numpy reference"
+        rows += [
+            (f"cxu.rle_decode, one mask at a time ({name})",
+             rate(lambda: [cxu.rle_decode(r, 1024, 1024, method=method) for r in rles])),
+            (f"cxu.rle_decode_many, batches of {batch} ({name})",
+             rate(lambda: [cxu.rle_decode_many(rles[i : i + batch], 1024, 1024, method=method)
+                           for i in range(0, len(rles), batch)])),
+            (f"cxu.rle_decode(out=reused buffer) ({name})",
+             rate(lambda: [cxu.rle_decode(r, 1024, 1024, out=buffer, method=method) for r in rles])),
+            (f"cxu.rle_decode_many(out=reused (B,H,W) buffer), batches of {batch} ({name})",
+             rate(lambda: [cxu.rle_decode_many(rles[i : i + batch], 1024, 1024, out=batch_buffer[: len(rles[i : i + batch])],
+                                               method=method) for i in range(0, len(rles), batch)])),
+        ]
+        small_rows.append((f"cxu.rle_decode(shape=(512, 512), out=reused buffer) ({name})",
+                           rate(lambda: [cxu.rle_decode(r, 1024, 1024, shape=(512, 512), out=small, method=method)
+                                         for r in rles])))
+        encode_rows.append((f"cxu.rle_encode ({name})",
+                            rate(lambda: [cxu.rle_encode(m, method=method) for m in decoded], len(decoded))))
+    # Floors: the same job's unavoidable part alone, no decoding
+    fresh_floor = rate(lambda: [np.ones(1024 * 1024, dtype=bool) for _ in rles])
+    reused_floor = rate(lambda: [buffer.fill(False) for _ in rles])
+    full_then_sample = rate(lambda: [cxu.rle_decode(r, 1024, 1024)[::2, ::2].copy() for r in rles])
+
+    print(f"RLE decode ({len(rles)} real-shaped 1024x1024 masks, {runs:.0f} runs per mask on average)")
+    print("| path | masks/s | vs the per-run loop | vs the loop dropping its masks |")
+    print("|---|---|---|---|")
+    print(f"| reference: per-run Python loop (a list of the masks) | {reference:,.0f} | 1.0x | |")
+    print(f"| reference: per-run Python loop, each mask dropped at once | {reference_dropped:,.0f} | "
+          f"{reference_dropped / reference:.1f}x | 1.0x |")
+    for name, value in rows + [("floor: allocate and fill a fresh mask, no decoding", fresh_floor),
+                               ("floor: zero a reused mask, no decoding", reused_floor)]:
+        dropped = f"{value / reference_dropped:.1f}x" if "reused" in name else ""
+        print(f"| {name} | {value:,.0f} | {value / reference:.1f}x | {dropped} |")
+    print()
+    print("Rows decode into a list of masks, as the reference does (fresh masks: new pages each); a reused buffer")
+    print("holds no new pages, so its rows are also compared with the loop that drops each mask at once.")
+    print()
+    print("RLE decode to a 512x512 training grid (same masks; reference: the per-run loop at 1024)")
+    print("| path | masks/s | vs the per-run loop |")
+    print("|---|---|---|")
+    print(f"| full 1024 decode (kernel), then every 2nd row/col | {full_then_sample:,.0f} | {full_then_sample / reference:.1f}x |")
+    for name, value in small_rows:
+        print(f"| {name} | {value:,.0f} | {value / reference:.1f}x |")
+    print()
+    print(f"RLE encode ({len(decoded)} of the decoded masks)")
+    print("| path | masks/s | vs numpy |")
+    print("|---|---|---|")
+    for name, value in encode_rows:
+        print(f"| {name} | {value:,.0f} | {value / encode_rows[-1][1]:.1f}x |")
+    print()
+    rle_sizes(rles[:60], repeat)
+
+
+def rle_sizes(rles: list[str], repeat: int) -> None:
+    """Both methods at several mask sizes (the real masks resampled): the evidence of ``rle_method``'s dispatch."""
+    from chexmask_u_tools.io.rle import rle_method
+
+    print("| size | decode into out= kernel / numpy us | decode to shape=(s/2, s/2) kernel / numpy us | encode kernel / numpy us | rle_method |")
+    print("|---|---|---|---|---|")
+    for side in (8, 64, 256, 1024, 2048):
+        masks = [cxu.rle_decode(r, 1024, 1024, shape=(side, side)) for r in rles]
+        strings = [cxu.rle_encode(m) for m in masks]
+        out = np.empty((side, side), dtype=bool)
+        half = np.empty((max(1, side // 2),) * 2, dtype=bool)
+        cells = []
+        for job in (
+            lambda m: [cxu.rle_decode(r, side, side, out=out, method=m) for r in strings],
+            lambda m: [cxu.rle_decode(r, side, side, shape=half.shape, out=half, method=m) for r in strings],
+            lambda m: [cxu.rle_encode(k, method=m) for k in masks],
+        ):
+            kernel, numpy = (best_time(lambda m=m: job(m), repeat) / len(strings) * 1e6 for m in ("kernel", "numpy"))
+            cells.append(f"{kernel:.1f} / {numpy:.1f}")
+        print(f"| {side} | {' | '.join(cells)} | {rle_method(side, side)} |")
+
+
 def make_csv(rows: int, directory: Path) -> Path:
     sample = cxu.load_sample().filter(pl.col("source") == "VinDr-CXR")
     repeats = -(-rows // len(sample))
@@ -126,66 +227,7 @@ def main() -> None:
     parse_tables(args.rows, args.repeat)
     print()
 
-    masks = cxu.load_sample()
-    rles = (masks["rle_right_lung"].to_list() + masks["rle_left_lung"].to_list() + masks["rle_heart"].to_list())
-    rles = (rles * (-(-args.masks // len(rles))))[: args.masks]
-    t_rle_reference = best_time(lambda: [reference_rle_decode(r, 1024, 1024) for r in rles], args.repeat)
-    t_rle_single = best_time(lambda: [cxu.rle_decode(r, 1024, 1024) for r in rles], args.repeat)
-    batch = 64
-    t_rle_batch = best_time(
-        lambda: [cxu.rle_decode_many(rles[i : i + batch], 1024, 1024) for i in range(0, len(rles), batch)],
-        args.repeat,
-    )
-    # Into buffers the caller reuses (what a DataLoader worker does): no allocation per mask.
-    buffer = np.empty((1024, 1024), dtype=bool)
-    t_rle_reused = best_time(lambda: [cxu.rle_decode(r, 1024, 1024, out=buffer) for r in rles], args.repeat)
-    batch_buffer = np.empty((batch, 1024, 1024), dtype=bool)
-    t_rle_batch_reused = best_time(
-        lambda: [
-            cxu.rle_decode_many(rles[i : i + batch], 1024, 1024, out=batch_buffer[: len(rles[i : i + batch])])
-            for i in range(0, len(rles), batch)
-        ],
-        args.repeat,
-    )
-    small = np.empty((512, 512), dtype=bool)
-    t_rle_small = best_time(lambda: [cxu.rle_decode(r, 1024, 1024, shape=(512, 512), out=small) for r in rles], args.repeat)
-    t_rle_full_then_sample = best_time(
-        lambda: [cxu.rle_decode(r, 1024, 1024)[::2, ::2].copy() for r in rles], args.repeat
-    )
-    runs = np.mean([len(r.split()) // 2 for r in rles])
-    # Floor for a reused buffer: overwriting it with zeros, no decoding at all.
-    t_rle_reused_floor = best_time(lambda: [buffer.fill(False) for _ in rles], args.repeat)
-    # Floor: allocating and writing one fresh 1024x1024 bool mask, with no decoding at all.
-    t_rle_floor = best_time(lambda: [np.ones(1024 * 1024, dtype=bool) for _ in rles], args.repeat)
-
-    print(f"RLE decode ({len(rles)} real-shaped 1024x1024 masks, {runs:.0f} runs per mask on average)")
-    print("| path | masks/s | ratio |")
-    print("|---|---|---|")
-    print(f"| reference: per-run Python loop | {len(rles) / t_rle_reference:,.0f} | 1.0x |")
-    print(f"| cxu.rle_decode (one mask at a time) | {len(rles) / t_rle_single:,.0f} | {t_rle_reference / t_rle_single:.1f}x |")
-    print(
-        f"| cxu.rle_decode_many (batches of {batch}) | {len(rles) / t_rle_batch:,.0f} | "
-        f"{t_rle_reference / t_rle_batch:.1f}x |"
-    )
-    print(f"| floor: allocate and fill a fresh mask, no decoding | {len(rles) / t_rle_floor:,.0f} | {t_rle_reference / t_rle_floor:.1f}x |")
-    print(f"| cxu.rle_decode(out=reused buffer) | {len(rles) / t_rle_reused:,.0f} | {t_rle_reference / t_rle_reused:.1f}x |")
-    print(
-        f"| cxu.rle_decode_many(out=reused (B,H,W) buffer, batches of {batch}) | {len(rles) / t_rle_batch_reused:,.0f} | "
-        f"{t_rle_reference / t_rle_batch_reused:.1f}x |"
-    )
-    print(f"| floor: zero a reused mask, no decoding | {len(rles) / t_rle_reused_floor:,.0f} | {t_rle_reference / t_rle_reused_floor:.1f}x |")
-    print()
-    print("RLE decode to a 512x512 training grid (same masks; reference: the per-run loop at 1024)")
-    print("| path | masks/s | ratio |")
-    print("|---|---|---|")
-    print(
-        f"| full 1024 decode, then every 2nd row/col | {len(rles) / t_rle_full_then_sample:,.0f} | "
-        f"{t_rle_reference / t_rle_full_then_sample:.1f}x |"
-    )
-    print(
-        f"| cxu.rle_decode(shape=(512, 512), out=reused buffer) | {len(rles) / t_rle_small:,.0f} | "
-        f"{t_rle_reference / t_rle_small:.1f}x |"
-    )
+    rle_tables(args.masks, args.repeat)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ present) and its cache, then measures, each in a fresh child process:
   after the build and 300 random samples, samples/s;
 * a DataLoader with 2 fork and 2 spawn workers: first batch, samples/s, each worker's
   anonymous memory over a worker of a tiny dataset (the 200 sample rows);
-* the iterable dataset (shuffled): first sample, samples/s.
+* the iterable dataset (shuffled): first sample, samples/s;
+* with ``--hf``: the map-style dataset over a ``to_hf_dataset`` output of the cache (a
+  ``datasets.Dataset`` memory-mapping its Arrow file, written once per fraction under
+  ``--work``): first build of its row store, reopening it, and the anonymous memory the
+  build adds (its peak, sampled every 10 ms, and what stays after), and how much of the
+  dataset's Arrow file it touched (the growth of ``RssFile``: mapped pages read).
 
 Anonymous memory is the ``Anonymous:`` line of ``/proc/<pid>/smaps_rollup`` (pages that
 belong to the process alone, not the mapped files it shares).  ``--reference-src`` points at
@@ -46,6 +51,14 @@ BATCH = 32
 def anonymous_mib(pid: int | str = "self") -> float:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Anonymous:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def file_pages_mib() -> float:
+    """``RssFile`` of this process: the pages of mapped files it has touched (shared, but read from disk once)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -135,6 +148,49 @@ def child_loader(cache: str, extra: dict) -> dict:
     return {"first_batch_s": first, "samples_s": rate, "worker_anon_mib": workers}
 
 
+def _peak_anonymous(run):
+    """``run()``'s result, its seconds, and the peak and final anonymous memory (MiB) it added (sampled every 10 ms)."""
+    import gc
+    import threading
+
+    gc.collect()
+    before = anonymous_mib()
+    peak, done = [before], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], anonymous_mib())
+            done.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        result = run()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    gc.collect()
+    after = anonymous_mib()
+    return result, seconds, max(peak[0], after) - before, after - before
+
+
+def child_hf(cache: str, extra: dict) -> dict:
+    import datasets
+
+    import chexmask_u_tools as cxu
+    from chexmask_u_tools.io.hf import hf_features
+
+    cxu.CheXmaskUDataset  # noqa: B018  (imports torch: not part of the build)
+    os.environ["CHEXMASK_U_CACHE"] = extra["store_root"]  # where this run's stores go (the new datasets reuse them)
+    hf = datasets.Dataset.from_file(extra["arrow"], info=datasets.DatasetInfo(features=hf_features()))
+    file_before = file_pages_mib()
+    dataset, seconds, peak, after = _peak_anonymous(lambda: cxu.CheXmaskUDataset(hf, None, missing="masks_only", size=SIZE))
+    return {"build_s": seconds, "rows": len(dataset), "peak_added_mib": peak, "after_added_mib": after,
+            "file_mib": file_pages_mib() - file_before, "arrow_mib": Path(extra["arrow"]).stat().st_size / 2**20}
+
+
 def child_stream(cache: str, extra: dict) -> dict:
     import chexmask_u_tools as cxu
 
@@ -155,7 +211,7 @@ def child_stream(cache: str, extra: dict) -> dict:
     return {"first_sample_s": first, "samples_s": count / (time.perf_counter() - start)}
 
 
-CHILDREN = {"query": child_query, "map": child_map, "loader": child_loader, "stream": child_stream}
+CHILDREN = {"query": child_query, "map": child_map, "loader": child_loader, "stream": child_stream, "hf": child_hf}
 
 
 # ---------------------------------------------------------------------------- parent
@@ -173,12 +229,27 @@ def prepare(work: Path, fraction: float) -> tuple[str, float | None]:
     return str(cache), time.perf_counter() - start
 
 
+def prepare_hf(work: Path, fraction: float, cache: str) -> str:
+    """The Arrow file of ``to_hf_dataset(open_cache(cache))`` for this fraction (written once, then reused)."""
+    import chexmask_u_tools as cxu
+
+    folder = work / f"hf-{fraction:g}"
+    done = folder / "arrow-file.txt"
+    if done.is_file() and Path(done.read_text()).is_file():
+        return done.read_text()
+    dataset = cxu.to_hf_dataset(cxu.open_cache(cache), cache_dir=folder)
+    path = dataset.cache_files[0]["filename"]
+    done.write_text(path)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", default="0.02,0.1,1.0")
     parser.add_argument("--work", type=Path, default=Path("bench_out") / "scale")
     parser.add_argument("--reference-src", type=Path, help="checkout of the previous chexmask-u-tools, measured at the same fractions")
     parser.add_argument("--reference-fractions", default="0.02,0.1", help="fractions at which the reference runs")
+    parser.add_argument("--hf", action="store_true", help="also measure the map-style dataset over a to_hf_dataset output")
     parser.add_argument("--child")
     parser.add_argument("--cache")
     parser.add_argument("--extra", default="{}")
@@ -202,12 +273,20 @@ def main() -> int:
         for context in ("fork", "spawn"):
             row[context] = _child("loader", cache, {"context": context})
         row["stream"] = _child("stream", cache, {})
+        if args.hf:
+            arrow = prepare_hf(args.work, fraction, cache)
+            stores = args.work / f"hf-{fraction:g}-stores"
+            shutil.rmtree(stores, ignore_errors=True)
+            row["hf_first"] = _child("hf", cache, {"arrow": arrow, "store_root": str(stores)})
+            row["hf_again"] = _child("hf", cache, {"arrow": arrow, "store_root": str(stores)})
         if fraction in reference_fractions:
             old = {"src": str(args.reference_src.resolve()), "reference": True}
             row["ref_map"] = _child("map", cache, old)
             for context in ("fork", "spawn"):
                 row[f"ref_{context}"] = _child("loader", cache, {**old, "context": context})
             row["ref_stream"] = _child("stream", cache, old)
+            if args.hf:
+                row["ref_hf"] = _child("hf", cache, {**old, "arrow": arrow, "store_root": str(stores)})
         results[fraction] = row
         print(f"fraction {fraction:g}: {row['map_first']['rows']:,} rows measured", flush=True)
 
@@ -229,15 +308,27 @@ def main() -> int:
             base = max(tiny[context]["worker_anon_mib"])
             print(f"| {fraction:g} | 2 {context} | {got['first_batch_s']:.2f} s | {got['samples_s']:,.0f} | "
                   f"{', '.join(f'{m:.0f}' for m in got['worker_anon_mib'])} | {max(got['worker_anon_mib']) - base:+.0f} MiB |")
-    print(f"(a tiny dataset's workers: fork {', '.join(f'{m:.0f}' for m in tiny['fork']['worker_anon_mib'])} MiB, "
-          f"spawn {', '.join(f'{m:.0f}' for m in tiny['spawn']['worker_anon_mib'])} MiB)")
+    print(f"(a tiny dataset's workers (the 200 sample rows): fork {', '.join(f'{m:.0f}' for m in tiny['fork']['worker_anon_mib'])} MiB, "
+          f"first batch {tiny['fork']['first_batch_s']:.2f} s; spawn {', '.join(f'{m:.0f}' for m in tiny['spawn']['worker_anon_mib'])} MiB, "
+          f"first batch {tiny['spawn']['first_batch_s']:.2f} s: a spawn worker's start-up, imports mostly, is the floor)")
     smallest = results[min(results)]["stream"]["samples_s"]
-    print("\n| fraction | iterable: first sample | samples/s | vs the smallest fraction | vs map-style, same data |")
+    print("\n(the iterable dataset opens the store the map-style one built: its first sample excludes the build)")
+    print("| fraction | iterable: first sample | samples/s | vs the smallest fraction | vs map-style, same data |")
     print("|---:|---:|---:|---:|---:|")
     for fraction, row in results.items():
         got = row["stream"]
         print(f"| {fraction:g} | {got['first_sample_s']:.3f} s | {got['samples_s']:,.0f} | {got['samples_s'] / smallest:.2f}x | "
               f"{got['samples_s'] / row['map_again']['samples_s']:.2f}x |")
+    if args.hf:
+        print("\n| fraction | datasets.Dataset input | build | anon added: peak during the build | anon added: after | Arrow file pages touched |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for fraction, row in results.items():
+            labels = [("hf_first", "first build"), ("hf_again", "reopen"), ("ref_hf", "previous datasets (--reference-src)")]
+            for name, label in labels:
+                if name in row:
+                    got = row[name]
+                    print(f"| {fraction:g} | {label} | {got['build_s']:.2f} s | {got['peak_added_mib']:.0f} MiB | "
+                          f"{got['after_added_mib']:.0f} MiB | {got['file_mib']:.0f} of {got['arrow_mib']:.0f} MiB |")
     if reference_fractions:
         print("\nthe previous datasets (--reference-src), same caches, same children:")
         print("| fraction | map build | map anon after build + 300 samples | map samples/s | fork worker anon | spawn worker anon | spawn first batch | iterable first sample | iterable samples/s |")

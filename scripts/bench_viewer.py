@@ -5,13 +5,12 @@ Usage::
     python scripts/bench_viewer.py --cache DIR            # a cache of the full release (or any cache)
     python scripts/bench_viewer.py --build-cache WORK     # build a full-size synthetic one under WORK first
 
-``--build-cache`` writes a Hub-shaped mirror under ``WORK/mirror`` (one released-layout
-parquet file per source, the embedded sample's rows of that source repeated to the
-release's row count with unique ids and per-node std scaled by a random factor in
-[0.6, 1.6] per row, so that the statistics are continuous) and converts it with
-``build_cache`` into ``WORK/cache`` (0.8 GB of disk, 3 minutes on two shared cores); a
-complete cache there is reused.  Caveat: the masks repeat (40 per source), so the shards
-compress better than real ones; the viewer reads no mask.
+``--build-cache`` writes the synthetic release of ``chexmask_u_tools.testing.mirror.build_scaled_mirror``
+under ``WORK/mirror`` (one released-layout parquet file per source at the release's row
+counts: the embedded sample's rows translated by distinct whole-pixel shifts with their
+masks, ids unique, std varied per row and node; the one ``scripts/bench_scale.py`` uses)
+and converts it with ``build_cache`` into ``WORK/cache``; a complete mirror and cache there
+are reused.
 
 Targets (issue 23): a rules change answers in <= 0.5 s, a row's overlay in <= 0.3 s, the
 app starts in <= 5 s, and nothing loads the whole table into the heap.  Each figure is
@@ -37,59 +36,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-#: The release's rows per source (SPEC section 1; 657,566 in all).
-RELEASE_ROWS = {
-    "CheXpert": 187_825,
-    "ChestX-ray8": 112_120,
-    "MIMIC-CXR-JPG": 243_334,
-    "Padchest": 96_184,
-    "VinDr-CXR": 18_000,
-}
-CHUNK_ROWS = 4096
-
-
-def _unique_ids(ids: pl.Expr, copy: pl.Expr) -> pl.Expr:
-    """``<id>`` -> ``<stem>_<copy><suffix>``: unique per copy, same shape as the source's ids."""
-    suffix = ids.str.extract(r"(\.[A-Za-z]+)$", 1).fill_null("")
-    stem = ids.str.slice(0, ids.str.len_chars() - suffix.str.len_chars())
-    return pl.concat_str([stem, pl.lit("_"), copy.cast(pl.String).str.zfill(7), suffix])
-
 
 def build_full_size_cache(work: Path) -> Path:
-    """The mirror of the module docstring under ``work/mirror`` and its cache under ``work/cache``."""
-    import pyarrow.parquet as pq
-
+    """The full-size synthetic mirror under ``work/mirror`` and its cache under ``work/cache`` (both reused when there)."""
     import chexmask_u_tools as cxu
-    from chexmask_u_tools.io.released import to_released
+    from chexmask_u_tools.hub.cache import find_cache
+    from chexmask_u_tools.testing.mirror import build_scaled_mirror
 
-    mirror = work / "mirror"
-    sample = cxu.load_sample()
-    rng = np.random.default_rng(0)
-    for source, rows in RELEASE_ROWS.items():
-        target = mirror / "Preprocessed" / f"{source}.parquet"
-        if target.is_file():
-            continue
-        base = sample.filter(pl.col("source") == source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".partial")
-        writer = None
-        for start in range(0, rows, CHUNK_ROWS):
-            index = np.arange(start, min(rows, start + CHUNK_ROWS))
-            chunk = base[(index % base.height).tolist()]
-            jitter = rng.uniform(0.6, 1.6, size=(len(index), 1, 1)).astype(np.float32)
-            chunk = chunk.with_columns(
-                image_id=_unique_ids(pl.col("image_id"), pl.Series(index // base.height)),
-                landmarks_std=pl.Series(chunk["landmarks_std"].to_numpy() * jitter, dtype=chunk.schema["landmarks_std"]),
-            )
-            arrow = to_released(chunk).to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, arrow.schema, compression="zstd")
-            writer.write_table(arrow)
-        writer.close()
-        os.replace(temporary, target)
-        print(f"mirror: {target} ({rows} rows)", flush=True)
-    (mirror / "README.md").write_text("# CheXmask-U full-size synthetic mirror (bench_viewer.py)\n")
-    return cxu.build_cache(mirror, work / "cache", progress=True, workers=1)
+    mirror = build_scaled_mirror(work / "mirror", 1.0)
+    found = find_cache(mirror, work / "cache")
+    return found if found is not None else cxu.build_cache(mirror, work / "cache", progress=True, workers=1)
 
 
 def _free_port() -> int:

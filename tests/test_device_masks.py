@@ -61,6 +61,20 @@ def test_soft_masks_within_1e5_and_rows_without_std_hard(device, backend):
     np.testing.assert_allclose(again[1].cpu().numpy(), cxu.soft_mask_organs(lm32[1], std32[1], 64, 64), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(("device", "backend"), BACKENDS)
+def test_soft_rows_with_zero_std_are_their_hard_masks(device, backend):
+    """std 0 is a certain contour: the set's masks (or one organ's) are exactly its hard masks, as on the CPU."""
+    lm, std = _batch(3, 64, seed=2)
+    std[0] = 0.0
+    std[2, 94:] = 0.0  # the heart
+    got = DeviceMasks(64, "soft", backend=backend)(torch.as_tensor(lm, device=device), torch.as_tensor(std, device=device))
+    hard = np.stack([cxu.rasterize_organs(p, 64, 64) for p in lm]).astype(np.float32)
+    np.testing.assert_array_equal(got[0].cpu().numpy(), hard[0])
+    np.testing.assert_array_equal(got[2, 2].cpu().numpy(), hard[2, 2])
+    for row in (1, 2):
+        np.testing.assert_allclose(got[row].cpu().numpy(), cxu.soft_mask_organs(lm[row], std[row], 64, 64), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("masks", ["hard", "soft"])
 def test_equal_to_the_datasets_own_masks(masks):
     """The dataset's CPU masks and DeviceMasks on the landmarks and std the same batch carries."""
@@ -92,6 +106,13 @@ def test_pixel_weights_reduce_and_module_behaviour():
     with torch.no_grad():
         assert torch.equal(DeviceMasks((32, 32))(torch.as_tensor(lm)), DeviceMasks(32, backend="torch")(torch.as_tensor(lm)))
     assert cxu.DeviceMasks is DeviceMasks and cxu.masks.DeviceMasks is DeviceMasks
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_an_empty_batch_gives_empty_masks(backend):
+    empty = torch.zeros(0, 120, 2)
+    assert DeviceMasks(16, backend=backend)(empty).shape == (0, 3, 16, 16)
+    assert DeviceMasks(16, "soft", backend=backend)(empty, empty).shape == (0, 3, 16, 16)
 
 
 def test_off_grid_landmarks_and_allow_empty():
@@ -137,11 +158,12 @@ def test_numpy_backend_refuses_cuda_tensors():
         DeviceMasks(32, backend="numpy")(torch.as_tensor(lm, device="cuda"))
 
 
-def test_soft_block_test_in_chunks_gives_the_same_masks(monkeypatch):
-    """The torch soft masks test all contours' blocks at once, in chunks: any chunk size gives the same masks."""
+def test_soft_masks_in_small_chunks_are_the_same(monkeypatch):
+    """The torch soft masks draw all organs of a batch at once, in bounded chunks: tiny ones give the same masks."""
     from chexmask_u_tools.masks import soft_torch
 
     lm, std = _batch(3, 96, seed=4)
     whole = DeviceMasks(96, "soft", backend="torch")(torch.as_tensor(lm), torch.as_tensor(std))
-    monkeypatch.setattr(soft_torch, "_BLOCK_TEST_CELLS", 1)  # one contour per chunk, as the per-contour loop was
+    monkeypatch.setattr(soft_torch, "_PAIR_BUDGET", 1)  # one organ per chunk
+    monkeypatch.setattr(soft_torch, "_PASS_CELLS", 64 * 40)  # a few blocks per pass
     assert torch.equal(DeviceMasks(96, "soft", backend="torch")(torch.as_tensor(lm), torch.as_tensor(std)), whole)

@@ -27,37 +27,52 @@ CRASHERS = [
 ]
 
 
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(code: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter, so that a crash is a return code, not a dead test run."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], check=False, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", textwrap.dedent(code)], check=False, capture_output=True, text=True, timeout=timeout,
+        env=env,
     )
 
 
+@pytest.fixture(scope="module")
+def checked_kernels(tmp_path_factory) -> dict:
+    """Environment in which the compiled kernels (the decoders' default) check every index they use.
+
+    numba does not check bounds by default, so a hostile string that got past the
+    validation could write outside a buffer unnoticed; compiled with bounds checks
+    (into their own cache, shared by this module's subprocesses) it raises instead,
+    and the subprocess fails.
+    """
+    return dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path_factory.mktemp("numba-boundscheck")))
+
+
 @pytest.mark.parametrize("rle", CRASHERS)
-def test_out_of_range_runs_raise_rle_error_in_every_decoder(rle):
+def test_out_of_range_runs_raise_rle_error_in_every_decoder(rle, checked_kernels):
     result = run_python(
         f"""
         import chexmask_u_tools as cxu
         from chexmask_u_tools.io.rle import rle_problems
         rle = {rle!r}
-        for decode in (
-            lambda: cxu.rle_decode(rle, 1024, 1024),
-            lambda: cxu.rle_decode(rle, 1024, 1024, shape=(256, 256)),
-            lambda: cxu.rle_decode_many([None, rle], 1024, 1024),
-            lambda: cxu.rle_decode_many(["1 1", rle], [4, 1024], [4, 1024]),
-        ):
-            try:
-                decode()
-            except cxu.RLEError as error:
-                print("RLEError", error)
-            else:
-                raise SystemExit("decoded " + repr(rle))
+        for method in ("kernel", "numpy"):
+            for decode in (
+                lambda: cxu.rle_decode(rle, 1024, 1024, method=method),
+                lambda: cxu.rle_decode(rle, 1024, 1024, shape=(256, 256), method=method),
+                lambda: cxu.rle_decode_many([None, rle], 1024, 1024, method=method),
+                lambda: cxu.rle_decode_many(["1 1", rle], [4, 1024], [4, 1024], method=method),
+            ):
+                try:
+                    decode()
+                except cxu.RLEError as error:
+                    print("RLEError", error)
+                else:
+                    raise SystemExit("decoded " + repr(rle))
         assert rle_problems([rle], 1024 * 1024)[0] is not None
-        """
+        """,
+        env=checked_kernels,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("RLEError") == 4
+    assert result.stdout.count("RLEError") == 8
 
 
 def test_huge_size_is_rejected_before_allocating():
@@ -203,6 +218,7 @@ def fuzz(rle, height, width):
     sampled = None if expected is None else expected[np.ix_(rows, cols)]
     buffer = np.ones((height, width), dtype=np.uint8)
     batch = np.ones((2, height, width), dtype=bool)
+    # the default (the compiled kernels) and the numpy reference
     cases = [
         (lambda: cxu.rle_decode(rle, height, width), expected),
         (lambda: cxu.rle_decode(rle, height, width, shape=(4, 3)), sampled),
@@ -210,6 +226,9 @@ def fuzz(rle, height, width):
         (lambda: cxu.rle_decode_many([rle], height, width)[0], expected),
         (lambda: cxu.rle_decode_many(["1 1", rle], height, width, out=batch)[1], expected),
         (lambda: cxu.rle_decode_many([rle, "1 1"], [height, 1], [width, 1])[0], expected),
+        (lambda: cxu.rle_decode(rle, height, width, method="numpy"), expected),
+        (lambda: cxu.rle_decode(rle, height, width, shape=(4, 3), method="numpy"), sampled),
+        (lambda: cxu.rle_decode_many(["1 1", rle], height, width, out=batch, method="numpy")[1], expected),
     ]
     for decode, want in cases:
         result = outcome(decode, want)
@@ -275,8 +294,8 @@ print(json.dumps({"counts": counts, "failures": failures[:10]}))
 
 
 @pytest.mark.slow
-def test_fuzz_every_decoder_in_a_subprocess():
-    result = run_python(FUZZ.replace("MAX_EXAMPLES", "600"), timeout=600)
+def test_fuzz_every_decoder_in_a_subprocess(checked_kernels):
+    result = run_python(FUZZ.replace("MAX_EXAMPLES", "600"), timeout=600, env=checked_kernels)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     counts = report["counts"]

@@ -186,8 +186,9 @@ def test_cli_end_to_end(tmp_path, image_dir, weights_dir, capsys):
     assert table.filter(pl.col("frame") == "original")["rle_heart"].null_count() == 0
     released = pl.read_csv(csv)
     assert released.height == len(GOOD) and "Landmarks (Std)" in released.columns and "Image ID" in released.columns
-    # a second run has nothing left to do
-    assert main(["predict", str(image_dir), "--out", str(out), "--weights", str(weights_dir), "--no-progress"]) == 0
+    # a second run with the same settings has nothing left to do (other settings are refused: see the provenance test)
+    again = ["predict", str(image_dir), "--out", str(out), "--weights", str(weights_dir), "--samples", "3", "--crop-border", "--no-progress"]
+    assert main(again) == 0
     assert f"{len(GOOD)} already done" in capsys.readouterr().err
 
 
@@ -261,3 +262,33 @@ def test_cli_without_torch_names_the_extra(tmp_path, image_dir, command):
     result = subprocess.run([sys.executable, "-c", _NO_TORCH, *args], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == f"chexmask-u {command}: error: needs the [torch] extra: pip install 'chexmask-u-tools[torch]'"
+
+
+@pytest.mark.slow
+def test_predictions_carry_their_provenance_into_files_and_cards(tmp_path, image_dir, weights_dir, capsys):
+    import chexmask_u_tools as cxu
+
+    out, csv = tmp_path / "r.parquet", tmp_path / "r.csv"
+    args = ["predict", str(image_dir / "img1.png"), "--out", str(out), "--csv", str(csv), "--weights", "random",
+            "--seed", "7", "--samples", "2", "--no-progress"]
+    assert main(args) == 0
+    recorded = cxu.read_provenance(out)
+    assert recorded["weights"] == "random" and recorded["weights.seed"] == "7" and recorded["samples"] == "2"
+    assert recorded["seed"] == "7" and recorded["dtype"] == "fp32" and recorded["roi_align"] == "torchvision"
+    assert recorded["tool"].startswith(f"chexmask-u-tools {cxu.__version__}")
+    assert cxu.read_provenance(csv) == recorded
+    assert cxu.read_table(csv).height == 1  # the Provenance column does not get in the readers' way
+    card_path = tmp_path / "card.md"
+    assert main(["describe", str(out), "--out", str(card_path)]) == 0
+    card = card_path.read_text()
+    assert "## Predictions" in card and "untrained random weights (seed 7)" in card
+    # Other weights into the same output would mix predictions: refused.
+    again = ["predict", str(image_dir / "img2.png"), "--out", str(out), "--weights", str(weights_dir), "--samples", "2", "--no-progress"]
+    assert main(again) == 1
+    err = capsys.readouterr().err
+    assert "holds predictions made with other settings" in err and "weights" in err
+    published = tmp_path / "p.parquet"
+    assert main(["predict", str(image_dir / "img1.png"), "--out", str(published), "--weights", str(weights_dir),
+                 "--samples", "2", "--no-progress"]) == 0
+    local = cxu.read_provenance(published)
+    assert local["weights"] == "file" and len(local["weights.sha256"]) == 64

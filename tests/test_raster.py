@@ -150,10 +150,11 @@ def _expected(rows: str, height: int, width: int) -> np.ndarray:
     return (np.frombuffer(rows.encode(), dtype=np.uint8) == ord("#")).reshape(height, width)
 
 
+@pytest.mark.parametrize("method", ["kernel", "numpy"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hand_made_polygons(name):
+def test_hand_made_polygons(name, method):
     pts, h, w, rows = CASES[name]
-    got = rasterize(np.array(pts, dtype=float), h, w)
+    got = rasterize(np.array(pts, dtype=float), h, w, method=method)
     assert got.dtype == bool and got.shape == (h, w)
     np.testing.assert_array_equal(got, _expected(rows, h, w))
 
@@ -233,24 +234,26 @@ EXPECTED_DIGESTS = (
 )
 
 
-def test_random_polygons_match_opencv_digests():
+@pytest.mark.parametrize("method", ["kernel", "numpy"])
+def test_random_polygons_match_opencv_digests(method):
     polys = _lcg_polygons(len(EXPECTED_DIGESTS))
-    got = [_digest(rasterize(p, h, w)) for p, h, w in polys]
+    got = [_digest(rasterize(p, h, w, method=method)) for p, h, w in polys]
     bad = [i for i, (g, e) in enumerate(zip(got, EXPECTED_DIGESTS)) if g != e]
     assert not bad, f"polygons {bad} differ from OpenCV"
 
 
-def test_batch_and_ragged_equal_single():
+@pytest.mark.parametrize("method", ["kernel", "numpy"])
+def test_batch_and_ragged_equal_single(method):
     polys = _lcg_polygons(30, seed=7)
     same = [(p[:, :], 20, 30) for p, _, _ in polys]
-    ragged = rasterize([p for p, _, _ in same], 20, 30)
+    ragged = rasterize([p for p, _, _ in same], 20, 30, method=method)
     assert ragged.shape == (30, 20, 30)
     for i, (p, h, w) in enumerate(same):
-        np.testing.assert_array_equal(ragged[i], rasterize(p, h, w))
+        np.testing.assert_array_equal(ragged[i], rasterize(p, h, w, method=method))
     fixed = np.stack([np.resize(p, (5, 2)) for p, _, _ in same])
-    batch = rasterize(fixed, 20, 30)
+    batch = rasterize(fixed, 20, 30, method=method)
     for i in range(len(fixed)):
-        np.testing.assert_array_equal(batch[i], rasterize(fixed[i], 20, 30))
+        np.testing.assert_array_equal(batch[i], rasterize(fixed[i], 20, 30, method=method))
 
 
 def _real_rows(real_tables):
@@ -260,11 +263,12 @@ def _real_rows(real_tables):
             yield path.name, row
 
 
-def test_real_rows_reproduce_released_masks(real_tables):
+@pytest.mark.parametrize("method", ["kernel", "numpy"])
+def test_real_rows_reproduce_released_masks(real_tables, method):
     n_masks = n_rows = 0
     for name, row in _real_rows(real_tables):
         h, w = row["height"], row["width"]
-        masks = rasterize_organs(np.asarray(row["landmarks"], dtype=np.float64), h, w)
+        masks = rasterize_organs(np.asarray(row["landmarks"], dtype=np.float64), h, w, method=method)
         for k, column in enumerate(["rle_right_lung", "rle_left_lung", "rle_heart"]):
             released = rle_decode(row[column], h, w)
             diff = int(np.count_nonzero(masks[k] != released))

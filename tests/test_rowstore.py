@@ -22,6 +22,15 @@ from chexmask_u_tools.train.datasets import CheXmaskUDataset, CheXmaskUIterableD
 MASKS_ONLY = {"missing": "masks_only", "size": 32}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """The stores of file and ``datasets`` inputs, and temporary stores, go here, not into the user's real cache."""
+    folder = tmp_path_factory.mktemp("chexmask-u-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHEXMASK_U_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="module")
 def table() -> pl.DataFrame:
     sample = cxu.load_sample()
@@ -190,3 +199,127 @@ def test_device_masks_draw_what_the_dataset_would_have(table, kind):
         torch.testing.assert_close(drawn, expected["masks"], atol=1e-5, rtol=0)
     with pytest.raises(InputError, match="DeviceMasks"):
         CheXmaskUDataset(table.head(2), None, masks="device", pixel_weights=True, **options)
+
+
+# ------------------------------------------------------------------ datasets.Dataset inputs, reusable stores
+
+
+def _rows_of(dataset) -> pl.DataFrame:
+    return dataset.rows.ids_frame().with_columns(pl.Series("landmarks", np.asarray(dataset.rows.landmarks)))
+
+
+def test_scan_hf_dataset_reads_only_the_columns_a_query_needs(table, tmp_path):
+    import datasets
+
+    from chexmask_u_tools.errors import RecordError, SchemaError
+    from chexmask_u_tools.io.hf import scan_hf_dataset
+
+    canonical = table.head(12)
+    ds = cxu.to_hf_dataset(canonical, cache_dir=tmp_path).add_column("label", list(range(12)))
+    view = scan_hf_dataset(ds)
+    assert view.collect_schema()["landmarks"] == pl.Array(pl.Float32, (120, 2))
+    assert view.select(canonical.columns).collect().equals(canonical)
+    picked = view.filter(pl.col("label") >= 5).select("image_id", "label").head(3).collect()
+    assert picked["label"].to_list() == [5, 6, 7] and picked["image_id"].to_list() == canonical["image_id"][5:8].to_list()
+    for other in (ds.select([9, 2, 4]), cxu.to_hf_dataset(canonical, keep_in_memory=True)):  # indices; in memory
+        expected = canonical[[9, 2, 4]] if len(other) == 3 else canonical
+        assert scan_hf_dataset(other).select(canonical.columns).collect().equals(expected)
+    # Row 3's landmarks have 119 nodes: a query that reads them names the row; one that does not, runs.
+    points = [np.asarray(p).tolist() for p in canonical["landmarks"].to_numpy()]
+    points[3] = points[3][:119]
+    own = ds.remove_columns(["landmarks"]).add_column("landmarks", points)
+    own = own.cast_column("landmarks", datasets.List(datasets.List(datasets.Value("float32"))))
+    assert scan_hf_dataset(own).select("image_id").collect().height == 12
+    with pytest.raises(SchemaError, match=r"'landmarks' at row 3 \(ds\[3\]\), image id .* not of shape \(120, 2\)"):
+        scan_hf_dataset(own).select("landmarks").collect()
+    points = canonical["landmarks"].to_numpy().copy()
+    points[10, 0, 1] = np.nan
+    broken = canonical.with_columns(pl.Series("landmarks", points, dtype=canonical.schema["landmarks"]))
+    with pytest.raises(RecordError, match="non-finite values in landmarks") as caught:
+        scan_hf_dataset(cxu.to_hf_dataset(broken, keep_in_memory=True)).collect_batches(chunk_size=4).__next__()
+    assert caught.value.row == 10 and caught.value.image_id == canonical["image_id"][10]
+    with pytest.raises(SchemaError, match=r"lacks canonical columns \['landmarks'\]"):
+        scan_hf_dataset(ds.remove_columns(["landmarks"]))  # checked when scanned, not when read
+    with pytest.raises(InputError, match="from_hf_dataset"):
+        scan_hf_dataset(ds.to_iterable_dataset())
+
+
+def test_a_datasets_dataset_with_cache_files_keeps_a_store_that_is_reused_and_checked(table, tmp_path, user_cache):
+    folder = tmp_path / "arrow"
+    ds = cxu.to_hf_dataset(table, cache_dir=folder)
+    reference = CheXmaskUDataset(table, None, **MASKS_ONLY)
+    first = CheXmaskUDataset(ds, None, **MASKS_ONLY)
+    assert first.rows.directory.parent == user_cache / "rowstore"
+    assert _rows_of(first).equals(_rows_of(reference))
+    again = CheXmaskUIterableDataset(ds, None, **MASKS_ONLY)  # the same rows, rules and columns: the same store
+    assert again.rows.directory == first.rows.directory
+    subset = CheXmaskUDataset(ds.select(range(0, 60, 3)), None, **MASKS_ONLY)  # another fingerprint
+    assert subset.rows.directory != first.rows.directory and len(subset) == 20
+    assert _rows_of(subset).equals(_rows_of(reference)[0:60:3])
+    placed = CheXmaskUDataset(ds, None, store_dir=tmp_path / "stores", **MASKS_ONLY)
+    assert placed.rows.directory.parent == tmp_path / "stores"
+    in_memory = CheXmaskUDataset(cxu.to_hf_dataset(table, keep_in_memory=True), None, **MASKS_ONLY)
+    assert in_memory.rows.directory.parent.parent == user_cache / "rowstore" / "tmp"  # no identity: temporary
+    # The dataset's Arrow file rewritten in place: a worker refuses the store, a new dataset rebuilds it.
+    pickled = pickle.dumps(first)
+    arrow = Path(ds.cache_files[0]["filename"])
+    arrow.write_bytes(arrow.read_bytes())
+    with pytest.raises(FileReadError, match="have changed since") as caught:
+        pickle.loads(pickled)
+    assert str(arrow) in str(caught.value) and "build the dataset again" in str(caught.value)
+    import datasets
+
+    reread = datasets.Dataset.from_file(str(arrow), info=ds.info)
+    rebuilt = CheXmaskUDataset(reread, None, **MASKS_ONLY)
+    assert _rows_of(rebuilt).equals(_rows_of(reference))
+    assert not first.rows.directory.exists() and not subset.rows.directory.exists()  # could never be opened again
+
+
+def test_a_table_file_or_folder_keeps_a_store_keyed_by_its_files(table, tmp_path, user_cache):
+    path = tmp_path / "rows.parquet"
+    table.write_parquet(path)
+    first = CheXmaskUDataset(path, None, **MASKS_ONLY)
+    assert first.rows.directory.parent == user_cache / "rowstore"
+    assert first.rows.meta["origin"]["files"][0][0] == str(path.resolve())
+    assert _rows_of(first).equals(_rows_of(CheXmaskUDataset(table, None, **MASKS_ONLY)))
+    again = CheXmaskUDataset(str(path), None, **MASKS_ONLY)
+    assert again.rows.directory == first.rows.directory
+    placed = CheXmaskUIterableDataset(path, None, store_dir=tmp_path / "stores", **MASKS_ONLY)
+    assert placed.rows.directory.parent == tmp_path / "stores"
+    pickled = pickle.dumps(first)
+    table.head(50).write_parquet(path)  # the file replaced: other rows
+    with pytest.raises(FileReadError, match=f"the table at {str(path.resolve())!r} whose files have changed since"):
+        pickle.loads(pickled)
+    changed = CheXmaskUDataset(path, None, **MASKS_ONLY)
+    assert len(changed) == 50 and not first.rows.directory.exists()
+    # A folder: every data file under it is part of its identity, and a store may not be written inside it.
+    mirror = build_mirror(tmp_path / "mirror", rows_per_source=4)
+    folder = CheXmaskUDataset(mirror, None, **MASKS_ONLY)
+    assert len(folder.rows.meta["origin"]["files"]) == len(cxu.LocalMirror(mirror).list_files())
+    with pytest.raises(InputError, match="inside the input folder"):
+        CheXmaskUDataset(mirror, None, store_dir=mirror / "stores", **MASKS_ONLY)
+    extra = min(mirror.rglob("*.csv*"))
+    (extra.parent / f"more-{extra.name}").write_bytes(extra.read_bytes())
+    grown = CheXmaskUDataset(mirror, None, **MASKS_ONLY)
+    assert len(grown) > len(folder) and grown.rows.directory != folder.rows.directory
+
+
+def test_temporary_stores_live_in_the_cache_and_a_rerun_removes_those_of_dead_processes(table, user_cache):
+    tmp = user_cache / "rowstore" / "tmp"
+    first = CheXmaskUDataset(table.lazy(), None, **MASKS_ONLY)
+    folder = first.rows.directory.parent  # rows-<pid>@<host>-<random>
+    assert folder.parent == tmp and folder.name.startswith(f"rows-{os.getpid()}@")
+    host = folder.name.split("-")[1].partition("@")[2]
+    dead, alive = tmp / f"rows-999999999@{host}-abc", tmp / f"rows-{os.getppid()}@{host}-abc"
+    elsewhere = tmp / "rows-999999999@another_machine-abc"  # a cache folder shared with another machine
+    for leftover in (dead, alive, elsewhere):
+        (leftover / "key").mkdir(parents=True)
+    dataset = CheXmaskUDataset(table.lazy(), None, **MASKS_ONLY)
+    assert not dead.exists() and alive.exists() and elsewhere.exists()  # only this machine's dead processes'
+    del first
+    second = dataset.rows.directory.parent
+    del dataset
+    import gc
+
+    gc.collect()
+    assert not folder.exists() and not second.exists()

@@ -343,3 +343,17 @@ def test_compiled_contour_tables_equal_the_numpy_model(case, z_cut):
     np.testing.assert_array_equal(nxt, model.nxt)
     np.testing.assert_allclose(got, seg, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got32, seg32, rtol=1e-6, atol=1e-12)
+
+
+def test_vanishing_and_empty_inputs_agree_on_every_path():
+    """A subnormal or tiny std (below MIN_STD) is drawn at MIN_STD by numpy, the kernel and torch alike; B = 0 is empty."""
+    import chexmask_u_tools as cxu
+    from chexmask_u_tools.masks.soft import MIN_STD
+
+    lm = np.asarray(cxu.load_sample()["landmarks"][0]) * 64 / 1024
+    at_floor = cxu.soft_mask_organs(lm, np.full((120, 2), MIN_STD), 64, 64, method="numpy")
+    for value in (1e-310, 1e-30, 1e-20):
+        sd = np.full((120, 2), value)
+        for method in ("numpy", "kernel"):
+            np.testing.assert_allclose(cxu.soft_mask_organs(lm, sd, 64, 64, method=method), at_floor, rtol=0, atol=1e-6)
+    assert cxu.soft_mask_organs(np.zeros((0, 120, 2)), np.zeros((0, 120, 2)), 64, 64).shape == (0, 3, 64, 64)

@@ -248,7 +248,7 @@ def test_predict_with_random_float64_weights_equals_predict(site, client, tmp_pa
     expected = cxu.predict(image, random_model(SEED).double(), dtype="fp64", n_samples=SAMPLES, seed=SEED)
     assert_frame_equal(pl.read_parquet(rows_file), expected, check_exact=True)
     provenance = pq.read_schema(rows_file).metadata[b"chexmask_u.provenance"].decode()
-    assert '"random_weights": true' in provenance and '"dtype": "fp64"' in provenance
+    assert '"weights": "random"' in provenance and '"dtype": "fp64"' in provenance and '"samples": "' in provenance
     height, width = Image.open(image).size[::-1]
     assert _png(overlay).size == (width, height)
     hostile = tmp_path / "list.txt"

@@ -259,25 +259,16 @@ else:
     train = cohort.filter(pl.col("split") == "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dataset = CheXmaskUDataset(train, None, missing="masks_only", size=64)
-    values = dataset.table.select(pl.col(c).cast(pl.Float32) for c in findings).to_numpy()  # same row order as the dataset
-    labels = torch.from_numpy(np.where(values == -1, 0.0, np.nan_to_num(values, nan=0.0))).float()
-    known = torch.from_numpy(~np.isnan(values))
+        # labels=: each sample carries the findings as float32 `labels` and a bool `label_mask`
+        # (uncertain -1 and unmentioned null are masked out by default: never NaN in a loss).
+        dataset = CheXmaskUDataset(train, None, missing="masks_only", size=64, labels=findings)
 
-    class WithLabels(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(dataset)
-
-        def __getitem__(self, index: int) -> dict:
-            sample = dataset[index]
-            return {**sample, "labels": labels[sample["row"]], "label_known": known[sample["row"]]}
-
-    loader = torch.utils.data.DataLoader(WithLabels(), batch_size=4, shuffle=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False)
     batch = next(iter(loader))
     assert batch["masks"].shape == (min(4, len(dataset)), 3, 64, 64)
-    assert batch["labels"].shape == batch["label_known"].shape == (min(4, len(dataset)), len(findings))
+    assert batch["labels"].shape == batch["label_mask"].shape == (min(4, len(dataset)), len(findings))
     assert batch["labels"].dtype == torch.float32 and set(batch["labels"].unique().tolist()) <= {0.0, 1.0}
     print(
         f"\nDataLoader: {len(dataset)} training images; batch masks {tuple(batch['masks'].shape)}, "
-        f"labels {tuple(batch['labels'].shape)} ({', '.join(findings)}), known {int(batch['label_known'].sum())} of {batch['label_known'].numel()}"
+        f"labels {tuple(batch['labels'].shape)} ({', '.join(findings)}), known {int(batch['label_mask'].sum())} of {batch['label_mask'].numel()}"
     )

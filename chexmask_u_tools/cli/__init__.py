@@ -19,6 +19,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -63,7 +64,15 @@ def _command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser = chosen
 
 
+def _interrupt_once(signum: int, frame: object) -> None:
+    # Later Ctrl-C presses (and signal checks of reader threads) must not interrupt the handler that reports the first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt_once)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -74,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         kept = getattr(sys.modules.get(args.func.__module__), "INTERRUPTED", "nothing was written")
         print(f"chexmask-u {args.command}: interrupted; {kept}", file=sys.stderr)
+        if argv is None:
+            # The command line itself (not main([...]) called from Python): leave at once.  Reader
+            # threads of polars or pyarrow may still be inside a Python callback, and an interpreter
+            # finalizing under them aborts the process; what must be cleaned up was cleaned up on the
+            # way here (temporary files of atomic writes), and a rerun removes what a killed run left.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except CheXmaskUError as error:
         from chexmask_u_tools.cli._messages import for_command_line

@@ -102,6 +102,10 @@ def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", nargs="+", default=None, metavar="NAME=F", help="split fractions, e.g. train=0.8 val=0.1 test=0.1")
     parser.add_argument("--seed", type=int, default=0, help="seed of --patient-split")
     parser.add_argument("--official-split", action="store_true", help="with --patient-split: keep each source's official split")
+    parser.add_argument(
+        "--per-image", action="store_true",
+        help="with --patient-split: split the rows of a source that publishes no patient ids (VinDr-CXR) image by image",
+    )
     parser.add_argument("--duplicates", choices=["raise", "first"], default="raise", help="duplicate ids in metadata files")
 
 
@@ -141,11 +145,14 @@ def apply_cohort_arguments(table, args: argparse.Namespace):
             metadata.append(read_metadata(None, item, duplicates=args.duplicates))
     if args.matched_only and not metadata:
         raise InputError("--matched-only needs --metadata")
-    if args.official_split and not args.patient_split:
-        raise InputError("--official-split only applies with --patient-split")
+    for flag, given in (("--official-split", args.official_split), ("--per-image", args.per_image)):
+        if given and not args.patient_split:
+            raise InputError(f"{flag} only applies with --patient-split")
     if metadata:
         table, report = attach_metadata(table, metadata, how="inner" if args.matched_only else "left", return_report=True)
         print(report)
     if args.patient_split:
-        table = patient_split(table, split_fractions(args.fractions), seed=args.seed, official_split=args.official_split)
+        table = patient_split(
+            table, split_fractions(args.fractions), seed=args.seed, official_split=args.official_split, per_image=args.per_image
+        )
     return table

@@ -32,8 +32,14 @@ FLAG_SPELLINGS: tuple[tuple[str, str, str], ...] = (
     (r"\bper_image=True", "--per-image", "--per-image"),
     (r"\boverwrite=True", "--overwrite", "--overwrite"),
     (r"\bofficial_split=True", "--official-split", "--official-split"),
+    (r"\(attach_metadata\(\.\.\., how='inner'\)\)", "--matched-only", "(--matched-only)"),
+    (
+        r"[Rr]ead the database's metadata with (?:cxu\.)?read_metadata\([^)]*\) and join it with (?:cxu\.)?attach_metadata\([^)]*\)",
+        "--metadata",
+        "Join the database's metadata with --metadata FILE",
+    ),
     (r"(?:cxu\.)?read_metadata\([^)]*\)(?:,| and| then)* (?:cxu\.)?attach_metadata\([^)]*\)", "--metadata", "--metadata FILE"),
-    (r"(?:cxu\.)?attach_metadata\([^)]*\)", "--metadata", "--metadata FILE"),
+    (r"(?:cxu\.)?attach_metadata\([^)]*\)|\battach_metadata\b", "--metadata", "--metadata FILE"),
 )
 
 

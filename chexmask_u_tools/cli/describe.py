@@ -31,11 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from chexmask_u_tools.cohorts import describe
     from chexmask_u_tools.hub.inputs import open_table
+    from chexmask_u_tools.io.provenance import read_provenance
 
     table = open_table(args.input, columns=column_mapping(args) or None).collect()
     table = apply_cohort_arguments(table, args)
-    describe(table, rules=args.rule, title=args.title, out=args.out)
+    provenance = read_provenance(args.input) if os.path.isfile(args.input) else None  # a file of predictions
+    describe(table, rules=args.rule, title=args.title, out=args.out, provenance=provenance)
     print(f"wrote {args.out}")
     return 0

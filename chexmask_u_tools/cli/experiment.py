@@ -91,10 +91,19 @@ def run_ood(args: argparse.Namespace) -> int:
     if args.dice_column not in ("dice_rca_max", "dice_rca_mean"):
         raise InputError(f"--dice-column must be dice_rca_max or dice_rca_mean, got {args.dice_column!r}")
     table = load_table(args.table, columns=column_mapping(args))
-    for kind, needed_by in (("std", ("node_sigma_mean", "node_sigma_max")), ("latent", ("latent_sigma_mean",))):
+    needs = {"std": ("node_sigma_mean", "node_sigma_max"), "latent": ("latent_sigma_mean",)}
+    # A score can be suggested only when the table has its data for some row.
+    has_data = {
+        "std": "landmarks_std" in table.columns and table["landmarks_std"].null_count() < table.height,
+        "latent": "latent_sigma" in table.columns and table["latent_sigma"].null_count() < table.height,
+    }
+    for kind, needed_by in needs.items():
         scores = [name for name in names if name in needed_by]
         if scores:
-            others = [name for name in names if name not in needed_by]
+            others = [
+                name for name in names
+                if name not in needed_by and any(name in needs[other] and has_data[other] for other in needs)
+            ]
             fix = "pass --missing drop to score only the rows that have it" + (
                 f", or --scores {','.join(others)}" if others else ""
             )

@@ -288,11 +288,12 @@ def run(args: argparse.Namespace) -> int:
     kept = apply_rules(lf, rules).with_columns((weight * pl.col("rule_weight")).cast(pl.Float32).alias("sample_weight"))
 
     if args.hub_folder:
+        from chexmask_u_tools.io.hub_folder import read_folder_record
         from chexmask_u_tools.publish.hub_folder import save_hub_folder
 
-        subset = kept.collect()
-        save_hub_folder(subset, out, name=args.name, overwrite=args.overwrite)
-        print(f"kept {subset.height} rows -> Hub folder {out} (upload: huggingface_hub.upload_folder("
+        # Streamed from the lazy rows (bounded memory), quiet under --no-progress.
+        save_hub_folder(kept, out, name=args.name, overwrite=args.overwrite, progress=not args.no_progress)
+        print(f"kept {read_folder_record(out).rows} rows -> Hub folder {out} (upload: huggingface_hub.upload_folder("
               f"folder_path={str(out)!r}, repo_id=..., repo_type='dataset'))")
         return 0
 

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from chexmask_u_tools.errors import InputError
-    from chexmask_u_tools.model.predict import merge_parts, parts_dir, predict_to_parquet
+    from chexmask_u_tools.model.predict import merge_parts, parts_dir, predict_to_parquet, prediction_provenance
     from chexmask_u_tools.model.pretrained import RANDOM_WEIGHTS, load_weights
     from chexmask_u_tools.schema import FRAMES
 
@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
             model = load_weights(args.weights, map_location=device, roi_align=args.roi_align, random_seed=args.seed)
         if args.dtype == "fp64":
             model = model.double()
+        provenance = prediction_provenance(
+            model, n_samples=args.samples, seed=args.seed, dtype=args.dtype, crop_border=args.crop_border, tool="chexmask-u predict"
+        )
         report = predict_to_parquet(
             args.images,
             args.out,
@@ -168,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             compile=args.compile,
             progress=not args.no_progress and rank == 0,
+            provenance=provenance,
         )
         reports = [report]
         if distributed:
@@ -194,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         elif rank == 0:
-            merged = merge_parts(args.out)
+            merged = merge_parts(args.out, provenance)
             print(f"wrote {merged['image_id'].n_unique()} images ({merged.height} rows) to {args.out}", file=sys.stderr)
             if random_weights:
                 print(RANDOM_WARNING.format(seed=args.seed), file=sys.stderr)
@@ -207,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                     known = len(sources) == 1 and sources[0] in ID_COLUMN_OF_SOURCE
                     # A source outside the registry is written per row (Dataset), so the CSV reads back as is.
                     write_released(
-                        rows, args.csv, id_column=None if known else "Image ID", dataset_column=not known
+                        rows, args.csv, id_column=None if known else "Image ID", dataset_column=not known, provenance=provenance
                     )
                     print(f"wrote {rows.height} rows in the released layout to {args.csv}", file=sys.stderr)
         if distributed:

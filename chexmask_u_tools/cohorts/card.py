@@ -139,6 +139,7 @@ def describe(
     filters: Mapping[str, pl.Expr] | None = None,
     title: str = "CheXmask-U cohort",
     out: str | os.PathLike | None = None,
+    provenance: Mapping[str, str] | None = None,
 ) -> str:
     """A Markdown dataset card of the cohort that ``filters`` then ``rules`` cut from ``table``.
 
@@ -161,6 +162,10 @@ def describe(
         When given, the card is written there (atomically) with two figures
         beside it, ``<stem>_dice_rca.png`` and ``<stem>_node_sigma.png``
         (box plots per source), linked from the card.
+    provenance:
+        For a table of predictions, what produced them
+        (:func:`~chexmask_u_tools.io.provenance.read_provenance` of the file):
+        a "Predictions" section lists it, and untrained weights are said in bold.
 
     Returns
     -------
@@ -190,6 +195,15 @@ def describe(
     names = kept.columns
     rows_in = steps["rows_before"][0] if steps.height else kept.height
     lines = [f"# {title}", "", f"{kept.height} images from {kept['source'].n_unique()} sources.", ""]
+    if provenance:
+        lines += ["## Predictions", ""]
+        if provenance.get("weights") == "random":
+            lines += [
+                f"**Made with untrained random weights (seed {provenance.get('weights.seed', '?')}): the landmarks "
+                "and uncertainties are meaningless, for testing the pipeline only.**",
+                "",
+            ]
+        lines += ["| what | value |", "|---|---|", *(f"| {key} | {value} |" for key, value in provenance.items()), ""]
     lines += ["## Selection", ""]
     if steps.height:
         lines += [f"Starting from {rows_in} rows, in order:", "", markdown_table(steps), ""]

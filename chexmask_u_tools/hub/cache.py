@@ -509,13 +509,18 @@ def _progress(enabled: bool, **kwargs):
 
 
 def _run_parallel(
-    work: Callable[..., Any], keys: list[tuple], finish: Callable[[tuple, Any], None], workers: int
+    work: Callable[..., Any],
+    keys: list[tuple],
+    finish: Callable[[tuple, Any], None],
+    workers: int,
+    stop: threading.Event | None = None,
 ) -> None:
     """Run ``work(*key)`` for every key on ``workers`` threads, calling ``finish(key, result)`` here as each ends.
 
-    On the first error (from ``work`` or ``finish``) queued jobs are cancelled, running
-    ones are awaited (each writes its own file atomically, so nothing is half-written)
-    and the error propagates.
+    On the first error (from ``work`` or ``finish``, or Ctrl-C) queued jobs are
+    cancelled, ``stop`` is set (running jobs that watch it end early), running
+    ones are awaited (each writes its own file atomically, so nothing is
+    half-written) and the error propagates.
     """
     if workers <= 1 or len(keys) <= 1:
         for key in keys:
@@ -526,6 +531,10 @@ def _run_parallel(
         futures = {pool.submit(work, *key): key for key in keys}
         for future in as_completed(futures):
             finish(futures[future], future.result())
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -706,6 +715,62 @@ class _HashingLocation:
         return self._place.file_checksum(RepoEntry(item.path, item.size, item.checksum))
 
 
+class _BuildStopped(Exception):
+    """A conversion thread was told to stop (the build is being interrupted)."""
+
+
+class _MeteredFile:
+    """A file object that reports the bytes read through it, and stops the read once the build is stopping."""
+
+    def __init__(self, owner: _MeteredLocation, handle: BinaryIO) -> None:
+        self._owner = owner
+        self._handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        if self._owner.stop.is_set():
+            raise _BuildStopped("the build was interrupted")
+        data = self._handle.read(size)
+        self._owner.count(len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class _MeteredLocation:
+    """A location stand-in for one file's conversion that counts the file's bytes read (for the progress bar's
+    total and ETA, which come from the listed file sizes) and lets an interrupted build stop its threads."""
+
+    def __init__(self, place: Any, size: int | None, advance: Callable[[int], None], stop: threading.Event) -> None:
+        self._place = place
+        self.retry = getattr(place, "retry", None)
+        self._size = size
+        self._advance = advance
+        self.stop = stop
+        self.counted = 0
+
+    def open(self, path: str) -> _MeteredFile:
+        return _MeteredFile(self, self._place.open(path))
+
+    def count(self, n: int) -> None:
+        if self._size is not None:
+            n = min(n, self._size - self.counted)  # a retried read may read bytes again: the bar never passes the size
+        if n > 0:
+            self.counted += n
+            self._advance(n)
+
+    def finish(self) -> None:
+        """The file is converted: count what was not read through this location (a parquet footer read twice...)."""
+        if self._size is not None:
+            self.count(self._size - self.counted)
+
+
 def _write_part(
     place: DatasetLocation,
     item: DataFile,
@@ -715,6 +780,8 @@ def _write_part(
     retry: RetryPolicy | None,
     condition: pl.Expr | None,
     advance: Callable[[int], None],
+    read_bytes: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[int, dict[str, int], str | None]:
     """Stream one source file into an Arrow part of fixed-size batches (atomically).
 
@@ -723,10 +790,18 @@ def _write_part(
     memory-mapped back without decoding or copying (compressing them cost as
     much as compressing the shards, where the canonical strings dominate), at
     the price of about the canonical table's size in temporary disk space.
+
+    ``advance`` is told the rows converted, ``read_bytes`` the file's bytes read
+    (summing to its listed size once it is done); once ``stop`` is set the next
+    read raises, so an interrupted build does not wait for the whole file.
     """
     import pyarrow as pa
 
-    source = _HashingLocation(place) if item.checksum is None else place
+    hashing = _HashingLocation(place) if item.checksum is None else None
+    source: Any = hashing or place
+    metered = None
+    if read_bytes is not None or stop is not None:
+        metered = source = _MeteredLocation(source, item.size, read_bytes or (lambda n: None), stop or threading.Event())
     rows = 0
     skipped: dict[str, int] = {}
     schema = _arrow_schema()
@@ -753,7 +828,9 @@ def _write_part(
                 writer.write_table(table if table.schema == schema else table.cast(schema))
             rows += batch.height
             advance(batch.height)
-    checksum = source.checksum(item) if isinstance(source, _HashingLocation) else None
+    if metered is not None:
+        metered.finish()
+    checksum = hashing.checksum(item) if hashing is not None else None
     return rows, skipped, checksum
 
 
@@ -782,17 +859,32 @@ def _convert(
     (directory / ".parts").mkdir(exist_ok=True)
     condition = row_filter(normalize_sources(manifest.selection.sources), normalize_frames(manifest.selection.frames))
     records = list(manifest.files)
-    with _progress(progress, desc="converting", unit="rows", unit_scale=True) as bar:
+    sizes = [item.size for item in plan.chosen]
+    # The bar counts the files' bytes: their listed sizes give it a total, hence a rate and an ETA (rows
+    # have no total until every file is read); the rows converted so far are shown beside it.
+    total = None if any(size is None for size in sizes) else sum(sizes)
+    stop = threading.Event()
+    with _progress(
+        progress, desc="converting", total=total, unit="B", unit_scale=True, unit_divisor=1024
+    ) as bar:
         bar_lock = threading.Lock()
+        converted = 0
 
         def advance(rows: int) -> None:
+            nonlocal converted
             with bar_lock:
-                bar.update(rows)
+                converted += rows
+                bar.set_postfix_str(f"{converted:,} rows", refresh=False)
+
+        def read_bytes(n: int) -> None:
+            with bar_lock:
+                bar.update(n)
 
         todo = []
         for index, (item, record) in enumerate(zip(plan.chosen, records)):
             if _part_done(directory, record):
                 advance(record.rows)
+                read_bytes(item.size or 0)
             else:
                 todo.append((index, item))
 
@@ -805,6 +897,8 @@ def _convert(
                 retry=retry,
                 condition=condition,
                 advance=advance,
+                read_bytes=read_bytes,
+                stop=stop,
             )
 
         def finish(key: tuple[int, DataFile], result: tuple[int, dict[str, int], str | None]) -> None:
@@ -822,7 +916,7 @@ def _convert(
             manifest.write(directory)
             notify("part", item.path)
 
-        _run_parallel(convert, todo, finish, workers)
+        _run_parallel(convert, todo, finish, workers, stop)
     return manifest
 
 

@@ -61,12 +61,14 @@ __all__ = [
     "ARROW_CACHE_FOLDER",
     "BATCH_ROWS",
     "IMAGE_COLUMN",
+    "READ_BATCH_ROWS",
     "arrow_cache_dir",
     "from_hf_dataset",
     "hf_features",
     "hf_record_batches",
     "plain_storage",
     "plain_storage_column",
+    "scan_hf_dataset",
     "to_hf_dataset",
 ]
 
@@ -75,6 +77,9 @@ IMAGE_COLUMN = "image"
 
 BATCH_ROWS = 1000
 """Rows per converted batch and per Arrow record batch (``datasets``' own writer batch size)."""
+
+READ_BATCH_ROWS = 10 * BATCH_ROWS
+"""Rows per batch read back from a ``datasets`` object (:func:`from_hf_dataset`, :func:`scan_hf_dataset`)."""
 
 ARROW_CACHE_FOLDER = "chexmask_u_tools"
 """The folder under the ``datasets`` cache (``HF_DATASETS_CACHE``) holding :func:`to_hf_dataset`'s Arrow files."""
@@ -489,14 +494,18 @@ def _bad_rows(column: pa.ChunkedArray, width: int, bad: Any) -> np.ndarray:
     return valid[bad(matrix).any(axis=1)]
 
 
-def _check_values(fixed: pa.Table, frame: pl.DataFrame, offset: int) -> None:
-    """Finite arrays, non-negative std, and stored summaries that match ``landmarks_std`` / ``latent_sigma``."""
-    checks = [
-        ("landmarks", 2 * N_NODES, lambda v: ~np.isfinite(v), "non-finite values in landmarks"),
-        ("landmarks_std", 2 * N_NODES, lambda v: ~(v >= 0), "non-finite or negative values in landmarks_std"),
-        ("latent_sigma", N_LATENT, lambda v: ~np.isfinite(v), "non-finite values in latent_sigma"),
-    ]
-    for name, width, bad, what in checks:
+_ARRAY_CHECKS = [
+    ("landmarks", 2 * N_NODES, lambda v: ~np.isfinite(v), "non-finite values in landmarks"),
+    ("landmarks_std", 2 * N_NODES, lambda v: ~(v >= 0), "non-finite or negative values in landmarks_std"),
+    ("latent_sigma", N_LATENT, lambda v: ~np.isfinite(v), "non-finite values in latent_sigma"),
+]
+
+
+def _check_arrays(fixed: pa.Table, frame: pl.DataFrame, offset: int) -> None:
+    """Finite arrays and non-negative std, for the array columns ``fixed`` holds (``frame`` holds ``image_id``)."""
+    for name, width, bad, what in _ARRAY_CHECKS:
+        if name not in fixed.column_names:
+            continue
         rows = _bad_rows(fixed.column(name), width, bad)
         if rows.size:
             row = int(rows[0])
@@ -507,6 +516,10 @@ def _check_values(fixed: pa.Table, frame: pl.DataFrame, offset: int) -> None:
                 image_id=frame["image_id"][row],
                 column=name,
             )
+
+
+def _check_summaries(frame: pl.DataFrame, offset: int) -> None:
+    """Stored summaries that match ``landmarks_std`` / ``latent_sigma`` (``frame``: every canonical column)."""
     recomputed = frame.select(summary_expressions())
     for name in SUMMARY_SCHEMA:
         stored, fresh = frame[name], recomputed[name]
@@ -576,35 +589,139 @@ def from_hf_dataset(dataset: Any) -> pl.DataFrame:
     ...
     chexmask_u_tools.errors.SchemaError: the dataset lacks canonical columns ['landmarks'] ...
     """
+    _check_dataset_object(dataset, iterable=True)
+    if dataset.column_names is not None:
+        _check_columns(dataset.column_names)
+    frames = []
+    offset = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=READ_BATCH_ROWS):
+        _check_columns(batch.column_names)
+        _check_types(batch.schema, dataset.features)
+        frame = _plain_batch(batch.select(list(CANONICAL_SCHEMA)), offset)
+        _check_summaries(frame, offset)
+        frames.append(frame)
+        offset += frame.height
+    _warn_unchecked_files(
+        dataset, "from_hf_dataset checked the columns, features, shapes, finite values and the uncertainty summaries"
+    )
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=CANONICAL_SCHEMA)
+
+
+def scan_hf_dataset(dataset: Any) -> pl.LazyFrame:
+    """A lazy canonical table over a ``datasets.Dataset`` that reads, batch by batch, only the columns a query needs.
+
+    Nothing is read when scanned.  A query (``collect``, ``collect_batches``)
+    reads :data:`READ_BATCH_ROWS` rows at a time of the columns it uses, in
+    order: for a dataset backed by Arrow cache files (:func:`to_hf_dataset`,
+    ``datasets.load_dataset``, ``load_from_disk``) each batch is a slice of
+    the memory-mapped table, so a query over the whole dataset holds one
+    converted batch of its columns in memory, never the dataset; an in-memory
+    dataset is read the same way from its Arrow table.  ``Array2D`` columns
+    become polars ``Array`` ``(120, 2)`` float32 (as :func:`from_hf_dataset`
+    gives them), the canonical columns their canonical dtypes, and extra
+    columns (labels, metadata) are kept, extension columns as their plain
+    Arrow storage (:func:`plain_storage_column`).
+
+    What is checked: when scanned, that every canonical column is present
+    with its canonical feature; while read, that each array column read has
+    the shape ``(120, 2)`` / ``(64,)`` and finite values (a non-negative
+    std), the error naming the row and image id.  Unlike
+    :func:`from_hf_dataset` the uncertainty summaries (``node_sigma_mean``...)
+    are not recomputed from ``landmarks_std`` (a query reads them as stored;
+    that would read every array): call :func:`from_hf_dataset` to check them.
+    A dataset read from data files by ``datasets`` gets the same
+    :class:`~chexmask_u_tools.errors.IntegrityWarning` as there.
+
+    Raises
+    ------
+    SchemaError
+        When scanned: a canonical column missing or of another feature.  When
+        read: an array of another shape (row and image id named).
+    RecordError
+        When read: non-finite values in an array column, or a negative std.
+    InputError
+        Not a ``datasets.Dataset`` (an ``IterableDataset``: use
+        :func:`from_hf_dataset`; a ``DatasetDict``: pass one split).
+
+    Examples
+    --------
+    >>> import chexmask_u_tools as cxu
+    >>> table = cxu.load_sample().head(3)
+    >>> view = scan_hf_dataset(to_hf_dataset(table).add_column("label", [0, 1, 0]))
+    >>> view.select("image_id", "label").collect().equals(table.select("image_id").with_columns(label=pl.Series([0, 1, 0])))
+    True
+    >>> view.select(list(table.columns)).collect().equals(table)
+    True
+    """
+    from polars.io.plugins import register_io_source
+
+    _check_dataset_object(dataset, iterable=False)
+    _check_columns(dataset.column_names)
+    arrow_schema = dataset.data.schema
+    _check_types(arrow_schema, dataset.features)
+    schema = _plain_batch(arrow_schema.empty_table(), 0).schema
+    _warn_unchecked_files(dataset, "scan_hf_dataset checks the columns, features, and the shapes and finite values of the arrays it reads")
+
+    def read(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _batch_size: int | None) -> Iterator[pl.DataFrame]:
+        wanted = list(schema) if with_columns is None else list(with_columns)
+        needed = [*wanted, *(predicate.meta.root_names() if predicate is not None else [])]
+        if any(name in (*_ARRAY_COLUMNS, "latent_sigma") for name in needed):
+            needed.append("image_id")  # names the row in a shape or value error
+        columns = list(dict.fromkeys(needed))
+        offset = produced = 0
+        for batch in dataset.with_format("arrow", columns=columns).iter(batch_size=READ_BATCH_ROWS):
+            frame = _plain_batch(batch, offset)
+            offset += batch.num_rows
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            frame = frame.select(wanted)
+            if n_rows is not None:
+                frame = frame.head(n_rows - produced)
+            produced += frame.height
+            yield frame
+            if n_rows is not None and produced >= n_rows:
+                return
+
+    return register_io_source(read, schema=schema, explain_name="datasets.Dataset")
+
+
+def _check_dataset_object(dataset: Any, *, iterable: bool) -> None:
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict | datasets.IterableDatasetDict):
         raise InputError(f"got a DatasetDict with splits {list(dataset)}; pass one split, e.g. ds['train']")
-    if not isinstance(dataset, datasets.Dataset | datasets.IterableDataset):
-        raise InputError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
-    if dataset.column_names is not None:
-        _check_columns(dataset.column_names)
-    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
-        return pl.DataFrame(schema=CANONICAL_SCHEMA)
-    frames = []
-    offset = 0
-    for batch in dataset.with_format("arrow").iter(batch_size=10 * BATCH_ROWS):
-        _check_columns(batch.column_names)
-        _check_types(batch.schema, dataset.features)
-        fixed = _fixed_shape(batch.select(list(CANONICAL_SCHEMA)), offset)
-        frame = pl.from_arrow(fixed).select(pl.col(name).cast(dtype) for name, dtype in CANONICAL_SCHEMA.items())
-        _check_values(fixed, frame, offset)
-        frames.append(frame)
-        offset += frame.height
-    if _read_from_files(dataset):
-        warnings.warn(
-            IntegrityWarning(
-                "from_hf_dataset checked the columns, features, shapes, finite values and the uncertainty "
-                "summaries; it could not check whether rows are missing or whether landmarks, masks or ids were "
-                "changed in the data files this dataset was read from (a datasets object keeps no record of "
-                "them). A folder written by cxu.save_hub_folder records each shard's rows and sha256: read it "
-                "with cxu.open_table(folder) or cxu.read_table(folder) to check them"
-            ),
-            stacklevel=2,
-        )
-    return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=CANONICAL_SCHEMA)
+    if iterable and isinstance(dataset, datasets.IterableDataset):
+        return
+    if isinstance(dataset, datasets.IterableDataset):
+        raise InputError("scan_hf_dataset reads a datasets.Dataset, got an IterableDataset; use from_hf_dataset(dataset)")
+    if not isinstance(dataset, datasets.Dataset):
+        allowed = "a datasets.Dataset or IterableDataset" if iterable else "a datasets.Dataset"
+        raise InputError(f"expected {allowed}, got {type(dataset).__name__}")
+
+
+def _plain_batch(batch: pa.Table, offset: int) -> pl.DataFrame:
+    """One batch of a dataset's columns as polars: arrays of the canonical shape (checked), canonical dtypes, finite arrays.
+
+    ``offset`` is the batch's first row in the dataset (for the errors); a
+    batch holding an array column must hold ``image_id`` too.
+    """
+    fixed = _fixed_shape(batch, offset)
+    frame = pl.from_arrow(fixed)
+    frame = frame.with_columns(pl.col(name).cast(dtype) for name, dtype in CANONICAL_SCHEMA.items() if name in frame.columns)
+    _check_arrays(fixed, frame, offset)
+    return frame
+
+
+def _warn_unchecked_files(dataset: Any, checked: str) -> None:
+    """The :class:`IntegrityWarning` for a dataset ``datasets`` read from data files, saying what ``checked`` covered."""
+    if not _read_from_files(dataset):
+        return
+    warnings.warn(
+        IntegrityWarning(
+            f"{checked}; it could not check whether rows are missing or whether landmarks, masks or ids were "
+            "changed in the data files this dataset was read from (a datasets object keeps no record of "
+            "them). A folder written by cxu.save_hub_folder records each shard's rows and sha256: read it "
+            "with cxu.open_table(folder) or cxu.read_table(folder) to check them"
+        ),
+        stacklevel=3,
+    )

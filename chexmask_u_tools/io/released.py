@@ -154,15 +154,35 @@ def to_released(
     return out
 
 
-def write_released(table: pl.DataFrame, path: str | os.PathLike, variant: Variant = "chexmask-u", **kwargs) -> None:
-    """Write :func:`to_released` to ``.csv``, ``.csv.gz``, ``.csv.xz`` or ``.parquet`` atomically (temp file, then rename)."""
+def write_released(
+    table: pl.DataFrame,
+    path: str | os.PathLike,
+    variant: Variant = "chexmask-u",
+    *,
+    provenance: dict[str, str] | None = None,
+    **kwargs,
+) -> None:
+    """Write :func:`to_released` to ``.csv``, ``.csv.gz``, ``.csv.xz`` or ``.parquet`` atomically (temp file, then rename).
+
+    ``provenance`` (predictions: :mod:`chexmask_u_tools.io.provenance`) goes
+    into a last ``Provenance`` column of a CSV, or the parquet file's metadata.
+    """
+    from chexmask_u_tools.io.provenance import PROVENANCE_COLUMN, PROVENANCE_KEY, provenance_text
+
     out = to_released(table, variant, **kwargs)
+    if provenance is not None and not os.fspath(path).endswith(".parquet"):
+        out = out.with_columns(pl.lit(provenance_text(provenance)).alias(PROVENANCE_COLUMN))
     path = os.fspath(path)
     if not path.endswith((".parquet", ".csv.gz", ".csv.xz", ".csv")):
         raise InputError(f"unsupported output type {path!r}: use .csv, .csv.gz, .csv.xz or .parquet")
     with atomic_path(path) as temporary:
         if path.endswith(".parquet"):
-            out.write_parquet(temporary, compression="zstd")
+            import pyarrow.parquet as pq
+
+            arrow = out.to_arrow()
+            if provenance is not None:
+                arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PROVENANCE_KEY: provenance_text(provenance)})
+            pq.write_table(arrow, temporary, compression="zstd")
         elif path.endswith((".csv.gz", ".csv.xz")):
             opener = gzip.open if path.endswith(".gz") else lzma.open
             with opener(temporary, "wb") as handle:

@@ -8,9 +8,21 @@ not check bounds).  The numpy implementations in the calling modules stay as
 the references the tests and benchmarks compare against.
 
 Kernels are compiled lazily, at their first call, into numba's on-disk cache
-(:mod:`chexmask_u_tools.kernels.jit`), never at import.
+(:mod:`chexmask_u_tools.kernels.jit`), never at import.  Importing this
+package does not load numba either (:mod:`chexmask_u_tools.kernels.dispatch`
+is read at the package's import); the names of :mod:`~chexmask_u_tools.kernels.jit`
+below load it at their first use.
 """
 
-from chexmask_u_tools.kernels.jit import CACHE_NOTE, caching_enabled, kernel
+from __future__ import annotations
 
-__all__ = ["CACHE_NOTE", "caching_enabled", "kernel"]
+import importlib
+from typing import Any
+
+__all__ = ["CACHE_NOTE", "KernelCacheWarning", "auto_method", "caching_enabled", "compiled", "kernel"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("chexmask_u_tools.kernels.jit"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,13 +11,14 @@ so once, with :class:`KernelCacheWarning`.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 import numba
 
-__all__ = ["CACHE_NOTE", "KernelCacheWarning", "caching_enabled", "kernel"]
+__all__ = ["CACHE_NOTE", "KernelCacheWarning", "auto_method", "caching_enabled", "compiled", "kernel"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -37,6 +38,21 @@ class KernelCacheWarning(UserWarning):
 def caching_enabled() -> bool:
     """Whether kernels defined so far are cached on disk (False once a definition found no cache folder)."""
     return _state["caching"]
+
+
+def compiled() -> bool:
+    """Whether kernels run compiled: False under ``NUMBA_DISABLE_JIT=1``, where they would run as plain Python."""
+    return not numba.config.DISABLE_JIT
+
+
+@functools.cache
+def auto_method() -> str:
+    """What ``method="auto"`` of a kernel-backed function means here, when no input size favours numpy.
+
+    ``"kernel"``, or ``"numpy"`` where the kernels would run as plain Python
+    (``NUMBA_DISABLE_JIT=1``, read once per process as numba does).
+    """
+    return "kernel" if compiled() else "numpy"
 
 
 def _no_locator(error: RuntimeError) -> bool:

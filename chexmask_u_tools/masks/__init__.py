@@ -19,7 +19,14 @@ from chexmask_u_tools.masks.frames import (
     to_preprocessed_frame,
 )
 from chexmask_u_tools.masks.geometry import heart_lung_overlap, organ_areas, organ_polygons, organ_validity
-from chexmask_u_tools.masks.raster import label_map, rasterize, rasterize_organs, scale_points, truncate_points
+from chexmask_u_tools.masks.raster import (
+    label_map,
+    raster_method,
+    rasterize,
+    rasterize_organs,
+    scale_points,
+    truncate_points,
+)
 from chexmask_u_tools.masks.tables import add_masks, table_from_arrays
 from chexmask_u_tools.masks.soft import (
     band_mask,
@@ -56,6 +63,7 @@ __all__ = [
     "organ_polygons",
     "organ_validity",
     "pixel_weight_map",
+    "raster_method",
     "rasterize",
     "rasterize_organs",
     "rasterize_organs_torch",

@@ -10,9 +10,10 @@ draws:
   :func:`~chexmask_u_tools.masks.raster.rasterize_organs` (the torch kernel of
   :mod:`~chexmask_u_tools.masks.raster_torch` on CUDA, its numpy kernel on CPU);
 * ``kind="soft"``: float32 masks within 1e-5 of
-  :func:`~chexmask_u_tools.masks.soft.soft_mask_organs` (the torch soft masks
-  of :mod:`~chexmask_u_tools.masks.soft_torch` on CUDA; on CPU the CPU soft
-  masks themselves, which are faster there).  A row without std (``has_std``
+  :func:`~chexmask_u_tools.masks.soft.soft_mask_organs` (on CUDA the torch soft
+  masks of :mod:`~chexmask_u_tools.masks.soft_torch`, every organ of the
+  batch at once on the device, with no work per organ on the host; on CPU the
+  CPU soft masks themselves, which are faster there).  A row without std (``has_std``
   False, or a std of NaN only, as the datasets return it) gets its hard masks
   as 0/1 floats, like the datasets' ``soft_missing="hard"``.
 
@@ -30,8 +31,8 @@ import torch
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGANS
-from chexmask_u_tools.masks.raster import check_size, require_on_grid
-from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch
+from chexmask_u_tools.masks.raster import check_size
+from chexmask_u_tools.masks.raster_torch import rasterize_organs_torch, require_on_grid_torch
 from chexmask_u_tools.masks.soft import soft_mask_organs
 from chexmask_u_tools.masks.soft_torch import soft_mask_organs_torch
 from chexmask_u_tools.select.weights import soft_pixel_weights
@@ -91,10 +92,14 @@ class DeviceMasks(torch.nn.Module):
     band:
         As in :func:`~chexmask_u_tools.masks.soft.soft_mask`: evaluate the
         closed form only near the contour (same values, faster).
-    allow_empty:
-        By default a landmark set with no node on the grid raises
-        :class:`~chexmask_u_tools.errors.InputError` (landmarks of another
-        frame); True draws its empty masks.
+    allow_empty, allow_partial:
+        By default landmarks that do not belong to the grid raise
+        :class:`~chexmask_u_tools.errors.InputError` (a node beyond it by more
+        than :data:`~chexmask_u_tools.masks.raster.OFF_GRID_MARGIN` of its
+        side, or none on it: landmarks of another frame), as
+        :func:`~chexmask_u_tools.masks.raster.rasterize_organs` does;
+        ``allow_partial=True`` draws what falls on the grid,
+        ``allow_empty=True`` checks nothing.
     backend:
         ``"auto"`` (CUDA and other devices: torch kernels; CPU: the CPU
         kernels, faster there), ``"torch"`` (torch kernels on any device) or
@@ -129,6 +134,7 @@ class DeviceMasks(torch.nn.Module):
         pixel_weights: bool | Mapping[str, Any] = False,
         band: bool = True,
         allow_empty: bool = False,
+        allow_partial: bool = False,
         backend: Literal["auto", "torch", "numpy"] = "auto",
     ) -> None:
         super().__init__()
@@ -140,7 +146,8 @@ class DeviceMasks(torch.nn.Module):
             raise InputError(f"kind must be 'hard' or 'soft', got {kind!r}")
         if backend not in _BACKENDS:
             raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-        self.height, self.width, self.kind, self.band, self.allow_empty, self.backend = height, width, kind, bool(band), bool(allow_empty), backend
+        self.height, self.width, self.kind, self.band, self.backend = height, width, kind, bool(band), backend
+        self.allow_empty, self.allow_partial = bool(allow_empty), bool(allow_partial)
         self.pixel_weight_options = self._pixel_weight_options(pixel_weights, kind)
 
     @staticmethod
@@ -195,14 +202,14 @@ class DeviceMasks(torch.nn.Module):
 
     def _hard(self, lm: torch.Tensor, backend: str) -> torch.Tensor:
         if not self.allow_empty and len(lm):
-            require_on_grid(lm.detach().to("cpu", torch.float64).numpy(), self.height, self.width)
+            require_on_grid_torch(lm, self.height, self.width, allow_partial=self.allow_partial)
         return rasterize_organs_torch(lm, self.height, self.width, backend=backend)
 
     def _rows_with_std(self, std: torch.Tensor, has_std: Any, batch: int) -> torch.Tensor:
         """(B,) bool on std's device: rows drawn soft.  A row's std is all finite, or (no std) all NaN."""
         if std.ndim not in (2, 3) or std.shape[0] != batch or std.shape[1] != N_NODES or (std.ndim == 3 and std.shape[2] != 2):
             raise InputError(f"std must have shape (B, 120, 2) or (B, 120) with B = {batch}, got {tuple(std.shape)}")
-        flat = std.reshape(batch, -1)
+        flat = std.flatten(1)  # (B, 120 or 240); an empty batch too
         finite = torch.isfinite(flat).all(dim=1)
         if has_std is None:
             usable = finite
@@ -224,22 +231,21 @@ class DeviceMasks(torch.nn.Module):
 
     def _soft(self, lm: torch.Tensor, std: torch.Tensor, has_std: Any, backend: str) -> torch.Tensor:
         usable = self._rows_with_std(std, has_std, len(lm))
-        out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
         soft_rows = usable.nonzero()[:, 0]
         hard_rows = (~usable).nonzero()[:, 0]
-        if len(hard_rows):
-            out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)
-        if not len(soft_rows):
-            return out
-        if backend == "torch":
-            out[soft_rows] = soft_mask_organs_torch(
-                lm[soft_rows], std[soft_rows], self.height, self.width, band=self.band, allow_empty=self.allow_empty
-            )
-            return out
-        points = lm[soft_rows].detach().to(torch.float64).numpy()
-        sigma = std[soft_rows].detach().to(torch.float64).numpy()
-        drawn = np.stack(
-            [soft_mask_organs(p, s, self.height, self.width, band=self.band, allow_empty=self.allow_empty) for p, s in zip(points, sigma)]
-        )
-        out[soft_rows] = torch.from_numpy(drawn)
+        if len(soft_rows) and not len(hard_rows):  # the usual batch: drawn straight into the result
+            return self._draw_soft(lm, std, backend)
+        out = torch.empty((len(lm), len(ORGANS), self.height, self.width), dtype=torch.float32, device=lm.device)
+        out[hard_rows] = self._hard(lm[hard_rows], backend).to(torch.float32)
+        if len(soft_rows):
+            out[soft_rows] = self._draw_soft(lm[soft_rows], std[soft_rows], backend)
         return out
+
+    def _draw_soft(self, lm: torch.Tensor, std: torch.Tensor, backend: str) -> torch.Tensor:
+        """float32 (B, 3, H, W) soft masks of rows that all have std, on the landmarks' device."""
+        options = {"band": self.band, "allow_empty": self.allow_empty, "allow_partial": self.allow_partial}
+        if backend == "torch":
+            return soft_mask_organs_torch(lm, std, self.height, self.width, **options)
+        points = lm.detach().to(torch.float64).numpy()
+        sigma = std.detach().to(torch.float64).numpy()
+        return torch.from_numpy(soft_mask_organs(points, sigma, self.height, self.width, **options))

@@ -1,4 +1,4 @@
-"""Pixel-exact CheXmask masks from landmark polygons, in pure numpy.
+"""Pixel-exact CheXmask masks from landmark polygons, without OpenCV.
 
 The released CheXmask(-U) masks are OpenCV's filled contour
 (``cv2.drawContours(mask, [pts.astype(np.int32)], -1, 1, thickness=-1)``, i.e.
@@ -22,6 +22,14 @@ pixel without OpenCV, including its corner cases:
 Verified against OpenCV on thousands of random polygons (pinned in the tests)
 and on every organ of the real CheXmask rows at hand (zero differing pixels).
 
+Two implementations draw the same pixels, chosen by ``method=``
+(:func:`raster_method`; ``"auto"`` takes the faster): a compiled kernel
+(:mod:`chexmask_u_tools.kernels.fill`, ``"kernel"``) that walks each polygon's
+edges and fills its rows in place, and the vectorized numpy code of this
+module (``"numpy"``, the reference the tests and benchmarks compare against).
+The kernel paints a label map directly (organs in order).  Inputs are
+validated here, before either runs.
+
 Coordinates are pixels, x = column, y = row, origin at the centre of the
 top-left pixel (the CheXmask convention).  Pixel ``(r, c)`` of the mask is
 ``mask[r, c]``.
@@ -38,18 +46,23 @@ a resized 1024 mask.
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import Sequence
 
 import numpy as np
 
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.kernels.dispatch import METHODS, resolve_method
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.schema import check_mask_size
 
 __all__ = [
     "MAX_COORDINATE",
     "MAX_SIZE",
+    "OFF_GRID_MARGIN",
+    "RASTER_METHODS",
     "label_map",
+    "raster_method",
     "rasterize",
     "rasterize_organs",
     "require_on_grid",
@@ -67,11 +80,16 @@ MAX_COORDINATE = 2**20
 MAX_SIZE = 2**16
 """Largest accepted mask height or width."""
 
+RASTER_METHODS = METHODS
+"""Values of the ``method=`` argument of :func:`rasterize`, :func:`rasterize_organs` and :func:`label_map`."""
+
 # ----------------------------------------------------------------------------
 # validation
 
 
 def check_size(height: object, width: object) -> tuple[int, int]:
+    if type(height) is int and type(width) is int and 0 < height <= MAX_SIZE and 0 < width <= MAX_SIZE:
+        return height, width  # the common case without the general checks' cost (a mask draws in ~10 us)
     return check_mask_size(height, width, limit=MAX_SIZE)
 
 
@@ -518,8 +536,76 @@ def _output_buffer(out, shape: tuple[int, ...]) -> np.ndarray:
     return out.view(bool)
 
 
+def raster_method(height: int, width: int) -> str:
+    """The implementation ``method="auto"`` uses for masks of this size: ``"kernel"`` or ``"numpy"``.
+
+    The compiled kernel, except where numba's JIT is disabled
+    (``NUMBA_DISABLE_JIT=1``: it would run as plain Python).
+    ``scripts/bench_raster.py`` prints both; the kernel was faster at every
+    size measured (16 to 2048 px), one polygon at a time and in batches.
+
+    Examples
+    --------
+    >>> raster_method(1024, 1024)
+    'kernel'
+    """
+    check_size(height, width)
+    return _use("auto")
+
+
+def _use(method: str) -> str:
+    """The implementation a ``method=`` argument names."""
+    use = resolve_method(method)
+    if use is None:
+        raise InputError(f"method must be one of {RASTER_METHODS}, got {method!r}")
+    return use
+
+
+@functools.cache
+def _kernels() -> ModuleType:
+    """:mod:`chexmask_u_tools.kernels.fill`, loaded at the first call (numba is not imported with the package)."""
+    from chexmask_u_tools.kernels import fill
+
+    return fill
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_tables(count: int, per_plane: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The plane (int64) and value (uint8) of each of ``count * per_plane`` polygons, ``per_plane`` per plane.
+
+    Values count 1, 2, ... within a plane: ones for masks (one polygon per
+    plane), the organ labels for a label map (read-only).
+    """
+    planes = np.repeat(np.arange(count, dtype=np.int64), per_plane)
+    values = np.tile(np.arange(1, per_plane + 1, dtype=np.uint8), count)
+    planes.flags.writeable = values.flags.writeable = False
+    return planes, values
+
+
+def _draw(verts: np.ndarray, first: np.ndarray, out: np.ndarray, method: str, per_plane: int = 1) -> None:
+    """Draw P polygons (as :func:`rasterize_polygons` takes them) into the zeroed ``out``.
+
+    ``out``: bool (P, H, W), one mask per polygon; or, with ``per_plane > 1``
+    (kernel only), uint8 (P / per_plane, H, W) with each plane's polygons
+    painted 1, 2, ... in order (a label map).
+    """
+    if method == "numpy":
+        rasterize_polygons(verts, first, out)
+        return
+    planes, values = _kernel_tables(len(first) // per_plane, per_plane)
+    _kernels().fill_polygons(
+        np.ascontiguousarray(verts, dtype=np.int64), np.ascontiguousarray(first, dtype=np.int64), planes, values,
+        out.view(np.uint8),
+    )
+
+
 def rasterize(
-    points: np.ndarray | Sequence, height: int, width: int, *, out: np.ndarray | None = None
+    points: np.ndarray | Sequence,
+    height: int,
+    width: int,
+    *,
+    out: np.ndarray | None = None,
+    method: str = "auto",
 ) -> np.ndarray:
     """Filled polygon mask(s), pixel-identical to the released CheXmask masks.
 
@@ -536,6 +622,9 @@ def rasterize(
         Optional caller buffer to draw into, reused across calls: (H, W) for
         one polygon or (B, H, W), bool or uint8 (0 / 1), C-contiguous.  It is
         overwritten entirely and returned.
+    method:
+        ``"auto"`` (default: :func:`raster_method`), ``"kernel"`` (compiled
+        scanline fill) or ``"numpy"`` (the vectorized reference); the same pixels.
 
     Returns
     -------
@@ -547,7 +636,8 @@ def rasterize(
     ------
     InputError
         Wrong shape, non-numeric, NaN/inf or out-of-range coordinates,
-        non-positive or non-integer size, ``out`` of the wrong shape or dtype.
+        non-positive or non-integer size, ``out`` of the wrong shape or dtype,
+        an unknown ``method``.
 
     Examples
     --------
@@ -563,11 +653,12 @@ def rasterize(
     (True, 6)
     """
     height, width = check_size(height, width)
+    use = _use(method)
     verts, first, single = polygon_batch(points)
     shape = (height, width) if single else (len(first), height, width)
     mask = _output_buffer(out, shape)
     if len(first):
-        rasterize_polygons(verts, first, mask.reshape(len(first), height, width))
+        _draw(verts, first, mask.reshape(len(first), height, width), use)
     return mask if out is None else out
 
 
@@ -653,6 +744,7 @@ def rasterize_organs(
     allow_empty: bool = False,
     allow_partial: bool = False,
     out: np.ndarray | None = None,
+    method: str = "auto",
 ) -> np.ndarray:
     """The three organ masks of landmarks, in :data:`~chexmask_u_tools.layout.ORGANS` order.
 
@@ -676,6 +768,8 @@ def rasterize_organs(
     out:
         Optional caller buffer, (3, H, W) or (B, 3, H, W), bool or uint8,
         C-contiguous; overwritten entirely and returned.
+    method:
+        As in :func:`rasterize`.
 
     Returns
     -------
@@ -695,15 +789,23 @@ def rasterize_organs(
     chexmask_u_tools.errors.InputError: 117 of 120 nodes of the landmarks lie beyond the 256x256 grid by more than 32 px ...
     """
     height, width = check_size(height, width)
+    use = _use(method)
     arr = _as_landmarks(landmarks, from_size, height, width, allow_empty, allow_partial)
-    verts = truncate_points(arr).reshape(-1, 2)
-    nimg = len(verts) // N_NODES
-    starts = np.array([ORGAN_SLICES[o].start for o in ORGANS])
-    first = (np.arange(nimg)[:, None] * N_NODES + starts).reshape(-1)
+    verts, first = _organ_polygons(arr)
     shape = arr.shape[:-2] + (len(ORGANS), height, width)
     mask = _output_buffer(out, shape)
-    rasterize_polygons(verts, first, mask.reshape(nimg * len(ORGANS), height, width))
+    _draw(verts, first, mask.reshape(len(first), height, width), use)
     return mask if out is None else out
+
+
+def _organ_polygons(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated (B * 120, 2) vertices of validated (120, 2) / (B, 120, 2) landmarks, and each organ's first vertex."""
+    verts = truncate_points(landmarks).reshape(-1, 2)
+    nimg = len(verts) // N_NODES
+    return verts, (np.arange(nimg)[:, None] * N_NODES + _ORGAN_STARTS).reshape(-1)
+
+
+_ORGAN_STARTS = np.array([ORGAN_SLICES[o].start for o in ORGANS])
 
 
 def label_map(
@@ -714,13 +816,16 @@ def label_map(
     from_size: tuple[int, int] | None = None,
     allow_empty: bool = False,
     allow_partial: bool = False,
+    method: str = "auto",
 ) -> np.ndarray:
     """uint8 label image: 0 background, 1 right lung, 2 left lung, 3 heart.
 
     Organs are painted in that order, so where masks overlap the later one
     wins: the heart is drawn over both lungs (as in the released figures), and
     the left lung over the right lung.  Shapes: (120, 2) -> (H, W); (B, 120, 2)
-    -> (B, H, W).  ``from_size``, ``allow_empty`` and ``allow_partial`` as in :func:`rasterize_organs`.
+    -> (B, H, W).  ``from_size``, ``allow_empty``, ``allow_partial`` and
+    ``method`` as in :func:`rasterize_organs` (the kernel paints the labels
+    directly, numpy paints the organ masks).
 
     Examples
     --------
@@ -730,7 +835,17 @@ def label_map(
     >>> labels.shape, labels.dtype, sorted(np.unique(labels).tolist())
     ((128, 128), dtype('uint8'), [0, 1, 2, 3])
     """
-    masks = rasterize_organs(landmarks, height, width, from_size=from_size, allow_empty=allow_empty, allow_partial=allow_partial)
+    height, width = check_size(height, width)
+    if _use(method) == "kernel":
+        arr = _as_landmarks(landmarks, from_size, height, width, allow_empty, allow_partial)
+        verts, first = _organ_polygons(arr)
+        labels = np.zeros((len(first) // len(ORGANS), height, width), dtype=np.uint8)
+        _draw(verts, first, labels, "kernel", per_plane=len(ORGANS))
+        return labels[0] if arr.ndim == 2 else labels
+    masks = rasterize_organs(
+        landmarks, height, width, from_size=from_size, allow_empty=allow_empty, allow_partial=allow_partial,
+        method="numpy",
+    )
     organ_axis = masks.ndim - 3
     labels = np.zeros(masks.shape[:organ_axis] + masks.shape[organ_axis + 1 :], dtype=np.uint8)
     for k in range(len(ORGANS)):

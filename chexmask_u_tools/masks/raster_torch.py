@@ -26,9 +26,16 @@ import torch
 
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
-from chexmask_u_tools.masks.raster import MAX_COORDINATE, XY_SHIFT, check_size, polygon_batch, rasterize_polygons
+from chexmask_u_tools.masks.raster import (
+    MAX_COORDINATE,
+    XY_SHIFT,
+    check_size,
+    polygon_batch,
+    rasterize_polygons,
+    require_on_grid,
+)
 
-__all__ = ["rasterize_organs_torch", "rasterize_torch"]
+__all__ = ["rasterize_organs_torch", "rasterize_torch", "require_on_grid_torch"]
 
 _XY_ONE = 1 << XY_SHIFT
 # Largest number of difference-image cells (int32) the torch kernel holds at
@@ -317,3 +324,35 @@ def rasterize_organs_torch(
     first = (torch.arange(nimg, device=verts.device)[:, None] * N_NODES + starts).reshape(-1)
     out = _run(verts, first, height, width, backend).reshape(nimg, len(ORGANS), height, width)
     return out[0] if lm.ndim == 2 else out
+
+
+def require_on_grid_torch(landmarks: torch.Tensor, height: int, width: int, *, allow_partial: bool = False) -> None:
+    """:func:`~chexmask_u_tools.masks.raster.require_on_grid` for a tensor, without copying the usual batch.
+
+    ``landmarks``: (N, 2) or (B, N, 2) real tensor, pixels.  The tensor's
+    device answers the usual case, where every vertex (truncated, as the
+    rasterizer draws it) is a pixel of the ``(height, width)`` grid: nothing
+    to refuse, and only one bool comes back to the host.  Any other batch is
+    copied to the host and judged by ``require_on_grid`` itself (one rule, in
+    one place), which raises :class:`~chexmask_u_tools.errors.InputError` for
+    landmarks of another frame; ``allow_partial`` as there.
+
+    Examples
+    --------
+    >>> import torch
+    >>> require_on_grid_torch(torch.tensor([[[10.0, 20.0], [270.0, 10.0]]]), 256, 256)  # 14 px beyond: a border contour
+    >>> require_on_grid_torch(torch.tensor([[600.0, 700.0], [900.0, 300.0]]), 256, 256, allow_partial=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chexmask_u_tools.errors.InputError: no vertex of the landmarks falls on the 256x256 grid ...
+    """
+    if landmarks.ndim < 2 or landmarks.shape[-1] != 2:
+        raise InputError(f"landmarks must have shape (N, 2) or (B, N, 2), got {tuple(landmarks.shape)}")
+    verts = landmarks.detach()
+    if verts.is_floating_point():
+        verts = torch.trunc(verts)  # NaN stays NaN: off the grid, judged on the host
+    on = (verts[..., 0] >= 0) & (verts[..., 0] < width) & (verts[..., 1] >= 0) & (verts[..., 1] < height)
+    if bool(on.all()):
+        return
+    host = landmarks.detach().cpu()
+    require_on_grid((host.double() if host.is_floating_point() else host).numpy(), height, width, allow_partial=allow_partial)

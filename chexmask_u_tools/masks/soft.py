@@ -156,7 +156,9 @@ def _truncation_moments(x: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, n
     exact = sigma == 0
     # harmonics damped below 1e-18 by the smallest non-zero sigma change nothing: 2 pi^2 k^2 sigma^2 > 41.5
     smallest = sigma[~exact].min() if not exact.all() else 1.0
-    terms = min(_FOURIER_TERMS, int(np.ceil(np.sqrt(41.5 / (2 * np.pi**2)) / smallest)))
+    # (compared as floats: a subnormal sigma makes the bound infinite, which int() refuses)
+    with np.errstate(over="ignore"):
+        terms = int(min(_FOURIER_TERMS, np.ceil(np.sqrt(41.5 / (2 * np.pi**2)) / smallest)))
     k = np.arange(1, terms + 1)
     damp = np.exp(-2 * np.pi**2 * k**2 * sigma[..., None] ** 2)
     phase = 2 * np.pi * k * u[..., None]
@@ -612,11 +614,21 @@ def norm_ppf_clip(p: np.ndarray) -> np.ndarray:
     return np.clip(x, -8.0, 8.0)
 
 
+MIN_STD = 1e-12
+"""Smallest non-zero std (pixels of the drawn grid) the closed form evaluates; a smaller one is drawn as this.
+
+The closed form divides margins by the std in float32, which overflows below
+about 1e-20 px (the numpy, kernel and torch paths then disagree); at 1e-12 px
+they agree to float32 rounding, and the mask has long reached its small-std
+limit.  A std of exactly 0 stays 0 (the hard mask).  Applied alike on every path."""
+
+
 def points_in_frame(points, std, height: int, width: int, from_size) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 (N, 2) points and (N, 2) std, scaled from ``from_size`` to ``(height, width)``.
 
     Points scale like :func:`chexmask_u_tools.masks.raster.scale_points`; each
     axis's std scales with its coordinate (``std_x * W' / W``, ``std_y * H' / H``).
+    A non-zero std below :data:`MIN_STD` once scaled is raised to it.
     """
     pts = _polygon(points)
     sd = as_std(std, len(pts))
@@ -625,7 +637,7 @@ def points_in_frame(points, std, height: int, width: int, from_size) -> tuple[np
         sd = sd * scale_points(np.ones((1, 2)), from_size, (height, width))
         if not (sd <= MAX_COORDINATE).all():
             raise InputError(f"std is beyond {MAX_COORDINATE} pixels once scaled from from_size={tuple(from_size)}")
-    return pts, sd
+    return pts, np.where((sd > 0) & (sd < MIN_STD), MIN_STD, sd)
 
 
 def band_z(tol: float) -> float:
@@ -913,6 +925,8 @@ def soft_mask_organs(
     height, width = check_size(height, width)
     z_cut, out_dtype, use = _soft_options(tol, dtype, method, band, height, width)
     single, sets = _framed_sets(landmarks, std, height, width, from_size, N_NODES, "landmarks")
+    if not sets:  # an empty batch (B = 0)
+        return np.zeros((0, len(ORGANS), height, width), dtype=out_dtype)
     lm = np.stack([pts for pts, _ in sets])
     if not allow_empty:
         require_on_grid(lm[0] if single else lm, height, width, allow_partial=allow_partial)

@@ -6,7 +6,17 @@ Importing this subpackage requires torch (the ``[torch]`` extra).
 from __future__ import annotations
 
 from chexmask_u_tools.model.hybridgnet import CONFIG_RANGES, DEFAULT_CONFIG, Encoding, HybridGNet, chebyshev_basis, ring_upsample_matrix
-from chexmask_u_tools.model.predict import DTYPES, PredictReport, draw_eps, image_seed, predict, predict_batch, predict_to_parquet
+from chexmask_u_tools.model.predict import (
+    DTYPES,
+    PredictReport,
+    draw_eps,
+    image_seed,
+    predict,
+    predict_batch,
+    predict_to_parquet,
+    prediction_provenance,
+    write_predictions,
+)
 from chexmask_u_tools.model.pretrained import (
     DEFAULT_REPO_ID,
     DEFAULT_SUBFOLDER,
@@ -37,6 +47,8 @@ __all__ = [
     "predict",
     "predict_batch",
     "predict_to_parquet",
+    "prediction_provenance",
+    "write_predictions",
     "random_model",
     "read_state_dict",
     "ring_upsample_matrix",

@@ -21,6 +21,11 @@ Writing (:func:`predict_to_parquet`) is resumable: results go to part files
 (each written to a temporary name, then renamed) in ``<out>.parts/``; ids already
 in ``<out>`` or in a part are skipped; at the end the parts are merged into
 ``<out>`` atomically.  Under ``torchrun`` every rank takes a disjoint shard.
+
+Provenance: every file written carries :func:`prediction_provenance` (the
+package version, the weights, the sample count, seed, dtype and roi-align rule;
+see :mod:`chexmask_u_tools.io.provenance`), and a rerun into an output made
+with other weights or settings is refused instead of mixing the two.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from chexmask_u_tools._atomic import atomic_path
 from chexmask_u_tools.errors import ImageError, InputError
 from chexmask_u_tools.images.preprocess import crop_black_border, pad_to_square, resize_levels
 from chexmask_u_tools.images.read import list_images, read_image
+from chexmask_u_tools.io.provenance import PROVENANCE_KEY, provenance_text, read_provenance
 from chexmask_u_tools.schema import CANONICAL_SCHEMA, FRAMES, PREPROCESSED_SIZE, RLE_COLUMNS
 from chexmask_u_tools.model.hybridgnet import Encoding, HybridGNet
 
@@ -460,9 +466,68 @@ def _ordered(table: pl.DataFrame) -> pl.DataFrame:
 # ----------------------------------------------------------------------------- resumable parquet output
 
 
-def _write_atomic(table: pl.DataFrame, path: Path) -> None:
+def prediction_provenance(
+    model: HybridGNet, *, n_samples: int = 50, seed: int = 0, dtype: str = "fp32", crop_border: bool = False, tool: str = "predict"
+) -> dict[str, str]:
+    """What produced a set of predictions: recorded in every file written, shown on dataset cards.
+
+    The weights are named as their loader recorded them (``model.weights_origin``):
+    the Hub repo, revision, commit and the weights file's sha256, a local file
+    and its sha256, or ``random`` with its seed.
+
+    Examples
+    --------
+    >>> from chexmask_u_tools.model.pretrained import random_model
+    >>> record = prediction_provenance(random_model(seed=3, input_size=64), n_samples=8, seed=1)
+    >>> record["weights"], record["weights.seed"], record["samples"], record["roi_align"]
+    ('random', '3', '8', 'torchvision')
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the installed distribution's version (the package's __init__ sits above this layer)
+        release = version("chexmask-u-tools")
+    except PackageNotFoundError:
+        release = "unknown"
+    origin = dict(getattr(model, "weights_origin", None) or {"unknown": "weights not loaded by chexmask-u-tools"})
+    kind = "random" if "random" in origin else "hub" if "hub" in origin else "file" if "file" in origin else "unknown"
+    record = {
+        "tool": f"chexmask-u-tools {release} ({tool})",
+        "weights": kind,
+        **{f"weights.{key}": str(value) for key, value in origin.items() if key != "random"},
+        "samples": str(n_samples),
+        "seed": str(seed),
+        "dtype": dtype,
+        "roi_align": str(getattr(model, "roi_align", "")),
+        "crop_border": str(bool(crop_border)),
+        "torch": torch.__version__,
+    }
+    return record
+
+
+def write_predictions(table: pl.DataFrame, path: str | os.PathLike, provenance: dict[str, str] | None = None) -> None:
+    """Write predictions to parquet atomically, ``provenance`` in the file's key-value metadata."""
+    import pyarrow.parquet as pq
+
+    arrow = table.to_arrow()
+    if provenance is not None:
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PROVENANCE_KEY: provenance_text(provenance)})
     with atomic_path(path) as temporary:
-        table.write_parquet(temporary, compression="zstd")
+        pq.write_table(arrow, temporary, compression="zstd")
+
+
+def _check_same_provenance(files: Iterable[Path], provenance: dict[str, str] | None) -> None:
+    """Refuse to add predictions to files made with other weights or settings (the rows would be mixed silently)."""
+    if provenance is None:
+        return
+    for file in files:
+        recorded = read_provenance(file) if file.is_file() else None
+        if recorded is not None and recorded != provenance:
+            differ = sorted(key for key in set(recorded) | set(provenance) if recorded.get(key) != provenance.get(key))
+            raise InputError(
+                f"{file} holds predictions made with other settings ({', '.join(differ)} differ: "
+                + ", ".join(f"{key} {recorded.get(key)!r} there, {provenance.get(key)!r} now" for key in differ[:3])
+                + "); write to another --out (out=), or remove it to start over"
+            )
 
 
 def parts_dir(out: str | os.PathLike) -> Path:
@@ -483,15 +548,17 @@ def done_ids(out: str | os.PathLike) -> set[str]:
     return ids
 
 
-def merge_parts(out: str | os.PathLike) -> pl.DataFrame:
-    """Merge ``out`` and its part files into ``out`` atomically, then delete the parts."""
+def merge_parts(out: str | os.PathLike, provenance: dict[str, str] | None = None) -> pl.DataFrame:
+    """Merge ``out`` and its part files into ``out`` atomically (with ``provenance``), then delete the parts."""
     out = Path(out)
     folder = parts_dir(out)
     part_files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if provenance is None:  # keep what the parts recorded
+        provenance = next((found for file in [*part_files, out] if file.is_file() and (found := read_provenance(file))), None)
     tables = ([pl.read_parquet(out)] if out.is_file() else []) + [pl.read_parquet(p) for p in part_files]
     merged = _ordered(pl.concat(tables)) if tables else pl.DataFrame(schema=CANONICAL_SCHEMA)
     merged = merged.unique(subset=["image_id", "frame"], keep="first", maintain_order=True)
-    _write_atomic(merged, out)
+    write_predictions(merged, out, provenance)
     for part in part_files:
         part.unlink()
     if folder.is_dir() and not any(folder.iterdir()):
@@ -508,6 +575,7 @@ def predict_to_parquet(
     world_size: int = 1,
     flush_every: int = 256,
     merge: bool = True,
+    provenance: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> PredictReport:
     """Predict into a parquet file, resumably; one shard per rank when ``world_size > 1``.
@@ -517,15 +585,22 @@ def predict_to_parquet(
     writes ``<out>.parts/part-r<rank>-<n>.parquet`` every ``flush_every`` images.
     With ``merge=True`` (single process) the parts are merged at the end; under
     torch.distributed the caller merges on rank 0 after a barrier (see the CLI).
+    Every file carries ``provenance`` (default: :func:`prediction_provenance`
+    of the model and options); resuming into files of other provenance raises
+    :class:`~chexmask_u_tools.errors.InputError`.
     """
     if not 0 <= rank < world_size:
         raise InputError(f"rank {rank} is outside [0, {world_size})")
     out = Path(out)
+    if provenance is None:
+        options = {key: kwargs[key] for key in ("seed", "dtype", "crop_border") if key in kwargs}
+        provenance = prediction_provenance(model, n_samples=kwargs.get("n_samples", 50), **options)
+    folder = parts_dir(out)
+    _check_same_provenance([out, *(sorted(folder.glob("*.parquet")) if folder.is_dir() else [])], provenance)
     items = list_images(images)[rank::world_size]
     finished = done_ids(out)
     todo = [item for item in items if item[0] not in finished]
     report = PredictReport(skipped=len(items) - len(todo))
-    folder = parts_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     existing = sorted(folder.glob(f"part-r{rank:05d}-*.parquet"))
     counter = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in existing), default=-1)
@@ -536,7 +611,7 @@ def predict_to_parquet(
     def flush() -> None:
         nonlocal counter, buffered
         if buffer:
-            _write_atomic(pl.concat(buffer), folder / f"part-r{rank:05d}-{counter:06d}.parquet")
+            write_predictions(pl.concat(buffer), folder / f"part-r{rank:05d}-{counter:06d}.parquet", provenance)
             counter += 1
             buffer.clear()
             buffered = 0
@@ -551,5 +626,5 @@ def predict_to_parquet(
         flush()  # keep whatever was computed, even when interrupted
         report.seconds = time.perf_counter() - start
     if merge:
-        merge_parts(out)
+        merge_parts(out, provenance)
     return report

@@ -9,6 +9,7 @@ The published model lives in the Hugging Face MODEL repo ``mcosarinsky/CheXmask-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -379,7 +380,25 @@ def load_pretrained(
     except (TypeError, ValueError) as error:  # InputError is a ValueError: a key outside CONFIG_RANGES
         raise WeightsError(f"model config {config_file or '(defaults)'} does not describe a HybridGNet: {error}") from error
     load_state_dict_strict(model, read_state_dict(weights_file, map_location), origin=f"weights {weights_file}")
+    model.weights_origin = _weights_origin(weights_file, None if path is not None else (repo_id, subfolder, revision))
     return model.to(map_location).eval()
+
+
+def _weights_origin(weights_file: Path, hub: tuple[str, str | None, str | None] | None) -> dict[str, str]:
+    """What :func:`~chexmask_u_tools.model.predict.prediction_provenance` records of loaded weights."""
+    digest = hashlib.sha256()
+    with open(weights_file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    origin = {"file": str(weights_file), "sha256": digest.hexdigest()}
+    if hub is not None:
+        repo_id, subfolder, revision = hub
+        # hf_hub_download keeps files under snapshots/<commit>/: the commit the revision resolved to.
+        parts = Path(weights_file).parts
+        commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+        origin = {"hub": "/".join(filter(None, (repo_id, subfolder))), "revision": revision or "main",
+                  **({"commit": commit} if commit else {}), **origin}
+    return origin
 
 
 RANDOM_WEIGHTS = "random"
@@ -401,7 +420,9 @@ def random_model(seed: int = 0, **config: Any) -> HybridGNet:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return HybridGNet(**config).eval()
+        model = HybridGNet(**config).eval()
+    model.weights_origin = {"random": "untrained weights, for testing only", "seed": str(seed)}
+    return model
 
 
 def load_weights(spec: str | None, *, random_seed: int = 0, **kwargs: Any) -> HybridGNet:

@@ -145,14 +145,26 @@ the small columns, then the kept rows' landmarks, std, ids and the asked-for
 fields and labels, streamed in batches), after which every sample reads the
 mapped columns.  Nothing of the table stays in the heap, and DataLoader
 workers (fork, spawn or forkserver) map the same pages: a pickled dataset holds
-the store's path, not its rows.  Give a cache as its folder
-(``CheXmaskUDataset("path/to/cache", ...)``) and the store is kept beside it
-(``<cache>/rowstore/``, or ``store_dir=``) and reused by later datasets with
-the same rules and columns: the first build at the release's size reads the
-cache once, later ones open the store in milliseconds.  A cache rebuilt or
-changed under a store is refused (:class:`~chexmask_u_tools.errors.FileReadError`)
-in every process that maps it.  Any other input gets a temporary store,
-removed with its dataset.
+the store's path, not its rows.  A ``datasets.Dataset`` is read through
+:func:`~chexmask_u_tools.io.hf.scan_hf_dataset`: each pass converts a batch at
+a time of the columns it needs from the dataset's Arrow table (memory-mapped
+for one backed by cache files), never the whole dataset.
+
+Where the store lives, and whether later datasets reuse it, depends on the
+input's identity (what the store's key covers, checked whenever a store is
+opened): a cache given as its folder (``CheXmaskUDataset("path/to/cache", ...)``)
+keeps it beside the cache (``<cache>/rowstore/``); a table file or folder
+given as its path (size, ``mtime_ns`` and inode of each data file) and a
+``datasets.Dataset`` backed by cache files (its fingerprint and its files)
+keep it under :func:`~chexmask_u_tools.train.rowstore.default_store_root`
+(``$CHEXMASK_U_CACHE/rowstore``, by default ``~/.cache/chexmask-u-tools/rowstore``);
+``store_dir=`` puts it elsewhere.  Later datasets with the same input, rules
+and columns open it in milliseconds.  An input changed under a store (a cache
+rebuilt, a file rewritten) is refused (:class:`~chexmask_u_tools.errors.FileReadError`)
+in every process that maps it.  An input without such an identity (an eager
+or lazy table, a pandas frame, an in-memory ``datasets.Dataset``) gets a
+temporary store under ``rowstore/tmp/`` of that cache folder, removed with
+its dataset (``store_dir=`` is refused for it).
 
 Streaming, sharding and resume (iterable dataset)
 -------------------------------------------------
@@ -214,8 +226,11 @@ from chexmask_u_tools.train.rowstore import (
     RowStore,
     StoreSpec,
     build_store,
+    default_store_root,
     open_or_build_store,
     origin_of_cache,
+    origin_of_dataset,
+    origin_of_path,
     remove_outdated_stores,
     store_key,
     temporary_store_dir,
@@ -251,8 +266,13 @@ def _is_cache(path: Path) -> bool:
     return path.is_dir() and (path / MANIFEST).is_file()
 
 
-def _input_table(table: Table) -> tuple[pl.LazyFrame, Path | None]:
-    """The input as a lazy canonical table, and the cache folder it is when it is one."""
+def _input_table(table: Table) -> tuple[pl.LazyFrame, dict[str, Any] | None]:
+    """The input as a lazy canonical table, and its origin (rowstore module) when it has one that can be checked.
+
+    A cache folder, a table file or folder, and a ``datasets.Dataset`` with
+    Arrow cache files have one; a ``datasets.Dataset`` is read through a lazy
+    view of its (memory-mapped) Arrow table, never collected whole.
+    """
     if isinstance(table, (pl.DataFrame, pl.LazyFrame)):
         return table.lazy(), None
     if isinstance(table, (str, os.PathLike)):
@@ -260,14 +280,21 @@ def _input_table(table: Table) -> tuple[pl.LazyFrame, Path | None]:
         if _is_cache(path):
             from chexmask_u_tools.hub.cache import open_cache
 
-            return open_cache(path), path
-        from chexmask_u_tools.hub.inputs import open_table
+            return open_cache(path), origin_of_cache(path)
+        from chexmask_u_tools.hub.inputs import input_kind, open_table
 
-        return open_table(table), None
+        kind = input_kind(table)
+        # The packaged sample and Hub ids have no local files to check: their store is temporary.
+        origin = origin_of_path(path) if kind in ("file", "hub-folder", "mirror") else None
+        return open_table(table), origin
     module = type(table).__module__.split(".")[0]
     if module == "datasets":
-        from chexmask_u_tools.io.hf import from_hf_dataset
+        import datasets
 
+        from chexmask_u_tools.io.hf import from_hf_dataset, scan_hf_dataset
+
+        if isinstance(table, datasets.Dataset):
+            return scan_hf_dataset(table), origin_of_dataset(table)
         return from_hf_dataset(table).lazy(), None
     if module == "pandas":
         from chexmask_u_tools.schema import as_polars
@@ -341,30 +368,41 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
 
     ``owner`` is the dataset: a temporary store is removed when it is
     garbage collected.  ``store_dir`` replaces ``<cache>/rowstore`` for a
-    cache's store; for other inputs it is refused (their store is temporary).
+    cache's store and :func:`~chexmask_u_tools.train.rowstore.default_store_root`
+    for a table file or folder's and a ``datasets.Dataset``'s; it is refused
+    for inputs without an origin (their store is temporary).
     """
-    lazy, cache = _input_table(table)
+    lazy, origin = _input_table(table)
     names = lazy.collect_schema().names()
     check_sample_columns(names, options)
     spec = StoreSpec(fields=tuple(options.fields), labels=tuple(options.labels), std="landmarks_std" in names)
     rules = [str(rule) for rule in options.rules]
     weighting = repr(options.sample_weighting)
-    if cache is not None:
-        origin = origin_of_cache(cache)
-        root = Path(store_dir) if store_dir is not None else cache / "rowstore"
+    if origin is not None:
+        default = Path(origin["path"]) / "rowstore" if origin["kind"] == "cache" else default_store_root()
+        root = Path(store_dir) if store_dir is not None else default
+        _check_outside_input(root, origin)
     else:
         if store_dir is not None:
             raise InputError(
-                "store_dir= only places the row store of a cache (give the cache's folder as the table); "
-                "other inputs get a temporary store"
+                "store_dir= places a row store that later datasets reuse, but this input has no identity to find it "
+                "by (an eager or lazy table, a pandas frame, an in-memory datasets.Dataset, 'sample', a Hub id): its "
+                "store is temporary, "
+                "under $CHEXMASK_U_CACHE/rowstore/tmp (set CHEXMASK_U_CACHE to move it). Give the table as its file "
+                "or folder, or a cache folder, to keep and reuse its store"
             )
+        try:
+            root = temporary_store_dir(owner)
+        except OSError as error:  # not writable, a read-only file system
+            raise InputError(
+                f"cannot write the dataset's temporary row store under {str(default_store_root())!r} ({error.strerror}); "
+                "set CHEXMASK_U_CACHE to a writable folder"
+            ) from None
         origin = {"kind": "table", "id": uuid.uuid4().hex}
-        root = temporary_store_dir(owner)
     key = store_key(origin, rules, weighting, spec)
 
     def build(target: Path) -> None:
-        if cache is not None:
-            remove_outdated_stores(target.parent, origin)
+        remove_outdated_stores(target.parent, origin)
         indexed = lazy.with_row_index("__row")
         # Pass 1, small columns: which rows the rules keep, their weights (global, so that
         # rank / normalised weightings see the whole table), organ validity, labels.
@@ -383,6 +421,11 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
                 "weighting": weighting, "input_rows": int(lazy.select(pl.len()).collect().item())}
         build_store(kept, wanted.collect_batches(chunk_size=BATCH_ROWS), target, spec=spec,
                     has_std_column=spec.std, labels=labels, meta=meta)
+        # The batches' Arrow buffers are freed, but Arrow's allocator keeps their pages cached
+        # (40 MB at 65k rows of a datasets.Dataset): hand them back rather than carry them into training.
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
 
     try:
         store = open_or_build_store(root / key, key, build)
@@ -392,6 +435,19 @@ def row_store(table: Table, options: SampleOptions, *, owner: object, store_dir:
         ) from None
     _check_soft_masks(store, options)
     return store
+
+
+def _check_outside_input(root: Path, origin: dict[str, Any]) -> None:
+    """Refuse a store folder inside a table folder: writing it would change the folder's identity (and the store's key)."""
+    if origin["kind"] != "files":
+        return
+    given = Path(origin["path"])
+    if given.is_dir() and (root.resolve() == given or given in root.resolve().parents):
+        raise InputError(
+            f"the row store folder {str(root)!r} (store_dir=, by default $CHEXMASK_U_CACHE/rowstore) lies inside the "
+            f"input folder {str(given)!r}, so every store written there would change the input it describes; pass "
+            "store_dir= a folder outside it"
+        )
 
 
 class PathTable(Sequence):
@@ -428,6 +484,12 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         ``missing="masks_only"``.
     options:
         A :class:`~chexmask_u_tools.train.options.SampleOptions` (default: all defaults).
+    store_dir:
+        Folder of the row store of a cache, a table file or folder, or a
+        ``datasets.Dataset`` backed by cache files (default: ``<cache>/rowstore``
+        for a cache, ``$CHEXMASK_U_CACHE/rowstore`` for the others; module
+        docstring, Inputs and the row store).  Refused for inputs whose store
+        is temporary.
     **keywords:
         Any :class:`~chexmask_u_tools.train.options.SampleOptions` field, replacing
         that value of ``options``: ``frame``, ``size``, ``masks``, ``soft_missing``,
@@ -528,7 +590,13 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
 
     @property
     def table(self) -> pl.DataFrame:
-        """The dataset's rows as a polars table (a copy of the mapped columns: for inspection, not for large data)."""
+        """The dataset's rows as a polars table (a copy of the mapped columns: for inspection, not for large data).
+
+        Columns: ``source``, ``image_id``, ``frame``, ``height``, ``width``,
+        ``landmarks``, ``sample_weight``, ``landmarks_std`` (when the input has
+        it), then the ``labels`` (as stored: 1, 0, -1, null) and ``fields``
+        columns, in the dataset's row order.
+        """
         rows = self.rows
         keep = np.arange(len(rows)) if self.index is None else self.index
         ids = rows.ids_frame()[keep]
@@ -542,6 +610,14 @@ class CheXmaskUDataset(torch.utils.data.Dataset):
         if rows.std is not None:
             std = pl.Series("landmarks_std", np.asarray(rows.std)[keep])
             frame = frame.with_columns(pl.when(pl.Series(np.asarray(rows.has_std)[keep])).then(std).otherwise(None).alias("landmarks_std"))
+        if rows.labels is not None:
+            values = np.asarray(rows.labels)[keep]
+            frame = frame.with_columns(
+                pl.Series(name, values[:, j]).fill_nan(None) for j, name in enumerate(self.options.labels)
+            )
+        if rows.fields is not None:
+            fields = pl.from_arrow(rows.fields)[keep]
+            frame = frame.with_columns(fields.drop([name for name in fields.columns if name in frame.columns]))
         return frame
 
     def check_images(self, max_examples: int = 5) -> ImageCheck:
@@ -589,7 +665,7 @@ def _unpack(text: str, n: int) -> np.ndarray:
 class CheXmaskUIterableDataset(torch.utils.data.IterableDataset):
     """Streamed, sharded version of :class:`CheXmaskUDataset` (same samples; sharding: module docstring).
 
-    Parameters (besides ``table``, ``images``, ``options`` and the sample options of :class:`CheXmaskUDataset`)
+    Parameters (besides ``table``, ``images``, ``options``, ``store_dir`` and the sample options of :class:`CheXmaskUDataset`)
     ----------
     block_rows:
         Rows of the source table per block (the unit of sharding and of reading).

@@ -28,22 +28,37 @@ Every process maps the same pages (``np.load(mmap_mode="r")``), so DataLoader
 workers started with fork, spawn or forkserver share them instead of holding a
 copy: a pickled store is its folder path and key, mapped again in the worker.
 
-Where stores live.  A store of a cache (the dataset given the cache's folder)
-is kept under ``<cache>/rowstore/<key>/`` (or ``store_dir=``) and reused by
-later datasets; the key is a sha256 over the cache's revision and shard
-checksums, the rules, the weighting and the columns stored.  A store of any
-other input is built in a temporary folder that its dataset removes when it
-is garbage collected or the process ends.
+Where stores live.  A store is reused by later datasets when its input has an
+identity that can be checked without reading the data (its *origin*):
+
+==========================  ==================================  ===========================================
+input                       origin (what the key covers)        store folder (or ``store_dir=``)
+==========================  ==================================  ===========================================
+a cache folder              its revision and shard checksums    ``<cache>/rowstore/<key>/``
+a table file or folder      each data file's resolved path,     :func:`default_store_root` ``/<key>/``
+(``open_table``)            size, ``mtime_ns`` and inode
+a ``datasets.Dataset``      its fingerprint and the identities  :func:`default_store_root` ``/<key>/``
+with Arrow cache files      of its cache files
+==========================  ==================================  ===========================================
+
+The key is a sha256 over the origin, the rules, the weighting and the columns
+stored.  Any other input (an eager or lazy polars table, a pandas frame, an
+in-memory ``datasets.Dataset``, ``"sample"``, a Hub id) gets a temporary store
+under ``default_store_root()/tmp/`` that its dataset removes when it is garbage
+collected or the process ends; the next temporary store removes those of
+processes that died before they could.
 
 Integrity.  ``meta.json`` records the format, the key, the input's identity
 and every file's size; opening a store checks them, so a truncated or foreign
 store is a :class:`~chexmask_u_tools.errors.FileReadError` (the damaged folder
 is removed: constructing the dataset again rebuilds it), and a store whose
-cache changed since (rebuilt or edited) is refused in every process that maps
-it.  A store is written under a temporary name and renamed when complete; a
-build that fails (a full disk) leaves nothing that is later trusted, and the
-next build removes what a killed one left.  One build per key at a time (a
-file lock), so DDP ranks constructing the same dataset build it once.
+input changed since (a cache rebuilt or edited, a table file or a dataset's
+cache file rewritten, replaced or removed) is refused in every process that
+maps it.  A store is written under a temporary name and renamed when complete;
+a build that fails (a full disk) leaves nothing that is later trusted, and the
+next build removes what a killed one left, and every store in its folder whose
+input changed since (it could never be opened again).  One build per key at a
+time (a file lock), so DDP ranks constructing the same dataset build it once.
 """
 
 from __future__ import annotations
@@ -52,7 +67,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import weakref
 from collections.abc import Iterator
@@ -75,8 +92,13 @@ __all__ = [
     "RowStore",
     "StoreSpec",
     "build_store",
+    "default_store_root",
+    "file_identities",
     "open_or_build_store",
+    "origin_now",
     "origin_of_cache",
+    "origin_of_dataset",
+    "origin_of_path",
     "remove_outdated_stores",
     "remove_stale_builds",
     "store_key",
@@ -89,6 +111,24 @@ BATCH_ROWS = 16_384
 """Rows per batch while a store is written (bounds the build's memory)."""
 
 _TEMPORARY_MARK = ".building-"
+_TEMPORARY_STORE = "rows-"
+
+
+def _owner() -> str:
+    """``<pid>@<host>``: who made a temporary folder (a cache folder may be shared by several machines)."""
+    host = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    return f"{os.getpid()}@{host}"
+
+
+def _left_by_a_dead_process(owner: str) -> bool:
+    """Whether the process named by ``owner`` (``<pid>@<host>``, or a bare pid) ran on this machine and is gone."""
+    pid_text, _, host = owner.partition("@")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    here = _owner().partition("@")[2]
+    return (not host or host == here) and pid != os.getpid() and not process_alive(pid)
 
 
 @dataclass(frozen=True)
@@ -111,6 +151,84 @@ def origin_of_cache(directory: Path) -> dict[str, Any]:
         "revision": manifest.revision,
         "shards": sorted(record.sha256 for record in manifest.shards.values()),
     }
+
+
+def default_store_root() -> Path:
+    """Where the stores of table files and ``datasets`` inputs go: ``rowstore`` under the user's cache.
+
+    That is ``$CHEXMASK_U_CACHE/rowstore``, else ``$XDG_CACHE_HOME/chexmask-u-tools/rowstore``,
+    else ``~/.cache/chexmask-u-tools/rowstore``
+    (:func:`~chexmask_u_tools.hub.cache.default_cache_dir`); temporary stores
+    go to its ``tmp`` folder.  Delete it to reclaim the space.
+
+    Examples
+    --------
+    >>> default_store_root().name
+    'rowstore'
+    """
+    from chexmask_u_tools.hub.cache import default_cache_dir
+
+    return default_cache_dir() / "rowstore"
+
+
+def file_identities(paths: list[Path]) -> list[list[Any]]:
+    """``[resolved path, size, mtime_ns, inode]`` of each file: what changes when a file is rewritten or replaced.
+
+    Raises :class:`FileNotFoundError` (an ``OSError``) for a file that is gone.
+    """
+    identities = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        status = resolved.stat()
+        identities.append([str(resolved), status.st_size, status.st_mtime_ns, status.st_ino])
+    return identities
+
+
+def origin_of_path(path: str | os.PathLike) -> dict[str, Any]:
+    """The identity of a table file, or of a folder's data files (every file not under a hidden name, as a mirror lists them)."""
+    from chexmask_u_tools.hub.location import LocalMirror
+
+    resolved = Path(path).resolve()
+    if resolved.is_dir():
+        files = [resolved / entry.path for entry in LocalMirror(resolved).list_files()]
+    else:
+        files = [resolved]
+    return {"kind": "files", "path": str(resolved), "files": file_identities(files)}
+
+
+def origin_of_dataset(dataset: Any) -> dict[str, Any] | None:
+    """The identity of a ``datasets.Dataset`` backed by Arrow cache files (its fingerprint and files); None when in memory."""
+    files = [Path(item["filename"]) for item in dataset.cache_files]
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if not files or not fingerprint:
+        return None
+    return {"kind": "datasets", "fingerprint": fingerprint, "files": file_identities(files)}
+
+
+def origin_now(origin: dict[str, Any]) -> dict[str, Any]:
+    """What ``origin`` (as recorded when a store was built) is now; a store is valid while the two are equal.
+
+    Raises ``OSError`` (or the cache's own error) when the input cannot be read now (removed).
+    """
+    kind = origin.get("kind")
+    if kind == "cache":
+        return origin_of_cache(Path(origin["path"]))
+    if kind == "files":
+        return origin_of_path(origin["path"])
+    if kind == "datasets":
+        return {**origin, "files": file_identities([Path(item[0]) for item in origin["files"]])}
+    return origin  # a temporary store's input: nothing outside the process to check
+
+
+def _describe(origin: dict[str, Any]) -> str:
+    kind = origin.get("kind")
+    if kind == "cache":
+        return f"the cache at {origin['path']!r}"
+    if kind == "files":
+        return f"the table at {origin['path']!r}"
+    files = [item[0] for item in origin.get("files", [])]
+    more = f" (and {len(files) - 1} more)" if len(files) > 1 else ""
+    return f"the datasets.Dataset in {files[0]!r}{more}" if files else "its input"
 
 
 def store_key(origin: dict[str, Any], rules: list[str], weighting: str, spec: StoreSpec) -> str:
@@ -266,7 +384,7 @@ def build_store(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(target.parent)
-    folder = target.parent / f"{_TEMPORARY_MARK}{target.name}-{os.getpid()}-{os.urandom(4).hex()}"
+    folder = target.parent / f"{_TEMPORARY_MARK}{target.name}-{_owner()}-{os.urandom(4).hex()}"
     folder.mkdir()
     writer = None
     try:
@@ -307,13 +425,10 @@ def build_store(
 
 
 def remove_stale_builds(directory: Path) -> None:
-    """Remove the temporary folders of store builds whose process is gone (a killed or failed run)."""
+    """Remove the temporary folders of store builds whose process is gone (a killed or failed run on this machine)."""
     for leftover in directory.glob(f"{_TEMPORARY_MARK}*"):
-        try:
-            pid = int(leftover.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if pid != os.getpid() and not process_alive(pid):
+        parts = leftover.name.rsplit("-", 2)
+        if len(parts) == 3 and _left_by_a_dead_process(parts[1]):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -348,10 +463,10 @@ class RowStore:
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            if self.built_from is not None and self.built_from.get("kind") == "cache":
+            if self.built_from is not None and self.built_from.get("kind") in ("cache", "files", "datasets"):
                 raise self._fail(
-                    f"is gone: the cache at {self.built_from['path']!r} it was built from has changed since "
-                    "(rebuilt or removed); build the dataset again"
+                    f"is gone: {_describe(self.built_from)} it was built from has changed since "
+                    "(rebuilt, rewritten or removed); build the dataset again"
                 ) from None
             raise self._fail("has no meta.json (not a row store, or an incomplete one)") from None
         except (OSError, ValueError) as error:
@@ -368,16 +483,16 @@ class RowStore:
             if actual != size:
                 raise self._fail(f"has {name} of {actual} bytes where {size} were written (truncated or changed)")
         origin = meta.get("origin") or {}
-        if origin.get("kind") == "cache":
-            try:
-                now = origin_of_cache(Path(origin["path"]))
-            except Exception as error:  # the cache is gone or unreadable: the store no longer describes it
-                raise self._fail(f"was built from the cache at {origin['path']!r}, which cannot be read now ({error})") from None
-            if now != origin:
-                raise self._fail(
-                    f"was built from the cache at {origin['path']!r} at revision {origin['revision']!r}, which has "
-                    f"changed since (now revision {now['revision']!r} with other shards); build the dataset again"
-                )
+        try:
+            now = origin_now(origin)
+        except Exception as error:  # the input is gone or unreadable: the store no longer describes it
+            raise self._fail(f"was built from {_describe(origin)}, which cannot be read now ({error})") from None
+        if now != origin:
+            if origin.get("kind") == "cache":
+                change = f"at revision {origin['revision']!r}, which has changed since (now revision {now['revision']!r} with other shards)"
+            else:
+                change = "whose files have changed since (rewritten, replaced, added or removed)"
+            raise self._fail(f"was built from {_describe(origin)} {change}; build the dataset again")
         self.meta = meta
         self.built_from = origin
         self.n = int(meta["rows"])
@@ -480,9 +595,21 @@ def _remove_folder(path: str, owner: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def temporary_store_dir(owner: object) -> Path:
-    """A fresh temporary folder for a store, removed when ``owner`` is garbage collected or the process ends."""
-    path = Path(tempfile.mkdtemp(prefix="chexmask-u-rows-"))
+def temporary_store_dir(owner: object, root: Path | None = None) -> Path:
+    """A fresh folder for a temporary store under ``root`` (default ``default_store_root()/tmp``).
+
+    It is removed when ``owner`` is garbage collected or the process ends;
+    those of processes of this machine that are gone (killed before they
+    could) are removed now (the folder is named ``rows-<pid>@<host>-...``: a
+    cache folder shared by several machines keeps the others').  Not the system's temporary folder: that may be held in memory.
+    """
+    root = Path(root) if root is not None else default_store_root() / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(f"{_TEMPORARY_STORE}*"):
+        parts = leftover.name.split("-")
+        if len(parts) == 3 and _left_by_a_dead_process(parts[1]):
+            shutil.rmtree(leftover, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{_TEMPORARY_STORE}{_owner()}-", dir=root))
     weakref.finalize(owner, _remove_folder, str(path), os.getpid())
     return path
 
@@ -508,9 +635,23 @@ def open_or_build_store(target: Path, key: str, build) -> RowStore:
 
 
 def remove_outdated_stores(directory: Path, origin: dict[str, Any]) -> None:
-    """Remove the stores under ``directory`` built from an earlier state of the same cache (another revision or shards)."""
+    """Remove the stores under ``directory`` that can never be opened again.
+
+    Those built from an earlier state of the cache of ``origin`` (another
+    revision or shards), and those of table files or ``datasets`` cache files
+    that have changed or are gone since (their identity no longer holds).
+    """
     for meta_path in directory.glob("*/meta.json"):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
             built_from = json.loads(meta_path.read_text()).get("origin") or {}
-            if built_from.get("path") == origin.get("path") and built_from != origin:
+            if built_from.get("kind") == "cache":
+                outdated = built_from.get("path") == origin.get("path") and built_from != origin
+            elif built_from.get("kind") in ("files", "datasets"):
+                try:
+                    outdated = origin_now(built_from) != built_from
+                except OSError:
+                    outdated = True  # its input is gone
+            else:
+                outdated = False
+            if outdated:
                 shutil.rmtree(meta_path.parent, ignore_errors=True)

@@ -462,6 +462,7 @@ def _join_metadata(index: pl.DataFrame, specs: Sequence[str]) -> pl.DataFrame:
         matched_only=False,
         patient_split=False,
         official_split=False,
+        per_image=False,
         fractions=None,
         seed=0,
     )

@@ -15,7 +15,6 @@ since ``predict`` reads any other file as a list of paths.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -28,7 +27,7 @@ import polars as pl
 
 from chexmask_u_tools.errors import CheXmaskUError, InputError
 
-__all__ = ["MAX_UPLOAD_FILES", "PROVENANCE_KEY", "RANDOM_WEIGHTS", "Prediction", "Predictor"]
+__all__ = ["MAX_UPLOAD_FILES", "RANDOM_WEIGHTS", "Prediction", "Predictor"]
 
 MAX_UPLOAD_FILES = 16
 """Images one prediction request may carry."""
@@ -36,9 +35,6 @@ MAX_UPLOAD_FILES = 16
 RANDOM_WEIGHTS = "random"
 """The ``--weights`` spec of untrained weights: ``chexmask_u_tools.model.pretrained.RANDOM_WEIGHTS``, not
 imported from there because that module loads torch (a second of the app's start, for the banner alone)."""
-
-PROVENANCE_KEY = "chexmask_u.provenance"
-"""Key of the provenance JSON in the parquet file's metadata."""
 
 
 @dataclass
@@ -60,26 +56,23 @@ class Prediction:
     rows: pl.DataFrame
     overlays: list[tuple[str, bytes]]
     failed: list[tuple[str, str]] = field(default_factory=list)
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def write(self, folder: str | os.PathLike) -> tuple[Path, Path]:
         """``predictions.parquet`` (canonical rows, provenance in the file's metadata) and
-        ``predictions.csv`` (the 1024-frame rows in the released layout) under ``folder``."""
-        import pyarrow.parquet as pq
-
-        from chexmask_u_tools._atomic import atomic_path
-        from chexmask_u_tools.io.released import to_released
+        ``predictions.csv`` (the 1024-frame rows in the released layout, provenance in a last column)
+        under ``folder``, as ``chexmask-u predict`` writes them (:mod:`chexmask_u_tools.io.provenance`)."""
+        from chexmask_u_tools.io.released import write_released
+        from chexmask_u_tools.model.predict import write_predictions
 
         folder = Path(folder)
         parquet, csv = folder / "predictions.parquet", folder / "predictions.csv"
-        arrow = self.rows.to_arrow()
-        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PROVENANCE_KEY: json.dumps(self.provenance)})
-        with atomic_path(parquet) as temporary:
-            pq.write_table(arrow, temporary, compression="zstd")
+        write_predictions(self.rows, parquet, self.provenance)
         # 'private' is no registry source: ids go to 'Image ID' with a Dataset column, so read_table reads them back.
-        released = to_released(self.rows.filter(pl.col("frame") == "preprocessed"), id_column="Image ID", dataset_column=True)
-        with atomic_path(csv) as temporary:
-            released.write_csv(temporary)
+        write_released(
+            self.rows.filter(pl.col("frame") == "preprocessed"), csv, id_column="Image ID", dataset_column=True,
+            provenance=self.provenance,
+        )
         return parquet, csv
 
 
@@ -174,25 +167,14 @@ class Predictor:
             raise CheXmaskUError(self.message)
         return self._model
 
-    def provenance(self) -> dict[str, Any]:
-        """What produced a prediction (weights, seed, samples, dtype, device, versions)."""
-        import torch
+    def provenance(self) -> dict[str, str]:
+        """What produced a prediction: :func:`~chexmask_u_tools.model.predict.prediction_provenance`, as the CLI records it."""
+        from chexmask_u_tools.model.predict import prediction_provenance
 
-        from chexmask_u_tools import __version__
-
-        model = self._model
-        return {
-            "tool": f"chexmask-u-tools {__version__} (chexmask-u view)",
-            "weights": self.weights if self.weights is not None else "mcosarinsky/CheXmask-U/v1_skip",
-            "random_weights": self.random,
-            "seed": self.seed,
-            "samples": self.samples,
-            "dtype": self.dtype,
-            "device": self.device,
-            "roi_align": getattr(model, "roi_align", None),
-            "crop_border": self.crop_border,
-            "torch": torch.__version__,
-        }
+        return prediction_provenance(
+            self._model, n_samples=self.samples, seed=self.seed, dtype=self.dtype, crop_border=self.crop_border,
+            tool="chexmask-u view",
+        )
 
     def predict(self, paths: Sequence[str | os.PathLike]) -> Prediction:
         """Predict uploaded image files (ids: their file names).

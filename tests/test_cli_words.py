@@ -1,4 +1,4 @@
-"""The command line in its own words: Ctrl-C says what was kept, errors name the command's flags."""
+"""The command line in its own words: Ctrl-C says what was kept, errors name the command's flags, progress has a total."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _interrupt_when(process: subprocess.Popen, ready, timeout: float = 60.0) -> 
 @pytest.mark.slow
 def test_ctrl_c_during_cache_prints_one_line_and_a_rerun_resumes(hub_dataset, tmp_path):
     server, _ = hub_dataset
-    server.inject("slow", route="files", after_bytes=8192, seconds=0.25, times=None)
+    server.inject("slow", route="files", after_bytes=65536, seconds=0.1, times=None)
     command = [sys.executable, "-m", "chexmask_u_tools", "cache", DEFAULT_REPO, "--cache-dir", str(tmp_path / "c"), "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = _interrupt_when(process, lambda: any("/resolve/" in r.path or "cdn" in r.host for r in server.requests))
@@ -45,21 +45,13 @@ def test_ctrl_c_during_cache_prints_one_line_and_a_rerun_resumes(hub_dataset, tm
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_filter_writes_nothing(tmp_path):
-    table = cxu.load_sample()
-    big = pl.concat([table] * 25).with_columns(image_id=pl.col("image_id") + pl.int_range(pl.len()).cast(pl.String))
-    source = tmp_path / "Preprocessed" / "CheXpert.csv"
-    source.parent.mkdir()
-    write_released(big.filter(pl.col("source") == "CheXpert").with_columns(frame=pl.lit("preprocessed")), source)
+def test_ctrl_c_during_filter_writes_nothing(hub_dataset, tmp_path):
+    server, _ = hub_dataset
+    server.inject("slow", route="files", after_bytes=65536, seconds=0.1, times=None)
     out = tmp_path / "kept.parquet"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chexmask_u_tools", "filter", str(source), "--out", str(out), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    started = time.monotonic()
-    _, err = _interrupt_when(process, lambda: time.monotonic() - started > 1.5)
-    if process.returncode == 0:
-        pytest.skip("filter finished before the interrupt on this machine")
+    command = [sys.executable, "-m", "chexmask_u_tools", "filter", DEFAULT_REPO, "--no-cache", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = _interrupt_when(process, lambda: any("/resolve/" in r.path or "cdn" in r.host for r in server.requests))
     assert process.returncode == 130, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted; nothing was written" in lines[0], err
@@ -105,3 +97,50 @@ def test_python_spellings_become_the_commands_flags():
     assert for_command_line(error, set()) == str(error)
     joined = InputError("join them first: read_metadata('CheXpert', path) and attach_metadata(table, metadata)")
     assert "--metadata FILE" in for_command_line(joined, {"--metadata"})
+
+
+def test_cache_progress_has_a_total_and_an_eta(tmp_path, capsys):
+    from chexmask_u_tools.testing.mirror import build_mirror
+
+    mirror = build_mirror(tmp_path / "mirror")
+    total = sum(path.stat().st_size for path in mirror.rglob("*") if path.suffix in (".csv", ".gz", ".xz", ".parquet"))
+    assert main(["cache", str(mirror), "--cache-dir", str(tmp_path / "c"), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    bars = [line for line in re.split(r"[\r\n]", err) if line.startswith("converting")]
+    assert bars, err
+    last = bars[-1]
+    assert "100%" in last and "210 rows" in last and "<" in bars[0]  # a percentage, the rows converted, an ETA
+    assert f"/{total / 2**20:.2f}M" in last  # the total: the data files' sizes
+
+
+def test_experiment_ood_suggests_only_scores_that_work(tmp_path, capsys):
+    table = cxu.load_sample().with_columns(landmarks_std=None, node_sigma_mean=None, node_sigma_max=None, latent_sigma=None,
+                                            latent_sigma_mean=None)
+    path = tmp_path / "t.parquet"
+    table.write_parquet(path)
+    assert main(["experiment", "ood", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "--missing drop" in err and "--scores latent_sigma_mean" not in err
+    with_latent = cxu.load_sample().with_columns(landmarks_std=None, node_sigma_mean=None, node_sigma_max=None)
+    with_latent.write_parquet(path)
+    assert main(["experiment", "ood", str(path)]) == 1
+    suggestion = re.search(r"--scores (\S+)", capsys.readouterr().err).group(1)
+    assert main(["experiment", "ood", str(path), "--scores", suggestion]) == 0  # what it suggests works
+
+
+def test_a_vindr_split_needs_the_per_image_flag_named_as_a_flag(tmp_path, capsys):
+    out, table = tmp_path / "card.md", tmp_path / "t.parquet"
+    cxu.load_sample().filter(pl.col("source").is_in(["VinDr-CXR", "CheXpert"])).write_parquet(table)
+    assert main(["describe", str(table), "--out", str(out), "--patient-split"]) == 1
+    err = capsys.readouterr().err
+    assert "--per-image" in err and "per_image=True" not in err
+    assert main(["describe", str(table), "--out", str(out), "--patient-split", "--per-image"]) == 0
+    assert "each image is its own patient" in out.read_text()
+
+
+def test_export_hub_folder_streams_and_is_quiet_without_progress(tmp_path, capsys):
+    out = tmp_path / "folder"
+    assert main(["export", "sample", "--out", str(out), "--hub-folder", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "kept 200 rows" in captured.out and "hub folder" not in captured.err.lower()
+    assert cxu.read_table(out).height == 200
