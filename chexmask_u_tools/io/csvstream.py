@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import CheXmaskUError, FileReadError, RecordError
-from chexmask_u_tools.kernels.parse import quoted_spans, quotes_well_formed, scan_csv_text, split_records
+from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
 
 __all__ = [
     "COMPRESSIONS",
@@ -290,7 +290,7 @@ class _Piece:
         self.plain = (
             ascii
             and not (len(quotes) > 1 and (np.diff(quotes) == 1).any())  # a doubled quote, or an empty quoted field
-            and bool(quotes_well_formed(text, quotes, len(text)))
+            and bool(kernels.parse.quotes_well_formed(text, quotes, len(text)))
         )
 
 
@@ -339,10 +339,10 @@ def _record_pieces(
             return
         filled = len(held) + n
         last_byte = int(text[filled - 1])
-        new_quotes, new_ascii = scan_csv_text(text[len(held) : filled], _words(text[len(held) : filled]))
+        new_quotes, new_ascii = kernels.parse.scan_csv_text(text[len(held) : filled], _words(text[len(held) : filled]))
         quotes = np.concatenate((held_quotes, new_quotes + len(held))) if len(held_quotes) else new_quotes + len(held)
         ascii = held_ascii and new_ascii
-        spans = quoted_spans(text[:filled], quotes)  # the text begins at a record's start
+        spans = kernels.parse.quoted_spans(text[:filled], quotes)  # the text begins at a record's start
 
         def outside_quotes(position: int, spans: np.ndarray = spans) -> bool:
             return int(np.searchsorted(spans, position)) % 2 == 0
@@ -372,7 +372,7 @@ def _record_pieces(
 
 
 def _is_ascii(text: np.ndarray) -> bool:
-    return bool(scan_csv_text(text, _words(text))[1])
+    return bool(kernels.parse.scan_csv_text(text, _words(text))[1])
 
 
 def _line_break_before(text: np.ndarray, stop: int, start: int) -> int:
@@ -432,7 +432,7 @@ def _split_plain(piece: _Piece, columns: list[str]) -> pl.DataFrame | None:
     """
     import pyarrow as pa
 
-    views, valid, rows, ok = split_records(piece.text, _words(piece.text), piece.quotes, len(columns))
+    views, valid, rows, ok = kernels.parse.split_records(piece.text, _words(piece.text), piece.quotes, len(columns))
     if not ok:
         return None
     text = pa.py_buffer(piece.text)

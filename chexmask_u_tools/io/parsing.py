@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import PointsParseError
-from chexmask_u_tools.kernels.parse import LIST_MISSING, LIST_OK, LIST_UNSURE, parse_number_lists
+from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
 
 _SEPARATORS = r"[\[\]\s,]+"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -197,9 +197,9 @@ def parse_number_column(
     n = len(texts)
     values = np.empty((n, width), dtype=np.float32)
     offsets, data, valid = string_buffers(texts)
-    status = parse_number_lists(offsets, data, valid, width, allow_negative, values)
+    status = kernels.parse.parse_number_lists(offsets, data, valid, width, allow_negative, values)
     problems = pl.Series(what, [None] * n, dtype=pl.String)
-    unsure = np.flatnonzero(status == LIST_UNSURE)
+    unsure = np.flatnonzero(status == kernels.parse.LIST_UNSURE)
     if unsure.size:
         # The reference parser decides the strings the kernel could not vouch for, and words their problems.
         checked = pl.DataFrame({"text": texts.gather(unsure)}).select(
@@ -213,10 +213,10 @@ def parse_number_column(
         if fine.any():
             parsed = checked.filter(pl.Series(fine))["parsed"].list.to_array(width).to_numpy()
             values[unsure[fine]] = parsed.astype(np.float32)
-        status[unsure[fine]] = LIST_OK
-        status[unsure[~fine & checked["parsed"].is_null().to_numpy()]] = LIST_MISSING
+        status[unsure[fine]] = kernels.parse.LIST_OK
+        status[unsure[~fine & checked["parsed"].is_null().to_numpy()]] = kernels.parse.LIST_MISSING
         problems = problems.scatter(unsure, checked["problem"])
-    return values, status == LIST_OK, problems
+    return values, status == kernels.parse.LIST_OK, problems
 
 
 def parse_numbers_many(

@@ -71,7 +71,7 @@ from chexmask_u_tools.io.hf import plain_storage
 from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
 from chexmask_u_tools.io.parsing import parse_number_column, string_buffers
 from chexmask_u_tools.io.rle import rle_problems
-from chexmask_u_tools.kernels.parse import RLE_BLANK, RLE_CHECK, rle_status, rle_tail_status
+from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
 from chexmask_u_tools.schema import (
     BASE_SCHEMA,
@@ -608,11 +608,11 @@ def _mask_column(
     ends = texts.str.slice(-_MASK_TAIL)
     whole = (texts.str.len_bytes() <= _MASK_TAIL).fill_null(True).to_numpy()
     offsets, data, valid = string_buffers(ends)
-    status = rle_tail_status(offsets, data, valid, whole, n_pixels, known)
-    flagged = status == RLE_CHECK
+    status = kernels.parse.rle_tail_status(offsets, data, valid, whole, n_pixels, known)
+    flagged = status == kernels.parse.RLE_CHECK
     if full:
-        flagged |= rle_status(*string_buffers(texts), n_pixels, known) != 0
-    blank = status == RLE_BLANK
+        flagged |= kernels.parse.rle_status(*string_buffers(texts), n_pixels, known) != 0
+    blank = status == kernels.parse.RLE_BLANK
     problems = pl.Series(column, [None] * len(texts), dtype=pl.String)
     rows = np.flatnonzero(flagged)
     if rows.size:

@@ -11,7 +11,8 @@ Kernels are compiled lazily, at their first call, into numba's on-disk cache
 (:mod:`chexmask_u_tools.kernels.jit`), never at import.  Importing this
 package does not load numba either (:mod:`chexmask_u_tools.kernels.dispatch`
 is read at the package's import); the names of :mod:`~chexmask_u_tools.kernels.jit`
-below load it at their first use.
+below load it at their first use, and so does each kernel module, imported at
+its first use as an attribute (``kernels.parse.split_records``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ from typing import Any
 
 __all__ = ["CACHE_NOTE", "KernelCacheWarning", "auto_method", "caching_enabled", "compiled", "kernel"]
 
+KERNEL_MODULES = ("fill", "parse", "rle", "soft", "weights")
+"""The kernel modules, each imported (with numba) at its first use as an attribute of this package."""
+
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
         return getattr(importlib.import_module("chexmask_u_tools.kernels.jit"), name)
+    if name in KERNEL_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
