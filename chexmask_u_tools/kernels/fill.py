@@ -22,8 +22,10 @@ intermediate value leaves int64) and the output; the kernel also clips every
 index it derives to its output, so no input can write outside it.
 
 Speed.  Row runs are written with slice assignments (``memset``); lines
-advance a remainder instead of dividing; the edges active on a row are kept
-in a list sorted by first row (an organ's row has 2 to 6 crossings).
+advance a remainder instead of dividing; the edges join the active list in
+order of first row, and the active list carries each edge's crossing, step and
+last row, kept sorted by crossing with an insertion sort that rarely moves
+anything (an organ's row has 2 to 6 crossings).
 """
 
 from __future__ import annotations
@@ -169,14 +171,15 @@ def _fill_one(verts, plane, value):
     """Draw the closed polygon ``verts`` ((m, 2) int64) into ``plane`` (H, W) uint8 with ``value``."""
     height, width = plane.shape
     m = verts.shape[0]
-    lo = np.empty(m, dtype=np.int64)
-    nrow = np.empty(m, dtype=np.int64)
-    xtop = np.empty(m, dtype=np.int64)
-    slope = np.empty(m, dtype=np.int64)
+    table = np.empty((8, m), dtype=np.int64)  # one allocation for the per-edge and active-edge columns
+    lo = table[0]
+    nrow = table[1]
+    xtop = table[2]
+    slope = table[3]
     ymin, ymax = _edges(verts, plane, value, lo, nrow, xtop, slope)
     if ymax <= ymin:
         return
-    order = np.empty(m, dtype=np.int64)  # the edges with rows, by first row (insertion sort)
+    order = table[4]  # the edges with rows, by first row (insertion sort)
     n_edges = 0
     for i in range(m):
         if nrow[i] > 0:
@@ -186,37 +189,56 @@ def _fill_one(verts, plane, value):
                 j -= 1
             order[j] = i
             n_edges += 1
-    active = np.empty(n_edges, dtype=np.int64)
-    xs = np.empty(n_edges, dtype=np.int64)
+    # The active edges: crossing x on the current row (16.16, unclamped), its
+    # step per row and the row past its last; kept sorted by x.  Sorting the
+    # unclamped crossings sorts the clamped ones too (clamping keeps order).
+    xs = table[5]
+    steps = table[6]
+    ends = table[7]
     n_active = 0
     following = 0
     limit = (width + 1) << XY_SHIFT
     for y in range(ymin, min(ymax, height)):
         kept = 0
         for j in range(n_active):  # edges past their last row leave
-            e = active[j]
-            if lo[e] + nrow[e] > y:
-                active[kept] = e
+            if ends[j] > y:
+                if kept != j:
+                    xs[kept] = xs[j]
+                    steps[kept] = steps[j]
+                    ends[kept] = ends[j]
                 kept += 1
         n_active = kept
-        while following < n_edges and lo[order[following]] == y:
-            active[n_active] = order[following]
+        while following < n_edges:  # edges whose first row this is join
+            e = order[following]
+            if lo[e] != y:
+                break
+            xs[n_active] = xtop[e]
+            steps[n_active] = slope[e]
+            ends[n_active] = lo[e] + nrow[e]
             n_active += 1
             following += 1
-        for j in range(n_active):  # the row's crossings, insertion-sorted (an organ's row has 2 to 6)
-            e = active[j]
-            x = min(max(xtop[e] + (y - lo[e]) * slope[e], 0), limit)
-            k = j - 1
-            while k >= 0 and xs[k] > x:
-                xs[k + 1] = xs[k]
-                k -= 1
-            xs[k + 1] = x
+        for j in range(1, n_active):  # insertion sort by x: the order rarely changes from row to row
+            x = xs[j]
+            if x < xs[j - 1]:
+                step = steps[j]
+                end = ends[j]
+                k = j - 1
+                while k >= 0 and xs[k] > x:
+                    xs[k + 1] = xs[k]
+                    steps[k + 1] = steps[k]
+                    ends[k + 1] = ends[k]
+                    k -= 1
+                xs[k + 1] = x
+                steps[k + 1] = step
+                ends[k + 1] = end
         row = plane[y]
         for j in range(0, n_active - 1, 2):
-            left = max((xs[j] - 1) >> XY_SHIFT, 0)  # ceil(x): the crossings carry one pixel more
-            right = min((xs[j + 1] >> XY_SHIFT) - 1, width - 1)  # floor(x')
+            left = max((min(max(xs[j], 0), limit) - 1) >> XY_SHIFT, 0)  # ceil(x): the crossings carry one pixel more
+            right = min((min(max(xs[j + 1], 0), limit) >> XY_SHIFT) - 1, width - 1)  # floor(x')
             if left <= right:
                 row[left : right + 1] = value
+        for j in range(n_active):
+            xs[j] += steps[j]
 
 
 @kernel
