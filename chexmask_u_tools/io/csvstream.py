@@ -53,8 +53,8 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
-from chexmask_u_tools.errors import CheXmaskUError, FileReadError, RecordError
 from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
+from chexmask_u_tools.errors import CheXmaskUError, FileReadError, RecordError
 
 __all__ = [
     "COMPRESSIONS",

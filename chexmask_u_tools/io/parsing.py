@@ -29,8 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from chexmask_u_tools.errors import PointsParseError
 from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
+from chexmask_u_tools.errors import PointsParseError
 
 _SEPARATORS = r"[\[\]\s,]+"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

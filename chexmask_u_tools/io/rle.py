@@ -35,15 +35,14 @@ fresh pages for every mask, which is most of a fresh decode's cost.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from chexmask_u_tools import kernels  # kernels.rle (and numba) load at the first call, not at import
 from chexmask_u_tools.errors import InputError, RLEError
 from chexmask_u_tools.kernels.dispatch import METHODS, resolve_method
 from chexmask_u_tools.schema import MAX_MASK_PIXELS, check_mask_size, nearest_indices
@@ -248,21 +247,13 @@ def _use(method: str) -> str:
     return use
 
 
-@functools.cache
-def _kernels() -> ModuleType:
-    """:mod:`chexmask_u_tools.kernels.rle`, loaded at the first call (numba is not imported with the package)."""
-    from chexmask_u_tools.kernels import rle
-
-    return rle
-
-
 def _kernel_runs(rle: object, n_pixels: int) -> np.ndarray:
     """:func:`_checked_runs` by the compiled reader; strings it does not read go to the reference (its errors)."""
     if _is_missing(rle) or type(rle) is not str or not rle.isascii():
         return _checked_runs(rle, n_pixels)
     text = rle.encode("ascii")
-    pairs = np.empty((_kernels().pair_capacity(len(text)), 2), dtype=np.int64)
-    count = _kernels().parse_runs(text, n_pixels, pairs)
+    pairs = np.empty((kernels.rle.pair_capacity(len(text)), 2), dtype=np.int64)
+    count = kernels.rle.parse_runs(text, n_pixels, pairs)
     if count < 0:
         return _checked_runs(rle, n_pixels)  # raises the reference's error, or reads a rare valid form ("+3")
     return pairs[:count]
@@ -298,17 +289,17 @@ def _delivered(array: np.ndarray, written: np.ndarray, tensor: Any, out: Any) ->
 def _kernel_fill(pairs: np.ndarray, height: int, width: int, into: np.ndarray) -> None:
     """Write checked runs of a ``(height, width)`` mask, sampled to ``into``'s (h, w), into ``into``."""
     if into.shape == (height, width):
-        _kernels().fill_runs(pairs, len(pairs), into)
+        kernels.rle.fill_runs(pairs, len(pairs), into)
     else:
         rows, cols = nearest_indices(height, into.shape[0]), nearest_indices(width, into.shape[1])
-        _kernels().fill_runs_resampled(pairs, len(pairs), width, rows, cols, into)
+        kernels.rle.fill_runs_resampled(pairs, len(pairs), width, rows, cols, into)
 
 
 def _kernel_decode(rle: object, height: int, width: int, target: tuple[int, int], out: Any) -> Any:
     """:func:`rle_decode` by the kernels: a plain string at full size in one call (read, checked, then written)."""
     array, written, tensor = _destination(out, target)
     if target == (height, width) and type(rle) is str and rle.isascii():
-        if _kernels().decode_runs(rle.encode("ascii"), height * width, written) >= 0:
+        if kernels.rle.decode_runs(rle.encode("ascii"), height * width, written) >= 0:
             return _delivered(array, written, tensor, out)
     _kernel_fill(_kernel_runs(rle, height * width), height, width, written)
     return _delivered(array, written, tensor, out)
@@ -533,7 +524,7 @@ def _kernel_encode(mask: np.ndarray) -> str:
     words = flat[: flat.size - flat.size % 8].view(np.uint64)
     if not words.flags.aligned:
         words = np.empty(0, dtype=np.uint64)  # byte by byte
-    return _kernels().encode_runs(flat, words).tobytes().decode("ascii")
+    return kernels.rle.encode_runs(flat, words).tobytes().decode("ascii")
 
 
 def rle_decode_many(

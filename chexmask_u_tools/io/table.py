@@ -56,6 +56,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
 from chexmask_u_tools.errors import (
     CheXmaskUError,
     ColumnNameWarning,
@@ -71,7 +72,6 @@ from chexmask_u_tools.io.hf import plain_storage
 from chexmask_u_tools.io.hub_folder import is_hub_folder, scan_hub_folder
 from chexmask_u_tools.io.parsing import parse_number_column, string_buffers
 from chexmask_u_tools.io.rle import rle_problems
-from chexmask_u_tools import kernels  # kernels.parse (and numba) load at the first read, not at import
 from chexmask_u_tools.layout import N_LATENT, N_NODES, ORGANS
 from chexmask_u_tools.schema import (
     BASE_SCHEMA,

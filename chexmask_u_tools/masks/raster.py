@@ -46,11 +46,11 @@ a resized 1024 mask.
 from __future__ import annotations
 
 import functools
-from types import ModuleType
 from typing import Sequence
 
 import numpy as np
 
+from chexmask_u_tools import kernels  # kernels.fill (and numba) load at the first call, not at import
 from chexmask_u_tools.errors import InputError
 from chexmask_u_tools.kernels.dispatch import METHODS, resolve_method
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
@@ -561,14 +561,6 @@ def _use(method: str) -> str:
     return use
 
 
-@functools.cache
-def _kernels() -> ModuleType:
-    """:mod:`chexmask_u_tools.kernels.fill`, loaded at the first call (numba is not imported with the package)."""
-    from chexmask_u_tools.kernels import fill
-
-    return fill
-
-
 @functools.lru_cache(maxsize=64)
 def _kernel_tables(count: int, per_plane: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The plane (int64) and value (uint8) of each of ``count * per_plane`` polygons, ``per_plane`` per plane.
@@ -582,18 +574,20 @@ def _kernel_tables(count: int, per_plane: int = 1) -> tuple[np.ndarray, np.ndarr
     return planes, values
 
 
-def _draw(verts: np.ndarray, first: np.ndarray, out: np.ndarray, method: str, per_plane: int = 1) -> None:
-    """Draw P polygons (as :func:`rasterize_polygons` takes them) into the zeroed ``out``.
+def draw_polygons(verts: np.ndarray, first: np.ndarray, out: np.ndarray, method: str = "auto", per_plane: int = 1) -> None:
+    """Draw P polygons (as :func:`rasterize_polygons` takes them) into the zeroed ``out``, by ``method``.
 
     ``out``: bool (P, H, W), one mask per polygon; or, with ``per_plane > 1``
     (kernel only), uint8 (P / per_plane, H, W) with each plane's polygons
-    painted 1, 2, ... in order (a label map).
+    painted 1, 2, ... in order (a label map).  ``method`` is one of
+    :data:`RASTER_METHODS`; the compiled kernel and the numpy reference draw
+    the same pixels.
     """
-    if method == "numpy":
+    if _use(method) == "numpy":
         rasterize_polygons(verts, first, out)
         return
     planes, values = _kernel_tables(len(first) // per_plane, per_plane)
-    _kernels().fill_polygons(
+    kernels.fill.fill_polygons(
         np.ascontiguousarray(verts, dtype=np.int64), np.ascontiguousarray(first, dtype=np.int64), planes, values,
         out.view(np.uint8),
     )
@@ -658,7 +652,7 @@ def rasterize(
     shape = (height, width) if single else (len(first), height, width)
     mask = _output_buffer(out, shape)
     if len(first):
-        _draw(verts, first, mask.reshape(len(first), height, width), use)
+        draw_polygons(verts, first, mask.reshape(len(first), height, width), use)
     return mask if out is None else out
 
 
@@ -794,7 +788,7 @@ def rasterize_organs(
     verts, first = _organ_polygons(arr)
     shape = arr.shape[:-2] + (len(ORGANS), height, width)
     mask = _output_buffer(out, shape)
-    _draw(verts, first, mask.reshape(len(first), height, width), use)
+    draw_polygons(verts, first, mask.reshape(len(first), height, width), use)
     return mask if out is None else out
 
 
@@ -840,7 +834,7 @@ def label_map(
         arr = _as_landmarks(landmarks, from_size, height, width, allow_empty, allow_partial)
         verts, first = _organ_polygons(arr)
         labels = np.zeros((len(first) // len(ORGANS), height, width), dtype=np.uint8)
-        _draw(verts, first, labels, "kernel", per_plane=len(ORGANS))
+        draw_polygons(verts, first, labels, "kernel", per_plane=len(ORGANS))
         return labels[0] if arr.ndim == 2 else labels
     masks = rasterize_organs(
         landmarks, height, width, from_size=from_size, allow_empty=allow_empty, allow_partial=allow_partial,

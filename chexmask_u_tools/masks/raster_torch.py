@@ -30,8 +30,8 @@ from chexmask_u_tools.masks.raster import (
     MAX_COORDINATE,
     XY_SHIFT,
     check_size,
+    draw_polygons,
     polygon_batch,
-    rasterize_polygons,
     require_on_grid,
 )
 
@@ -217,7 +217,7 @@ def _run(verts, first, height: int, width: int, backend: str) -> torch.Tensor:
         # torch.zeros writes every byte, which costs more than the drawing.
         masks = np.zeros((npoly, height, width), dtype=bool)
         if npoly:
-            rasterize_polygons(verts.numpy(), first.numpy(), masks)
+            draw_polygons(verts.numpy(), first.numpy(), masks)  # the compiled fill kernel, as rasterize draws
         return torch.from_numpy(masks)
     out = torch.zeros((npoly, height, width), dtype=torch.bool, device=dev)
     if npoly == 0:
