@@ -46,13 +46,8 @@ from pathlib import Path
 
 import polars as pl
 
-RELEASE_ROWS = {
-    "CheXpert": 187_825,
-    "ChestX-ray8": 112_120,
-    "MIMIC-CXR-JPG": 243_334,
-    "Padchest": 96_184,
-    "VinDr-CXR": 18_000,
-}
+from chexmask_u_tools.testing.mirror import RELEASE_ROWS
+
 CHUNK_ROWS = 20_000
 
 
