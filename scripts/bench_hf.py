@@ -215,7 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--old-fractions", type=float, nargs="*", default=[0.1])
-    parser.add_argument("--workdir", type=Path, default=Path("/work/bench_data/share"))
+    parser.add_argument("--workdir", type=Path, default=Path("bench_out") / "hf")
     parser.add_argument("--child", nargs=5, metavar=("WHAT", "PATH", "INPUT", "CACHE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
