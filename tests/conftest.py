@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,6 +42,24 @@ def real_tables(real_subset_dir) -> list[tuple[Path, pl.DataFrame]]:
     from chexmask_u_tools.io.table import data_files
 
     return [(path, read_table(path)) for path in data_files(real_subset_dir)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory) -> Path:
+    """Every temporary file of the run (``tempfile``, subprocesses, Gradio, torch) under pytest's base folder.
+
+    pytest removes that folder when the whole run passes (``tmp_path_retention_policy = "failed"``) and
+    keeps it when a test fails, so a passing run leaves nothing behind in the system's temp folder.
+    """
+    folder = tmp_path_factory.mktemp("tmp", numbered=False)
+    saved_env, saved_default = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    yield folder
+    tempfile.tempdir = saved_default
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
 
 
 def pytest_collection_modifyitems(config, items):
