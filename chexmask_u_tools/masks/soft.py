@@ -64,6 +64,7 @@ import numpy as np
 import shapely
 
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.kernels.dispatch import resolve_method
 from chexmask_u_tools.layout import N_NODES, ORGAN_SLICES, ORGANS
 from chexmask_u_tools.masks.raster import (
     MAX_COORDINATE,
@@ -687,9 +688,7 @@ def soft_method(height: int, width: int, band: bool = True) -> str:
     check_size(height, width)
     if not band:
         return "numpy"
-    import numba  # the soft masks' first use loads it (import chexmask_u_tools does not)
-
-    return "numpy" if numba.config.DISABLE_JIT else "kernel"
+    return resolve_method("auto")  # numba loads here, at the first soft mask (not at import)
 
 
 def _soft_options(tol, dtype, method: str, band: bool, height: int, width: int) -> tuple[float | None, np.dtype, str]:

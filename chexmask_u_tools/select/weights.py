@@ -48,6 +48,7 @@ import numpy as np
 import polars as pl
 
 from chexmask_u_tools.errors import InputError
+from chexmask_u_tools.kernels.dispatch import resolve_method
 
 __all__ = [
     "SampleWeighting",
@@ -532,11 +533,9 @@ def pixel_weights_method(power: float = 1.0) -> str:
     >>> pixel_weights_method(), pixel_weights_method(2.0), pixel_weights_method(1.5)
     ('kernel', 'kernel', 'numpy')
     """
-    import numba  # loaded at the first weight map, not at import
-
-    if numba.config.DISABLE_JIT or float(power) not in (1.0, 2.0, 0.5):
+    if float(power) not in (1.0, 2.0, 0.5):
         return "numpy"
-    return "kernel"
+    return resolve_method("auto")  # numba loads here, at the first weight map (not at import)
 
 
 def _soft_weights_kernel(soft: np.ndarray, floor: float, power: float, reduce: str | None) -> np.ndarray:
