@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,6 +62,18 @@ def session_temp_dir(tmp_path_factory) -> Path:
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = saved_env
+
+
+def run_python(code: str, *, timeout: float = 900, stderr_tail: int = 3000, **env: str) -> str:
+    """The stdout of ``python -c code`` in a fresh interpreter with ``env`` added; its exit status must be 0.
+
+    Native code (the numba kernels, with ``NUMBA_BOUNDSCHECK=1`` or ``NUMBA_DISABLE_JIT=1``) runs there, so
+    that a crash fails the calling test instead of the run.
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=timeout,
+                          env=dict(os.environ, **env))
+    assert done.returncode == 0, done.stderr[-stderr_tail:]
+    return done.stdout
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import chexmask_u_tools
+from conftest import run_python
 
 PACKAGE = Path(chexmask_u_tools.__file__).resolve().parent
 
@@ -81,6 +82,4 @@ def test_import_loads_no_numba_and_compiles_nothing():
         "assert 'numba' not in sys.modules, 'numba imported by the numpy references'\n"
         "print('ok')"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "ok"
+    assert run_python(code, timeout=120, stderr_tail=2000).strip() == "ok"

@@ -7,9 +7,6 @@ OpenCV digests and the released masks through both methods).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -19,6 +16,7 @@ from hypothesis import strategies as st
 
 import chexmask_u_tools as cxu
 from chexmask_u_tools.masks.raster import MAX_COORDINATE, RASTER_METHODS, label_map, raster_method, rasterize, rasterize_organs
+from conftest import run_python
 
 
 @st.composite
@@ -168,10 +166,7 @@ _HOSTILE = textwrap.dedent(
 def test_hostile_polygons_are_refused_or_harmless_in_a_subprocess(tmp_path):
     # the kernel compiled with bounds checks (its own cache), in a subprocess: a write outside the
     # output fails this test instead of corrupting the run
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", _HOSTILE], capture_output=True, text=True, check=False, timeout=900,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_python(_HOSTILE, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    report = json.loads(output.strip().splitlines()[-1])
     assert report["refused"] == {name: "InputError" for name in report["refused"]}
     assert report["differ"] == [] and report["cases"] > 300

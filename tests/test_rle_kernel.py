@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -18,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 import chexmask_u_tools as cxu
 from chexmask_u_tools.io.rle import RLE_METHODS, rle_method
 from chexmask_u_tools.schema import nearest_indices
+from conftest import run_python
 
 METHODS = ("kernel", "numpy")
 
@@ -165,10 +163,7 @@ def test_dispatch_without_jit_uses_numpy():
         "assert cxu.rasterize([[0, 0], [2, 0], [0, 2]], 3, 3).sum() == 6\n"
         "print(rle_method(4, 4), raster_method(4, 4))"
     )
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "numpy numpy"
+    assert run_python(code, NUMBA_DISABLE_JIT="1").strip() == "numpy numpy"
 
 
 _HOSTILE = textwrap.dedent(
@@ -238,11 +233,8 @@ _HOSTILE = textwrap.dedent(
 def test_hostile_strings_are_refused_or_harmless_in_a_subprocess(tmp_path):
     # numba does not check bounds by default: the kernels run here compiled with bounds checks (their own
     # cache), in a subprocess, so that a write outside a buffer fails this test instead of corrupting the run
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", _HOSTILE], capture_output=True, text=True, check=False, timeout=900,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_python(_HOSTILE, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    report = json.loads(output.strip().splitlines()[-1])
     assert report["cases"] >= 700
     assert report["differ"] == []
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -24,6 +21,7 @@ from chexmask_u_tools.masks.soft import (
     soft_mask_organs,
     soft_method,
 )
+from conftest import run_python
 
 
 def _star(rng: np.random.Generator, h: int, w: int, zero_share: float = 0.2):
@@ -214,10 +212,7 @@ def test_dispatch_without_jit_uses_numpy():
         "assert band_pixel_weights(np.ones(4, bool)).tolist() == [float(np.float32(0.2))] * 4\n"
         "print(soft_method(512, 512), pixel_weights_method())"
     )
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "numpy numpy"
+    assert run_python(code, NUMBA_DISABLE_JIT="1").strip() == "numpy numpy"
 
 
 @pytest.mark.parametrize(
@@ -315,11 +310,8 @@ _HOSTILE = textwrap.dedent(
 def test_hostile_input_is_refused_or_harmless_in_a_subprocess(tmp_path):
     # numba does not check bounds by default: the kernels run here compiled with bounds checks (their own
     # cache), in a subprocess, so that a write outside a buffer fails this test instead of corrupting the run
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", _HOSTILE], capture_output=True, text=True, check=False, timeout=900,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_python(_HOSTILE, stderr_tail=2000, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    report = json.loads(output.strip().splitlines()[-1])
     assert report["refused"] == {name: "InputError" for name in report["refused"]}
     for name, (to_numpy, to_whole, same_band) in report["agree"].items():
         assert to_numpy <= 2e-7 and to_whole <= 1e-6 and same_band, (name, to_numpy, to_whole, same_band)
